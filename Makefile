@@ -1,0 +1,62 @@
+# activealign — `make run` runs the embedded default job, `make test` runs the checks.
+# CPU boxes pin torch & co. through constraints/cpu.txt; on a CUDA box use `make CONSTRAINTS= ...`
+# so pip picks the CUDA build of torch (and add EXTRAS=dev,gpu for vLLM).
+
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints/cpu.txt
+EXTRAS ?= dev
+CONFIG ?= configs/tiny.yaml
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+
+export RAY_USAGE_STATS_ENABLED ?= 0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: run test install install-base lint typecheck pytest browser bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-base: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e '.[$(EXTRAS)]'
+	touch $@ $(VENV)/.installed-base
+
+install-base: $(VENV)/.installed-base
+install: $(VENV)/.installed-$(EXTRAS)
+
+## The embedded default: local Ray, tiny model built offline, sqlite labels, local MLflow.
+run: install-base
+	$(BIN)/activealign run --config $(CONFIG)
+
+## Headless Chromium for the annotator-page tests (Debian package; installed when missing and root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+lint: install
+	$(BIN)/ruff check system actors jobs tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy system
+
+pytest: install browser
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Everything CI runs: lint, types, tests.
+test: lint typecheck pytest
+
+bench: install
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

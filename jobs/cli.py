@@ -1,0 +1,159 @@
+"""The ``activealign`` command line: one command per verb, each ``--config`` plus dotted overrides.
+
+Every command accepts ``--config FILE`` and any number of ``--section.key VALUE`` overrides, e.g.
+``activealign run --config configs/tiny.yaml --train.lr 1e-4 --loop.rounds 3``.
+
+Exit codes: 0 success, 2 bad input (config, data, model path), 3 a service (oracle, label store,
+cluster) failed, 130 interrupted, 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from system.config import Config, load_config, overrides_from_args
+from system.errors import ActiveAlignError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Active preference alignment of language models on Ray (ActiveDPO, ADPO, ADPO+; DPO/IPO/MPO).",
+)
+WITH_OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+CONFIG_OPTION = typer.Option(Path("configs/tiny.yaml"), "--config", "-c", help="YAML config file.")
+
+
+def _config(config_path: Path, ctx: typer.Context) -> Config:
+    return load_config(config_path, overrides_from_args(ctx.args))
+
+
+def _dispatch(module: str, **kwargs: Any) -> None:
+    """Run ``jobs.<module>.main(**kwargs)`` and turn its result into an exit code."""
+    code = importlib.import_module(f"jobs.{module}").main(**kwargs)
+    raise typer.Exit(int(code or 0))
+
+
+@app.command(context_settings=WITH_OVERRIDES)
+def run(
+    ctx: typer.Context,
+    config: Path = CONFIG_OPTION,
+    resume: Path | None = typer.Option(None, help="Continue the run stored in this run directory."),
+) -> None:
+    """Run the active loop: generate → featurise → select → label → train → sync → evaluate, per round."""
+    if resume is not None and not (resume / "config.yaml").exists():
+        raise ActiveAlignError(f"--resume {resume}: no config.yaml there (not a run directory)")
+    cfg = load_config(resume / "config.yaml", overrides_from_args(ctx.args)) if resume else _config(config, ctx)
+    _dispatch("active_loop", config=cfg, resume=resume)
+
+
+@app.command(context_settings=WITH_OVERRIDES)
+def select(
+    ctx: typer.Context,
+    pool: Path = typer.Option(..., help="Parquet/JSONL candidate pairs: text columns or a numeric `phi`."),
+    out: Path = typer.Option(..., help="Where to write the selected pairs (Parquet or JSONL) in pick order."),
+    config: Path = CONFIG_OPTION,
+    strategy: str | None = typer.Option(None, help="Selection strategy (default: selection.strategy)."),
+    budget: int | None = typer.Option(None, help="How many pairs to select (default: selection.budget)."),
+    batch_size: int | None = typer.Option(
+        None, help="Labels (a `label` column) are revealed after each batch of this many picks."
+    ),
+) -> None:
+    """Offline selection from a fixed pool; labels of unselected pairs are never read."""
+    _dispatch(
+        "select", config=_config(config, ctx), pool=pool, out=out, strategy=strategy, budget=budget,
+        batch_size=batch_size,
+    )
+
+
+@app.command(context_settings=WITH_OVERRIDES)
+def train(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., help="TRL-format preference data (prompt/chosen/rejected), JSONL or Parquet."),
+    out: Path = typer.Option(Path("runs/train"), help="Output directory: checkpoints and the final adapter."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Standalone DPO/IPO/MPO training (Ray Train + DeepSpeed) on a preference dataset; resumes from `out`."""
+    _dispatch("train", config=_config(config, ctx), data=data, out=out)
+
+
+@app.command(context_settings=WITH_OVERRIDES)
+def serve(ctx: typer.Context, config: Path = CONFIG_OPTION) -> None:
+    """Start the oracle/annotation endpoint (Ray Serve, 127.0.0.1 by default, bearer-token auth)."""
+    _dispatch("serve", config=_config(config, ctx))
+
+
+@app.command(context_settings=WITH_OVERRIDES)
+def generate(
+    ctx: typer.Context,
+    prompts: Path = typer.Option(..., help="Prompt-only JSONL/Parquet (a `prompt` column)."),
+    out: Path = typer.Option(..., help="Where to write the sampled responses (JSONL or Parquet)."),
+    config: Path = CONFIG_OPTION,
+    adapter: Path | None = typer.Option(None, help="LoRA adapter directory to generate with."),
+) -> None:
+    """Sample responses with the generation fleet (vLLM or HF engine)."""
+    _dispatch("generate", config=_config(config, ctx), prompts=prompts, out=out, adapter=adapter)
+
+
+@app.command(context_settings=WITH_OVERRIDES)
+def evaluate(
+    ctx: typer.Context,
+    config: Path = CONFIG_OPTION,
+    adapter: Path | None = typer.Option(None, help="LoRA adapter directory to evaluate (default: the base)."),
+) -> None:
+    """Oracle reward of greedy generations on held-out prompts and win-rate vs the reference policy."""
+    _dispatch("evaluate", config=_config(config, ctx), adapter=adapter)
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories to compare."),
+    out: Path = typer.Option(Path("runs/report"), help="Directory for report.html and report.png."),
+) -> None:
+    """Compare runs: reward vs labels per strategy, as HTML + PNG."""
+    _dispatch("report", run_dirs=run_dirs, out=out)
+
+
+@app.command(context_settings=WITH_OVERRIDES)
+def export(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., help="Output file (labels) or directory (adapter)."),
+    config: Path = CONFIG_OPTION,
+    what: str = typer.Option("labels", help="labels | adapter"),
+    fmt: str = typer.Option("trl-jsonl", "--format", help="trl-jsonl | trl-parquet | label-studio | argilla"),
+    run_dir: Path | None = typer.Option(None, help="Run directory to export from (default: loop.run_dir)."),
+) -> None:
+    """Export collected labels (TRL, Label Studio, Argilla) or the latest trained adapter."""
+    _dispatch("export", config=_config(config, ctx), out=out, what=what, fmt=fmt, run_dir=run_dir)
+
+
+def main() -> None:
+    """Console-script entry: map activealign errors to one line on stderr and an exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except ActiveAlignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            raise
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

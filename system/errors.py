@@ -1,0 +1,45 @@
+"""Errors raised where bad input enters activealign.
+
+Every error carries one line that names the offending thing (file, row, field, key) so the
+CLI can print it and exit non-zero without a traceback from deep inside a library.
+"""
+
+from __future__ import annotations
+
+
+class ActiveAlignError(Exception):
+    """Base class: a user-facing failure with a one-line message."""
+
+    exit_code = 2
+
+
+class ConfigError(ActiveAlignError):
+    """A config file or override is invalid (unknown key, wrong type, out-of-range value)."""
+
+
+class DataError(ActiveAlignError):
+    """A dataset file or row is malformed (missing column, empty text, NaN score)."""
+
+
+class ModelLoadError(ActiveAlignError):
+    """A model or tokenizer cannot be loaded from the given path or hub id."""
+
+
+class SelectionError(ActiveAlignError):
+    """Selection input is unusable (NaN features, budget larger than pool, dimension mismatch)."""
+
+
+class OracleError(ActiveAlignError):
+    """The oracle service or a backend failed or was misconfigured."""
+
+    exit_code = 3
+
+
+class LabelStoreError(ActiveAlignError):
+    """The durable label store cannot be opened, migrated or written."""
+
+    exit_code = 3
+
+
+class StaleVersionError(ActiveAlignError):
+    """Work was requested for a policy version the worker does not hold."""
