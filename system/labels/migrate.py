@@ -1,0 +1,97 @@
+"""Open a label-store database and bring its schema to the revision this code expects.
+
+Alembic runs programmatically (no ``alembic.ini``): the scripts live in ``system/labels/migrations``.
+SQLite connections get WAL journaling, a busy timeout and ``synchronous=NORMAL`` (durable against a
+killed process; WAL keeps readers and the single writer from blocking each other).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from system.errors import LabelStoreError
+from system.labels.schema import SCHEMA_REVISION
+
+logger = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def absolute_store_url(url: str, base: str | Path | None = None) -> str:
+    """Make a relative SQLite path absolute (against ``base`` or the cwd) so other processes find the same file."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise LabelStoreError(f"label store url {url!r}: not a database URL") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    path = Path(parsed.database)  # type: ignore[arg-type]
+    if not path.is_absolute():
+        path = Path(base or Path.cwd()) / path
+    return parsed.set(database=str(path.resolve())).render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get their parent directory created and WAL mode."""
+    url = absolute_store_url(url)
+    parsed = make_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        raise LabelStoreError(f"label store {parsed.render_as_string()}: cannot open ({exc})") from None
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The alembic revision stamped in the database (None for an empty database)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Run every pending migration, then check the database is at :data:`SCHEMA_REVISION`.
+
+    Raises:
+        LabelStoreError: the database is unreachable, or stamped with a revision this code does not know
+            (written by a newer activealign).
+    """
+    where = engine.url.render_as_string()
+    alembic_cfg = AlembicConfig()
+    alembic_cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    found: str | None = None
+    try:
+        found = current_revision(engine)
+        if found != SCHEMA_REVISION:
+            logger.info("label store %s: migrating schema %s -> %s", where, found, SCHEMA_REVISION)
+            with engine.begin() as connection:
+                alembic_cfg.attributes["connection"] = connection
+                command.upgrade(alembic_cfg, SCHEMA_REVISION)
+        found = current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise LabelStoreError(f"label store {where}: cannot migrate ({exc.__class__.__name__}: {exc})") from None
+    except CommandError as exc:
+        raise LabelStoreError(f"label store {where}: schema revision {found!r} unknown here ({exc})") from None
+    if found != SCHEMA_REVISION:
+        raise LabelStoreError(f"label store {where}: schema at revision {found!r}, expected {SCHEMA_REVISION!r}")

@@ -1,0 +1,128 @@
+"""The human-annotation queue: pairs wait in ``tasks`` until a person answers 1, 2 or skip.
+
+Enqueueing is idempotent per pair_id. The next task is the pending one skipped least often, then
+oldest, so a skip moves a task behind the others without losing it. An answer becomes a label
+(``oracle="human"``, ``prob_1`` = 1 or 0) written through :meth:`LabelStore.put`, so answering
+twice stores one label per annotator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from system.errors import LabelStoreError
+from system.labels.schema import tasks_table
+from system.labels.store import LabelRecord, LabelStore, decode_text, encode_text, insert_ignoring_duplicates
+from system.types import CandidatePair, Label, Text
+
+HUMAN_ORACLE = "human"
+
+
+@dataclass(frozen=True)
+class AnnotationTask:
+    """A pair waiting for (or answered by) a person."""
+
+    task_id: int
+    pair_id: str
+    round: int
+    prompt: Text
+    response_1: str
+    response_2: str
+    status: str
+
+    @property
+    def pair(self) -> CandidatePair:
+        return CandidatePair(
+            pair_id=self.pair_id, prompt_id="", prompt=self.prompt, response_1=self.response_1,
+            response_2=self.response_2,
+        )
+
+
+def _task(row: Any) -> AnnotationTask:
+    return AnnotationTask(
+        task_id=row.task_id, pair_id=row.pair_id, round=row.round, prompt=decode_text(row.prompt),
+        response_1=row.response_1, response_2=row.response_2, status=row.status,
+    )
+
+
+class HumanQueue:
+    """Task queue stored beside the labels of ``store`` (same database)."""
+
+    def __init__(self, store: LabelStore) -> None:
+        self.store = store
+
+    def enqueue(self, pairs: Sequence[CandidatePair], round: int) -> list[int]:
+        """Add pairs (already queued pair_ids are kept as they are); returns their task ids in input order."""
+        now = datetime.now(timezone.utc)
+        rows = [
+            {"pair_id": pair.pair_id, "round": round, "prompt": encode_text(pair.prompt),
+             "response_1": pair.response_1, "response_2": pair.response_2, "status": "pending", "created_at": now}
+            for pair in pairs
+        ]
+        if not rows:
+            return []
+        try:
+            with self.store.engine.begin() as connection:
+                connection.execute(insert_ignoring_duplicates(self.store.engine, tasks_table), rows)
+                found = connection.execute(
+                    select(tasks_table.c.pair_id, tasks_table.c.task_id)
+                    .where(tasks_table.c.pair_id.in_([pair.pair_id for pair in pairs]))
+                )
+                ids: dict[str, int] = {row.pair_id: row.task_id for row in found}
+        except SQLAlchemyError as exc:
+            raise LabelStoreError(f"label store {self.store.url}: enqueue failed ({exc.__class__.__name__})") from exc
+        return [int(ids[pair.pair_id]) for pair in pairs]
+
+    def next_task(self) -> AnnotationTask | None:
+        """The pending task skipped least often, oldest first; None when nothing is pending."""
+        query = (
+            select(tasks_table).where(tasks_table.c.status == "pending")
+            .order_by(tasks_table.c.skips, tasks_table.c.task_id).limit(1)
+        )
+        with self.store.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _task(row)
+
+    def task(self, task_id: int) -> AnnotationTask | None:
+        with self.store.engine.connect() as connection:
+            row = connection.execute(select(tasks_table).where(tasks_table.c.task_id == task_id)).first()
+        return None if row is None else _task(row)
+
+    def progress(self) -> tuple[int, int]:
+        """(answered tasks, all tasks)."""
+        query = select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
+        with self.store.engine.connect() as connection:
+            counts: dict[str, int] = {status: count for status, count in connection.execute(query)}
+        return int(counts.get("done", 0)), int(sum(counts.values()))
+
+    def answer(
+        self, task_id: int, choice: Literal[1, 2, "skip"], annotator: str
+    ) -> LabelRecord | None:
+        """Record a person's answer; returns the stored label (None for a skip).
+
+        Raises:
+            LabelStoreError: no task ``task_id``.
+        """
+        task = self.task(task_id)
+        if task is None:
+            raise LabelStoreError(f"task_id {task_id}: no such task")
+        if choice == "skip":
+            with self.store.engine.begin() as connection:
+                connection.execute(
+                    update(tasks_table).where(tasks_table.c.task_id == task_id).values(skips=tasks_table.c.skips + 1)
+                )
+            return None
+        label = Label(
+            pair_id=task.pair_id, preferred=choice, prob_1=1.0 if choice == 1 else 0.0, oracle=HUMAN_ORACLE,
+            annotator=annotator,
+        )
+        self.store.put([label], [task.pair], round=task.round)  # label first: a crash here leaves the task pending
+        with self.store.engine.begin() as connection:
+            connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id).values(status="done"))
+        return self.store.find([(task.pair_id, HUMAN_ORACLE, annotator)])[0]

@@ -1,0 +1,61 @@
+"""Tables of the durable label store (SQLAlchemy Core; created and upgraded by alembic).
+
+``labels`` holds one oracle verdict per (pair_id, oracle, annotator) — the unique key that makes
+every write idempotent. ``tasks`` is the human-annotation queue: one row per pair waiting for a person.
+Prompts are stored as JSON text because a prompt is either a string or a conversation.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_REVISION = "0001"
+"""The alembic revision this code reads and writes; a store at any other head is refused."""
+
+metadata = MetaData()
+
+labels_table = Table(
+    "labels",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("pair_id", String(128), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("response_1", Text, nullable=False),
+    Column("response_2", Text, nullable=False),
+    Column("preferred", SmallInteger, nullable=False),
+    Column("prob_1", Float, nullable=False),
+    Column("oracle", String(64), nullable=False),
+    Column("model_version", String(256), nullable=False, server_default=""),
+    Column("annotator", String(128), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("pair_id", "oracle", "annotator", name="uq_labels_pair_oracle_annotator"),
+    Index("ix_labels_round", "round"),
+)
+
+tasks_table = Table(
+    "tasks",
+    metadata,
+    Column("task_id", Integer, primary_key=True, autoincrement=True),
+    Column("pair_id", String(128), nullable=False, unique=True),
+    Column("round", Integer, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("response_1", Text, nullable=False),
+    Column("response_2", Text, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("skips", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_tasks_status", "status", "skips", "task_id"),
+)

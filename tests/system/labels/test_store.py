@@ -1,0 +1,128 @@
+"""Label store on a real SQLite file: idempotent writes, paging, schema revision, durability across reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from system.errors import LabelStoreError
+from system.labels import HumanQueue, LabelStore
+from system.labels.schema import SCHEMA_REVISION
+from system.types import CandidatePair, Label
+
+
+def make_pairs(n: int, prefix: str = "p") -> list[CandidatePair]:
+    return [
+        CandidatePair(pair_id=f"{prefix}{i}", prompt_id=f"x{i}", prompt=f"prompt {i}", response_1=f"a{i}",
+                      response_2=f"b{i}")
+        for i in range(n)
+    ]
+
+
+def label(pair_id: str, preferred: int = 1, oracle: str = "reward_model", annotator: str = "") -> Label:
+    return Label(pair_id=pair_id, preferred=preferred, prob_1=0.8 if preferred == 1 else 0.3,  # type: ignore[arg-type]
+                 oracle=oracle, model_version="m1", annotator=annotator)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LabelStore:
+    with LabelStore(f"sqlite:///{tmp_path / 'labels.db'}") as opened:
+        yield opened
+
+
+def test_put_is_idempotent_on_pair_oracle_annotator(store: LabelStore) -> None:
+    pairs = make_pairs(3)
+    assert store.put([label(p.pair_id) for p in pairs], pairs, round=1) == 3
+    # the retry (even with a different verdict) is ignored: first verdict wins
+    assert store.put([label(p.pair_id, preferred=2) for p in pairs], pairs, round=1) == 0
+    # another annotator or oracle is a new key
+    assert store.put([label("p0", annotator="ann"), label("p0", oracle="replay")], pairs, round=1) == 2
+    records = store.labels()
+    assert len(records) == 5
+    assert [r.preferred for r in records[:3]] == [1, 1, 1]
+    rows = sqlite3.connect(store.engine.url.database).execute(
+        "select pair_id, oracle, annotator, count(*) from labels group by 1, 2, 3 having count(*) > 1").fetchall()
+    assert rows == []
+
+
+def test_labels_filters_and_pages_by_seq(store: LabelStore) -> None:
+    first, second = make_pairs(4, "r1-"), make_pairs(2, "r2-")
+    store.put([label(p.pair_id) for p in first], first, round=1)
+    store.put([label(p.pair_id, 2) for p in second], second, round=2)
+    assert [r.pair_id for r in store.labels(round=2)] == ["r2-0", "r2-1"]
+    page = store.labels(limit=3)
+    rest = store.labels(since=page[-1].seq)
+    assert [r.pair_id for r in page + rest] == [p.pair_id for p in first + second]
+    assert len(store.labels(max_round=1)) == 4
+    assert store.counts_by_oracle() == {"reward_model": 6}
+
+
+def test_preference_pairs_orient_chosen_by_label_and_aggregate_votes(store: LabelStore) -> None:
+    pairs = make_pairs(2)
+    store.put([label("p0", 1), label("p1", 2)], pairs, round=1)
+    store.put([label("p1", 2, annotator="a"), label("p1", 1, annotator="b")], pairs, round=2)
+    prefs = {p.pair_id: p for p in store.preference_pairs()}
+    assert (prefs["p0"].chosen, prefs["p0"].rejected) == ("a0", "b0")
+    assert (prefs["p1"].chosen, prefs["p1"].rejected) == ("b1", "a1")  # 2 votes for response 2, 1 for response 1
+    assert prefs["p1"].score_chosen == pytest.approx(1 - (0.3 + 0.3 + 0.8) / 3)
+    round_1 = store.preference_pairs(max_round=1)
+    assert len(round_1) == 2 and {p.pair_id for p in round_1} == {"p0", "p1"}
+
+
+def test_conversational_prompt_round_trips(store: LabelStore) -> None:
+    conversation = [{"role": "user", "content": "hi"}]
+    pair = CandidatePair(pair_id="c", prompt_id="c", prompt=conversation, response_1="x", response_2="y")
+    store.put([label("c")], [pair], round=0)
+    assert store.labels()[0].prompt == conversation
+
+
+def test_labels_survive_reopen_and_schema_is_stamped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'labels.db'}"
+    pairs = make_pairs(2)
+    with LabelStore(url) as store:
+        store.put([label(p.pair_id) for p in pairs], pairs, round=1)
+    with LabelStore(url) as store:
+        assert [r.pair_id for r in store.labels()] == ["p0", "p1"]
+    connection = sqlite3.connect(tmp_path / "sub" / "labels.db")
+    assert connection.execute("select version_num from alembic_version").fetchall() == [(SCHEMA_REVISION,)]
+    assert connection.execute("pragma journal_mode").fetchone() == ("wal",)
+
+
+def test_unknown_schema_revision_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "labels.db"
+    LabelStore(f"sqlite:///{db}").close()
+    connection = sqlite3.connect(db)
+    connection.execute("update alembic_version set version_num = '9999'")
+    connection.commit()
+    with pytest.raises(LabelStoreError, match="9999"):
+        LabelStore(f"sqlite:///{db}")
+
+
+@pytest.mark.parametrize(("url", "match"), [("nonsense://", "nonsense"), ("not a url", "not a database URL")])
+def test_bad_url_names_it(url: str, match: str) -> None:
+    with pytest.raises(LabelStoreError, match=match):
+        LabelStore(url)
+
+
+def test_put_without_pair_text_names_the_pair(store: LabelStore) -> None:
+    with pytest.raises(LabelStoreError, match="'zz'"):
+        store.put([label("zz")], make_pairs(1), round=0)
+
+
+def test_human_queue_enqueue_skip_answer(store: LabelStore) -> None:
+    queue = HumanQueue(store)
+    pairs = make_pairs(3)
+    ids = queue.enqueue(pairs, round=4)
+    assert queue.enqueue(pairs[:1], round=4) == ids[:1]  # idempotent
+    assert queue.next_task().pair_id == "p0"
+    assert queue.answer(ids[0], "skip", "ann") is None
+    assert queue.next_task().pair_id == "p1"  # skipped task moved behind the others
+    record = queue.answer(ids[1], 2, "ann")
+    assert (record.pair_id, record.preferred, record.prob_1, record.oracle, record.round) == ("p1", 2, 0.0, "human", 4)
+    assert queue.answer(ids[1], 1, "ann").preferred == 2  # a repeated answer keeps the first one
+    assert queue.progress() == (1, 3)
+    assert [t.pair_id for t in [queue.next_task()]] == ["p2"]
+    with pytest.raises(LabelStoreError, match="task_id 99"):
+        queue.answer(99, 1, "ann")
