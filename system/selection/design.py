@@ -1,0 +1,127 @@
+"""The design matrix V = λI + Σ_j w_j φ_j φ_jᵀ of the selected pairs, kept as V⁻¹ in float64.
+
+Every greedy strategy of seeds 000/001 scores a candidate by φᵀV⁻¹φ (the squared V⁻¹-norm of its
+feature, equal to the log-det gain log(1 + φᵀV⁻¹φ) by the matrix determinant lemma) and, after a
+pick, folds φ into V. :class:`DesignState` does the fold with the Sherman–Morrison identity
+
+    V⁻¹ ← V⁻¹ − z zᵀ / c,   z = V⁻¹ x,   c = 1 + xᵀ z,   x = √w φ,
+
+an O(k²) update instead of an O(k³) inversion, and returns (z, c) so cached scores elsewhere can be
+updated with one mat-vec (see :mod:`system.selection.shards`). Rank-one updates accumulate rounding
+error, so every ``refactor_every`` updates V⁻¹ is recomputed from the exactly accumulated V by a
+Cholesky factorisation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from system.errors import SelectionError
+
+
+class DesignState:
+    """V⁻¹ (and V) of a regularised design, updated one pick at a time.
+
+    Args:
+        dim: feature dimension k.
+        reg: ridge λ > 0 of V = λI + Σ w φφᵀ.
+        dtype: floating type of V and V⁻¹ (float64 by default: k ≤ 8192 is 512 MiB each).
+        refactor_every: re-factorise V⁻¹ from V after this many rank-one updates.
+        device: where V and V⁻¹ live.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        reg: float = 1.0,
+        dtype: torch.dtype = torch.float64,
+        refactor_every: int = 64,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if dim < 1:
+            raise SelectionError(f"design dimension must be ≥ 1 (got {dim})")
+        if not reg > 0:
+            raise SelectionError(f"design regulariser selection.reg must be > 0 (got {reg})")
+        self.dim = dim
+        self.reg = float(reg)
+        self.refactor_every = refactor_every
+        eye = torch.eye(dim, dtype=dtype, device=device)
+        self.v = eye * self.reg
+        self.v_inv = eye / self.reg
+        self._logdet = dim * math.log(self.reg)
+        self.num_updates = 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.v_inv.dtype
+
+    def _as_features(self, phi: Tensor) -> Tensor:
+        if phi.shape[-1] != self.dim:
+            raise SelectionError(f"feature dimension {phi.shape[-1]} does not match the design dimension {self.dim}")
+        return phi.to(dtype=self.dtype, device=self.v_inv.device)
+
+    def score(self, phi: Tensor) -> Tensor:
+        """φᵢᵀ V⁻¹ φᵢ for each row of ``phi`` [N, k] → [N] (clamped at 0 against rounding)."""
+        features = self._as_features(phi)
+        return ((features @ self.v_inv) * features).sum(dim=-1).clamp_min(0.0)
+
+    def update(self, phi: Tensor, weight: float = 1.0) -> tuple[Tensor, float]:
+        """Add w φφᵀ to V (φ: [k]); return (z, c) with z = V⁻¹x, c = 1 + xᵀz for x = √w φ (pre-update V⁻¹)."""
+        if not weight >= 0:
+            raise SelectionError(f"design update weight must be ≥ 0 (got {weight})")
+        x = self._as_features(phi).reshape(-1) * math.sqrt(weight)
+        z = self.v_inv @ x
+        c = 1.0 + float(x @ z)
+        self.v_inv.sub_(torch.outer(z, z), alpha=1.0 / c)
+        self.v.add_(torch.outer(x, x))
+        self._logdet += math.log(c)
+        self.num_updates += 1
+        if self.num_updates % self.refactor_every == 0:
+            self.refactor()
+        return z, c
+
+    def refactor(self) -> None:
+        """Recompute V⁻¹ and log det V from the accumulated V (Cholesky), discarding rank-one drift."""
+        chol, info = torch.linalg.cholesky_ex(self.v)
+        if int(info) != 0:
+            raise SelectionError("design matrix V lost positive definiteness (non-finite features?)")
+        self.v_inv = torch.cholesky_inverse(chol)
+        self._logdet = float(2.0 * torch.log(torch.diagonal(chol)).sum())
+
+    def logdet(self) -> float:
+        """log det V, tracked as k·log λ + Σ log(1 + xᵀV⁻¹x) and reset exactly at each refactorisation."""
+        return self._logdet
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue selecting after a restart (tensors on CPU)."""
+        return {
+            "dim": self.dim,
+            "reg": self.reg,
+            "refactor_every": self.refactor_every,
+            "num_updates": self.num_updates,
+            "logdet": self._logdet,
+            "v": self.v.cpu(),
+            "v_inv": self.v_inv.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; a different dimension raises :class:`SelectionError`."""
+        missing = {"dim", "reg", "num_updates", "logdet", "v", "v_inv"} - set(state)
+        if missing:
+            raise SelectionError(f"design state: missing keys {sorted(missing)}")
+        if int(state["dim"]) != self.dim or tuple(state["v_inv"].shape) != (self.dim, self.dim):
+            raise SelectionError(
+                f"design state has dimension {state['dim']} but this selector uses {self.dim} "
+                "(features.projection_dim changed?)"
+            )
+        device = self.v_inv.device
+        self.reg = float(state["reg"])
+        self.refactor_every = int(state.get("refactor_every", self.refactor_every))
+        self.num_updates = int(state["num_updates"])
+        self._logdet = float(state["logdet"])
+        self.v = state["v"].to(dtype=self.dtype, device=device).clone()
+        self.v_inv = state["v_inv"].to(dtype=self.dtype, device=device).clone()

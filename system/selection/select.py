@@ -1,0 +1,116 @@
+"""Entry points of selection: validate the pool, skip zero-norm pairs, run the named strategy."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from system.errors import SelectionError
+from system.selection.design import DesignState
+from system.selection.registry import Picks, PoolInputs, Strategy, get_strategy
+from system.types import SelectionResult
+
+logger = logging.getLogger(__name__)
+
+
+def _check_vector(name: str, values: Tensor | None, num_pairs: int) -> None:
+    if values is None:
+        return
+    if values.shape != (num_pairs,):
+        raise SelectionError(f"{name}: expected shape ({num_pairs},), got {tuple(values.shape)}")
+    bad = torch.nonzero(~torch.isfinite(values)).flatten()
+    if bad.numel():
+        raise SelectionError(f"{name}: non-finite value at row {int(bad[0])}")
+
+
+def validate_pool(pool: PoolInputs, state: DesignState) -> Tensor:
+    """Check shapes and finiteness; return the [N] mask of zero-norm rows (pairs that carry no information).
+
+    Raises:
+        SelectionError: non-2D or wrongly sized φ, NaN/inf anywhere, negative weights.
+    """
+    phi = pool.phi
+    if phi.ndim != 2:
+        raise SelectionError(f"features: expected a [N, k] matrix, got shape {tuple(phi.shape)}")
+    if phi.shape[1] != state.dim:
+        raise SelectionError(f"features: dimension {phi.shape[1]} does not match the design state's {state.dim}")
+    bad_rows = torch.nonzero(~torch.isfinite(phi).all(dim=1)).flatten()
+    if bad_rows.numel():
+        raise SelectionError(f"features: NaN/inf in row {int(bad_rows[0])} ({bad_rows.numel()} rows affected)")
+    num_pairs = phi.shape[0]
+    for name in ("weights", "prompt_entropy", "reward_margin"):
+        _check_vector(name, getattr(pool, name), num_pairs)
+    if pool.weights is not None and bool((pool.weights < 0).any()):
+        raise SelectionError(f"weights: negative plug-in weight at row {int(torch.nonzero(pool.weights < 0)[0])}")
+    return phi.abs().amax(dim=1) == 0
+
+
+def _run(pool: PoolInputs, budget: int, state: DesignState, strategy: str | Strategy, seed: int) -> tuple[Picks, int]:
+    rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    zero_norm = validate_pool(pool, state)
+    skipped = int(zero_norm.sum())
+    selectable = pool.phi.shape[0] - skipped
+    if budget < 0:
+        raise SelectionError(f"budget must be ≥ 0 (got {budget})")
+    if budget > selectable:
+        raise SelectionError(
+            f"budget {budget} exceeds the {selectable} selectable pairs "
+            f"(pool of {pool.phi.shape[0]}, {skipped} zero-norm skipped)"
+        )
+    if skipped:
+        logger.warning("skipping %d zero-norm pairs (identical features)", skipped)
+    picks = rule.select(pool, budget, state, zero_norm, seed)
+    return picks, skipped
+
+
+def select_batch(
+    phi: Tensor,
+    budget: int,
+    state: DesignState,
+    strategy: str | Strategy,
+    weights: Tensor | None = None,
+    seed: int = 0,
+    prompt_entropy: Tensor | None = None,
+    reward_margin: Tensor | None = None,
+) -> list[int]:
+    """Indices of ``budget`` pairs of ``phi`` [N, k] in pick order; ``state`` is updated with each pick.
+
+    Zero-norm rows are never picked. See :func:`select_pairs` for ids, scores and the skipped count.
+    """
+    pool = PoolInputs(phi, weights, prompt_entropy, reward_margin)
+    return _run(pool, budget, state, strategy, seed)[0].indices
+
+
+def select_pairs(
+    pair_ids: Sequence[str],
+    pool: PoolInputs,
+    budget: int,
+    state: DesignState,
+    strategy: str | Strategy,
+    seed: int = 0,
+    round_index: int = 0,
+) -> SelectionResult:
+    """Select ``budget`` of the pairs ``pair_ids`` (one per row of ``pool.phi``) with the named strategy.
+
+    Raises:
+        SelectionError: duplicate pair ids, ids not matching the rows, bad features, budget too large.
+    """
+    if len(pair_ids) != pool.phi.shape[0]:
+        raise SelectionError(f"{len(pair_ids)} pair ids for {pool.phi.shape[0]} feature rows")
+    duplicates = [pair_id for pair_id, count in Counter(pair_ids).items() if count > 1]
+    if duplicates:
+        raise SelectionError(f"duplicate pair_id {duplicates[0]!r} ({len(duplicates)} duplicated ids)")
+    rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    picks, skipped = _run(pool, budget, state, rule, seed)
+    return SelectionResult(
+        pair_ids=tuple(pair_ids[i] for i in picks.indices),
+        scores=tuple(picks.scores),
+        strategy=rule.name,
+        round=round_index,
+        skipped_zero_norm=skipped,
+        extra={"logdet": state.logdet()},
+    )

@@ -1,0 +1,149 @@
+"""Every registered strategy against an independent computation, plus bad-input handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from system.errors import ConfigError, SelectionError
+from system.selection import (
+    DesignState,
+    PoolInputs,
+    fit_linear_dpo,
+    get_strategy,
+    plugin_weights,
+    select_batch,
+    select_pairs,
+    strategy_names,
+)
+
+
+def _pool(rows: int = 60, dim: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_builtin_strategies_are_registered_with_their_feature_kinds() -> None:
+    assert set(strategy_names()) >= {"random", "activedpo", "adpo", "adpo_plus", "apo", "aplp"}
+    assert get_strategy("activedpo").feature_kind == "gradient"
+    assert get_strategy("adpo").feature_kind == "embedding"
+    assert get_strategy("adpo_plus").needs_weights
+    assert not get_strategy("apo").regenerates
+    with pytest.raises(ConfigError, match="unknown strategy 'nope'.*activedpo"):
+        get_strategy("nope")
+
+
+def test_random_is_seeded_distinct_and_uniform_over_selectable_rows() -> None:
+    phi = _pool()
+    phi[7] = 0.0
+    first = select_batch(phi, 20, DesignState(8), "random", seed=3)
+    assert first == select_batch(phi, 20, DesignState(8), "random", seed=3)
+    assert first != select_batch(phi, 20, DesignState(8), "random", seed=4)
+    assert len(set(first)) == 20 and 7 not in first
+    counts = torch.zeros(60)
+    for seed in range(300):
+        counts[select_batch(phi, 10, DesignState(8), "random", seed=seed)] += 1
+    assert counts[7] == 0
+    expected = 300 * 10 / 59
+    assert float(counts.max()) < expected * 1.6 and float(counts[counts > 0].min()) > expected * 0.4
+
+
+def test_adpo_plus_maximises_weighted_score_with_sqrt_weight_updates() -> None:
+    phi = _pool(80, 6, seed=1)
+    weights = plugin_weights(torch.randn(80, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3)
+    picks = select_batch(phi, 12, DesignState(6, 0.3), "adpo_plus", weights=weights)
+    v = 0.3 * torch.eye(6, dtype=torch.float64)
+    expected: list[int] = []
+    for _ in range(12):
+        scores = weights * ((phi @ torch.linalg.inv(v)) * phi).sum(-1)
+        scores[expected] = -1.0
+        best = int(torch.argmax(scores))
+        expected.append(best)
+        v = v + weights[best] * torch.outer(phi[best], phi[best])
+    assert picks == expected
+    with pytest.raises(SelectionError, match="plug-in weights"):
+        select_batch(phi, 3, DesignState(6), "adpo_plus")
+
+
+def test_plugin_weights_are_fisher_information_of_the_logistic_nll() -> None:
+    margins = torch.linspace(-4, 4, 9, dtype=torch.float64)
+    second_derivative = torch.func.vmap(torch.func.grad(torch.func.grad(lambda h: -torch.nn.functional.logsigmoid(h))))
+    torch.testing.assert_close(plugin_weights(margins), second_derivative(margins))
+
+
+def test_aplp_filters_by_prompt_entropy_then_ranks_by_certainty() -> None:
+    phi = _pool(12, 4)
+    entropy = torch.tensor([5.0, 5, 5, 1, 1, 1, 4, 4, 4, 2, 2, 2], dtype=torch.float64)
+    margin = torch.tensor([0.1, -2, 0.5, 9, 9, 9, 3, -0.2, 1, 8, 8, 8], dtype=torch.float64)
+    # budget 2 → keep ≥ 4 pairs of the most uncertain prompts (rows 0-2 and 6-8), rank by |margin|.
+    picks = select_batch(phi, 2, DesignState(4), "aplp", prompt_entropy=entropy, reward_margin=margin)
+    assert picks == [6, 1]
+    with pytest.raises(SelectionError, match="aplp needs"):
+        select_batch(phi, 2, DesignState(4), "aplp")
+
+
+def test_select_pairs_reports_ids_scores_and_skipped_zero_norm() -> None:
+    phi = _pool(10, 3)
+    phi[[2, 5]] = 0.0
+    ids = [f"p{i}" for i in range(10)]
+    state = DesignState(3)
+    initial_scores = state.score(phi)
+    result = select_pairs(ids, PoolInputs(phi), 8, state, "adpo")
+    assert result.skipped_zero_norm == 2
+    assert set(result.pair_ids) == set(ids) - {"p2", "p5"}
+    first = ids.index(result.pair_ids[0])
+    assert result.scores[0] == pytest.approx(float(initial_scores.max())) and first == int(initial_scores.argmax())
+    assert result.strategy == "adpo" and result.extra["logdet"] == pytest.approx(state.logdet())
+
+
+@pytest.mark.parametrize(
+    ("phi_edit", "budget", "message"),
+    [
+        (lambda phi: phi.__setitem__((3, 1), float("nan")), 2, "NaN/inf in row 3"),
+        (lambda phi: phi.__setitem__((4, 0), float("inf")), 2, "NaN/inf in row 4"),
+        (lambda phi: None, 11, "budget 11 exceeds the 10 selectable pairs"),
+        (lambda phi: phi.__setitem__(slice(0, 2), 0.0), 9, r"budget 9 exceeds the 8 selectable pairs.*2 zero-norm"),
+    ],
+)
+def test_bad_pools_raise_one_line_selection_errors(phi_edit, budget: int, message: str) -> None:
+    phi = _pool(10, 3)
+    phi_edit(phi)
+    with pytest.raises(SelectionError, match=message):
+        select_batch(phi, budget, DesignState(3), "activedpo")
+
+
+def test_duplicate_ids_and_dimension_mismatch_are_rejected() -> None:
+    phi = _pool(3, 3)
+    with pytest.raises(SelectionError, match="duplicate pair_id 'a'"):
+        select_pairs(["a", "b", "a"], PoolInputs(phi), 1, DesignState(3), "adpo")
+    restored = DesignState(5)
+    with pytest.raises(SelectionError, match="dimension 3 does not match the design state's 5"):
+        select_pairs(["a", "b", "c"], PoolInputs(phi), 1, restored, "adpo")
+    with pytest.raises(SelectionError, match="negative plug-in weight at row 1"):
+        select_batch(phi, 1, DesignState(3), "adpo_plus", weights=torch.tensor([0.1, -0.1, 0.2]))
+
+
+def test_user_strategy_in_one_file_is_found_by_dotted_path(tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_rule.py").write_text(
+        "from system.selection import Picks, Strategy, register_strategy\n"
+        "@register_strategy('first_rows')\n"
+        "class FirstRows(Strategy):\n"
+        "    def select(self, pool, budget, state, blocked, seed):\n"
+        "        rows = [i for i in range(len(blocked)) if not blocked[i]][:budget]\n"
+        "        return Picks(rows, [0.0] * len(rows))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert select_batch(_pool(5, 2), 3, DesignState(2), "my_rule:first_rows") == [0, 1, 2]
+
+
+@pytest.mark.parametrize("rows", [40, 5])  # k ≤ n (Newton in k) and k > n (Woodbury in n)
+def test_linear_dpo_fit_matches_sklearn_logistic_regression(rows: int) -> None:
+    phi = _pool(rows, 12, seed=rows)
+    truth = torch.randn(12, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    prefer_first = torch.sigmoid(phi @ truth) > torch.rand(rows, generator=torch.Generator().manual_seed(1))
+    theta = fit_linear_dpo(phi, prefer_first, l2=0.7)
+    # sklearn's labels y ∈ {0,1} with features φ equal s = 2y−1 with margin θᵀφ; C = 1/l2.
+    reference = LogisticRegression(C=1 / 0.7, fit_intercept=False, tol=1e-12, max_iter=10_000)
+    reference.fit(phi.numpy(), prefer_first.numpy().astype(int))
+    np.testing.assert_allclose(theta.numpy(), reference.coef_[0], rtol=1e-5, atol=1e-6)
