@@ -1,0 +1,58 @@
+"""Closed-form evaluation metrics on plain sequences of numbers (no models involved).
+
+- Online (seed 001): mean oracle reward of generations, and win-rate of the policy against the
+  reference policy on the same prompts, judged by the oracle: ``mean_i 1[r_i > r_ref_i] + ½·1[r_i = r_ref_i]``.
+- Offline (seed 000): for held-out pairs with true preference logit ``ℓ*_i = R(x,y1) − R(x,y2)`` and the
+  policy's predicted logit ``ℓ̂_i = h_i`` (the DPO implicit-reward margin), the max and mean absolute
+  logit error ``|ℓ̂_i − ℓ*_i|`` and the error rate ``mean_i 1[sign ℓ̂_i ≠ sign ℓ*_i]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def mean_reward(rewards: Sequence[float]) -> float:
+    """Average oracle reward; NaN for an empty sequence."""
+    return float(np.mean(rewards)) if len(rewards) else float("nan")
+
+
+def win_rate(policy_rewards: Sequence[float], reference_rewards: Sequence[float]) -> float:
+    """Fraction of prompts where the policy's response beats the reference's (ties count ½).
+
+    Args:
+        policy_rewards: oracle reward of the policy's response per prompt, shape [N].
+        reference_rewards: oracle reward of the reference policy's response on the same prompts, shape [N].
+    """
+    policy = np.asarray(policy_rewards, dtype=np.float64)
+    reference = np.asarray(reference_rewards, dtype=np.float64)
+    if policy.shape != reference.shape:
+        raise ValueError(f"win_rate: {policy.shape[0]} policy rewards vs {reference.shape[0]} reference rewards")
+    if policy.size == 0:
+        return float("nan")
+    return float(np.mean((policy > reference) + 0.5 * (policy == reference)))
+
+
+def logit_error_metrics(predicted_logits: Sequence[float], true_logits: Sequence[float]) -> dict[str, float]:
+    """Seed 000's offline metrics: ``max_logit_error``, ``mean_logit_error`` and ``error_rate``.
+
+    Args:
+        predicted_logits: the policy's preference logit ℓ̂ for each held-out pair, shape [N].
+        true_logits: the ground-truth logit ℓ* = R(x,y1) − R(x,y2), shape [N].
+
+    A pair whose true logit is exactly 0 has no preferred response and is left out of the error rate.
+    """
+    predicted = np.asarray(predicted_logits, dtype=np.float64)
+    truth = np.asarray(true_logits, dtype=np.float64)
+    if predicted.shape != truth.shape or predicted.size == 0:
+        raise ValueError(f"logit_error_metrics: need equal non-empty shapes, got {predicted.shape} and {truth.shape}")
+    errors = np.abs(predicted - truth)
+    decided = truth != 0
+    wrong = np.sign(predicted[decided]) != np.sign(truth[decided])
+    return {
+        "max_logit_error": float(errors.max()),
+        "mean_logit_error": float(errors.mean()),
+        "error_rate": float(wrong.mean()) if decided.any() else float("nan"),
+    }
