@@ -1,0 +1,107 @@
+"""Round state of an active loop, persisted atomically after every phase so a killed run can resume.
+
+A run directory holds ``config.yaml``, ``state.json`` (this module) and one ``round_NNN/`` directory
+per round with the outputs of each finished phase (candidates, pairs, selection, labels, adapter,
+selector state). ``state.json`` is the commit point: it is replaced atomically (temp file + rename)
+only after the files it references are written, so a reader never sees a half-finished phase.
+
+The RNG states of ``random``, ``numpy`` and ``torch`` are captured with each save and restored on
+resume, so the phases that follow draw the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from system.errors import DataError
+from system.fileio import atomic_write_text
+
+PHASES = ("start", "generated", "featurized", "selected", "labelled", "trained", "synced", "evaluated")
+"""Phases of one round in execution order; ``RoundState.phase`` names the last one finished."""
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class RoundState:
+    """Where a loop stands: round ``round`` has finished phase ``phase`` (round 0 = before round 1).
+
+    Attributes:
+        round: 1-based index of the current round; 0 until round 1 starts.
+        phase: last finished phase of ``round`` (one of :data:`PHASES`).
+        policy_version: version of the adapter the fleet and feature workers serve.
+        adapter_path: latest trained adapter directory (None = the base policy).
+        mlflow_run_id: MLflow run the loop logs into.
+        labelled_pair_ids: ids of every pair labelled so far, in labelling order.
+        selector_state_path: the selector's saved design state (V⁻¹ …) after the last selection.
+        warmup_done: whether the optional SFT warm-up has run.
+        mpo_reference_path: precomputed MPO reference statistics, when the loss is MPO.
+        rng: pickled RNG states of python/numpy/torch (base64), captured at save time.
+    """
+
+    round: int = 0
+    phase: str = "start"
+    policy_version: int = 0
+    adapter_path: str | None = None
+    mlflow_run_id: str | None = None
+    labelled_pair_ids: list[str] = field(default_factory=list)
+    selector_state_path: str | None = None
+    warmup_done: bool = False
+    mpo_reference_path: str | None = None
+    rng: str = ""
+
+    def done(self, round_index: int, phase: str) -> bool:
+        """Whether ``phase`` of round ``round_index`` had finished when this state was saved."""
+        if round_index != self.round:
+            return round_index < self.round
+        return PHASES.index(phase) <= PHASES.index(self.phase)
+
+
+def round_dir(run_dir: str | Path, round_index: int) -> Path:
+    """``RUN_DIR/round_NNN`` — where round ``round_index`` keeps its phase outputs."""
+    return Path(run_dir) / f"round_{round_index:03d}"
+
+
+def capture_rng() -> str:
+    """The python/numpy/torch RNG states, pickled and base64-encoded for a JSON file."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return base64.b64encode(pickle.dumps(states)).decode("ascii")
+
+
+def restore_rng(blob: str) -> None:
+    """Restore RNG states captured by :func:`capture_rng` (no-op for an empty blob)."""
+    if not blob:
+        return
+    states = pickle.loads(base64.b64decode(blob))
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def save_round_state(run_dir: str | Path, state: RoundState) -> None:
+    """Capture the RNG states into ``state`` and write ``RUN_DIR/state.json`` atomically."""
+    if state.phase not in PHASES:
+        raise ValueError(f"unknown phase {state.phase!r}; expected one of {PHASES}")
+    state.rng = capture_rng()
+    atomic_write_text(Path(run_dir) / STATE_FILE, json.dumps(asdict(state), indent=1))
+
+
+def load_round_state(run_dir: str | Path) -> RoundState | None:
+    """The state saved in ``run_dir``, or None when the loop has not saved one yet."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return RoundState(**data)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise DataError(f"{path}: corrupt round state ({exc})") from None
