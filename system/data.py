@@ -1,0 +1,387 @@
+"""Preference and prompt datasets in TRL's format, read and written as JSONL or Parquet, streamed.
+
+Preference rows have columns ``prompt``, ``chosen``, ``rejected`` (each plain text, or a conversation: a list
+of ``{"role", "content"}`` messages, the same form in all three), optional ``score_chosen``/``score_rejected``
+(finite numbers) and optional ``pair_id``; other columns are ignored. Prompt rows have ``prompt`` and an
+optional ``prompt_id``; missing ids are derived from the prompt's content, so they are stable across runs.
+
+The format follows the suffix: ``.jsonl`` or ``.parquet``. Reading is streamed: Parquet record batch by record
+batch (pyarrow), JSONL line by line. JSONL is parsed per line with :mod:`json` rather than ``pyarrow.json``
+because pyarrow infers one Arrow type per column per block, so a file cannot mix plain and conversational
+rows, a bad line fails a whole block without its line number, and ``NaN`` is not accepted; per-line parsing
+names the exact line (rows of a JSONL file are numbered by line, blank lines included).
+
+Every malformed row raises :class:`~system.errors.DataError` with one line naming file, row and field, e.g.
+``data/pairs.jsonl: row 7: field 'chosen': empty``. Writes are atomic (:mod:`system.fileio`) and validate
+each record with the same parser that reads it, so whatever we write we can read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from system.errors import DataError
+from system.fileio import atomic_output
+from system.types import Message, PreferencePair, PromptRecord, Text
+
+Format = Literal["jsonl", "parquet"]
+TEXT_FIELDS = ("prompt", "chosen", "rejected")
+SCORE_FIELDS = ("score_chosen", "score_rejected")
+PARQUET_BATCH_ROWS = 1024
+SchemaFor = Callable[[Mapping[str, Any]], pa.Schema]
+"""Builds the Parquet schema of a file from its first row (an empty mapping when there are no rows)."""
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+class _FieldError(Exception):
+    """A problem with one field of one row; turned into a DataError once the file and row are known."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field {field!r}: {problem}")
+
+
+def _data_error(path: Path, row: int, problem: str) -> DataError:
+    return DataError(f"{path}: row {row}: {problem}")
+
+
+def _file_format(path: Path) -> Format:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".parquet":
+        return "parquet"
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use .jsonl or .parquet")
+
+
+# ---------------------------------------------------------------- reading rows
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except UnicodeDecodeError as err:
+                raise _data_error(path, line_number, f"not UTF-8 text ({err.reason})") from None
+            except json.JSONDecodeError as err:
+                raise _data_error(path, line_number, f"invalid JSON: {err.msg} (column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise _data_error(path, line_number, f"expected a JSON object, got {type(row).__name__}")
+            yield line_number, row
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file: {err}") from None
+    row_number = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        for row in batch.to_pylist():
+            row_number += 1
+            yield row_number, row
+
+
+def _iter_numbered_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number, row) pairs, streamed; row numbers are 1-based (JSONL: line numbers)."""
+    path = Path(path)
+    file_format = _file_format(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    yield from (_iter_jsonl(path) if file_format == "jsonl" else _iter_parquet(path))
+
+
+def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream the rows of a JSONL or Parquet file as dicts (no schema checks beyond 'one object per row')."""
+    for _, row in _iter_numbered_rows(path):
+        yield row
+
+
+# ---------------------------------------------------------------- parsing fields
+
+
+def _parse_message(value: object, field: str, index: int) -> Message:
+    if not isinstance(value, Mapping):
+        raise _FieldError(field, f"message {index}: expected an object with 'role' and 'content'")
+    message: Message = {}
+    for key in ("role", "content"):
+        if key not in value or value[key] is None:
+            raise _FieldError(field, f"message {index}: missing {key!r}")
+        if not isinstance(value[key], str):
+            raise _FieldError(field, f"message {index}: {key!r} must be a string, got {type(value[key]).__name__}")
+        message[key] = value[key]
+    if not message["role"].strip():
+        raise _FieldError(field, f"message {index}: empty 'role'")
+    return message
+
+
+def _parse_text(row: Mapping[str, Any], field: str) -> Text:
+    """A plain string or a conversation (list of {role, content} messages); never empty."""
+    if field not in row or row[field] is None:
+        raise _FieldError(field, "missing")
+    value = row[field]
+    if isinstance(value, str):
+        if not value.strip():
+            raise _FieldError(field, "empty")
+        return value
+    if isinstance(value, list):
+        messages = [_parse_message(item, field, index) for index, item in enumerate(value, start=1)]
+        if not any(message["content"].strip() for message in messages):
+            raise _FieldError(field, "empty")
+        return messages
+    raise _FieldError(
+        field, f"expected a string or a list of {{role, content}} messages, got {type(value).__name__}"
+    )
+
+
+def _parse_score(row: Mapping[str, Any], field: str) -> float | None:
+    value = row.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _FieldError(field, f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise _FieldError(field, f"not a finite number ({value})")
+    return float(value)
+
+
+def _parse_id(row: Mapping[str, Any], field: str) -> str | None:
+    value = row.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _FieldError(field, f"expected a string, got {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        raise _FieldError(field, "empty")
+    return text
+
+
+def _is_conversation(text: Text) -> bool:
+    return isinstance(text, list)
+
+
+def parse_preference_row(row: Mapping[str, Any]) -> PreferencePair:
+    """Validate one TRL preference row; raises ``_FieldError`` naming the field (callers add file and row)."""
+    prompt, chosen, rejected = (_parse_text(row, field) for field in TEXT_FIELDS)
+    for field, text in (("chosen", chosen), ("rejected", rejected)):
+        if _is_conversation(text) != _is_conversation(prompt):
+            form = "a conversation" if _is_conversation(text) else "plain text"
+            raise _FieldError(field, f"is {form} but 'prompt' is not; use one form for prompt, chosen and rejected")
+    return PreferencePair(
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        score_chosen=_parse_score(row, "score_chosen"),
+        score_rejected=_parse_score(row, "score_rejected"),
+        pair_id=_parse_id(row, "pair_id"),
+    )
+
+
+# ---------------------------------------------------------------- preferences
+
+
+def read_preferences(path: str | Path) -> Iterator[PreferencePair]:
+    """Stream the preference pairs of a JSONL or Parquet file, validating every row."""
+    for row_number, row in _iter_numbered_rows(path):
+        try:
+            yield parse_preference_row(row)
+        except _FieldError as err:
+            raise _data_error(Path(path), row_number, str(err)) from None
+
+
+def load_preferences(path: str | Path) -> list[PreferencePair]:
+    """All preference pairs of a file (see :func:`read_preferences`)."""
+    return list(read_preferences(path))
+
+
+def _text_type(text: Text) -> pa.DataType:
+    return MESSAGE_TYPE if _is_conversation(text) else pa.string()
+
+
+class _SingleForm:
+    """Checks that every row written to one file has the same text form (a Parquet column has one type)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conversational: bool | None = None
+
+    def check(self, row_number: int, prompt: Text) -> None:
+        form = _is_conversation(prompt)
+        if self.conversational is None:
+            self.conversational = form
+        elif form != self.conversational:
+            raise _data_error(self.path, row_number, "field 'prompt': plain and conversational rows mixed in one file")
+
+
+def _preference_rows(path: Path, pairs: Iterable[PreferencePair]) -> Iterator[dict[str, Any]]:
+    """Rows to write, each validated by the reader's parser; one text form (plain/conversation) per file."""
+    single_form = _SingleForm(path)
+    for row_number, pair in enumerate(pairs, start=1):
+        row = asdict(pair)
+        try:
+            parse_preference_row(row)
+        except _FieldError as err:
+            raise _data_error(path, row_number, str(err)) from None
+        single_form.check(row_number, pair.prompt)
+        yield row
+
+
+def write_preferences(path: str | Path, pairs: Iterable[PreferencePair]) -> int:
+    """Write preference pairs atomically (streamed); returns the number of rows written."""
+    path = Path(path)
+    rows = _preference_rows(path, pairs)
+
+    def schema(first: Mapping[str, Any]) -> pa.Schema:
+        text = _text_type(first.get("prompt", ""))
+        return pa.schema(
+            [(field, text) for field in TEXT_FIELDS]
+            + [(field, pa.float64()) for field in SCORE_FIELDS]
+            + [("pair_id", pa.string())]
+        )
+
+    return _write(path, rows, schema)
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def _content_id(prompt: Text) -> str:
+    canonical = json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    return "p-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def read_prompts(path: str | Path) -> list[PromptRecord]:
+    """Prompt-only rows (``prompt``, optional ``prompt_id``); other columns, e.g. ``chosen``, are ignored.
+
+    A missing ``prompt_id`` becomes ``p-<sha256 of the prompt>[:16]`` (``-2``, ``-3``… for repeats of the same
+    prompt), stable across runs and independent of row order for distinct prompts. Duplicate ids are errors.
+    """
+    path = Path(path)
+    records: list[PromptRecord] = []
+    first_row_of_id: dict[str, int] = {}
+    for row_number, row in _iter_numbered_rows(path):
+        try:
+            prompt = _parse_text(row, "prompt")
+            given_id = _parse_id(row, "prompt_id")
+        except _FieldError as err:
+            raise _data_error(path, row_number, str(err)) from None
+        prompt_id = given_id
+        if prompt_id is None:
+            base = prompt_id = _content_id(prompt)
+            repeat = 1
+            while prompt_id in first_row_of_id:
+                repeat += 1
+                prompt_id = f"{base}-{repeat}"
+        elif prompt_id in first_row_of_id:
+            first_row = first_row_of_id[prompt_id]
+            problem = f"field 'prompt_id': duplicate {prompt_id!r} (first at row {first_row})"
+            raise _data_error(path, row_number, problem)
+        first_row_of_id[prompt_id] = row_number
+        records.append(PromptRecord(prompt=prompt, prompt_id=prompt_id))
+    return records
+
+
+def write_prompts(path: str | Path, records: Iterable[PromptRecord]) -> int:
+    """Write prompt records atomically; returns the number of rows written."""
+    path = Path(path)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        single_form = _SingleForm(path)
+        for row_number, record in enumerate(records, start=1):
+            row = asdict(record)
+            try:
+                _parse_text(row, "prompt")
+                _parse_id(row, "prompt_id")
+            except _FieldError as err:
+                raise _data_error(path, row_number, str(err)) from None
+            single_form.check(row_number, record.prompt)
+            yield row
+
+    def schema(first: Mapping[str, Any]) -> pa.Schema:
+        return pa.schema([("prompt", _text_type(first.get("prompt", ""))), ("prompt_id", pa.string())])
+
+    return _write(path, rows(), schema)
+
+
+# ---------------------------------------------------------------- writing rows
+
+
+def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema | None = None) -> int:
+    """Write generic rows atomically as JSONL or Parquet (streamed); returns the number of rows.
+
+    For Parquet the column types come from ``schema`` or, when it is None, are inferred from the first
+    :data:`PARQUET_BATCH_ROWS` rows; later rows must fit those types (pass ``schema`` for columns that start
+    out all-null).
+    """
+    return _write(Path(path), rows, (lambda _first: schema) if schema is not None else None)
+
+
+def _write(path: Path, rows: Iterable[Mapping[str, Any]], schema_for: SchemaFor | None) -> int:
+    """Write ``rows`` to ``path`` atomically; ``schema_for(first_row) -> pa.Schema`` fixes Parquet types."""
+    file_format = _file_format(path)
+    with atomic_output(path) as tmp:
+        if file_format == "jsonl":
+            return _write_jsonl(path, tmp, rows)
+        return _write_parquet(path, tmp, rows, schema_for)
+
+
+def _write_jsonl(path: Path, tmp: Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    count = 0
+    with tmp.open("w", encoding="utf-8") as handle:
+        for count, row in enumerate(rows, start=1):
+            try:
+                line = json.dumps(row, ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise _data_error(path, count, f"cannot be written as JSON: {err}") from None
+            handle.write(line + "\n")
+    return count
+
+
+def _write_parquet(path: Path, tmp: Path, rows: Iterable[Mapping[str, Any]], schema_for: SchemaFor | None) -> int:
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    count = 0
+    batch: list[Mapping[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal writer, schema
+        try:
+            if schema is None:
+                schema = schema_for(batch[0]) if schema_for is not None else pa.Table.from_pylist(batch).schema
+            table = pa.Table.from_pylist(batch, schema=schema)
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            first = count - len(batch) + 1
+            raise DataError(f"{path}: rows {first}-{count}: do not fit the Parquet schema: {err}") from None
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, schema)
+        writer.write_table(table)
+        batch.clear()
+
+    try:
+        for row in rows:
+            count += 1
+            batch.append(row)
+            if len(batch) == PARQUET_BATCH_ROWS:
+                flush()
+        if batch:
+            flush()
+        if writer is None:
+            if schema_for is None:
+                raise DataError(f"{path}: no rows to write and no schema for an empty Parquet file")
+            writer = pq.ParquetWriter(tmp, schema_for({}))
+    finally:
+        if writer is not None:
+            writer.close()
+    return count
