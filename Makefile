@@ -16,7 +16,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test install install-base lint typecheck pytest browser bench clean
+.PHONY: run test install install-base lint typecheck pytest browser bench clean image gpu-check multinode-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,3 +60,12 @@ bench: install
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+
+## Container images (infra/docker): activealign:<version>-gpu (Ray GPU base, vLLM) and activealign:<version>-cpu.
+IMAGE ?= activealign
+IMAGE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine reachable (\`docker info\` failed);" \
+	  "start Docker or run this target on a machine that has one. Nothing was built." >&2; exit 1; }
+	docker build -f infra/docker/Dockerfile -t $(IMAGE):$(IMAGE_VERSION)-gpu .
+	docker build -f infra/docker/Dockerfile.cpu -t $(IMAGE):$(IMAGE_VERSION)-cpu .
