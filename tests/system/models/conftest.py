@@ -1,0 +1,30 @@
+"""A tiny model built once per test session (hidden 64, 2 layers, 2 heads → head_dim 32)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from system.config import LoraConfig, ModelConfig, TinyModelConfig
+from system.models.tiny import build_tiny_model
+
+TINY = TinyModelConfig(
+    vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=2, max_position_embeddings=256, seed=0,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", TINY)
+
+
+@pytest.fixture(scope="session")
+def model_cfg(tiny_model_dir: Path) -> ModelConfig:
+    return ModelConfig(path=str(tiny_model_dir), tiny=TINY, max_prompt_length=48, max_response_length=32)
+
+
+@pytest.fixture(scope="session")
+def lora_cfg() -> LoraConfig:
+    return LoraConfig(r=8, alpha=16.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
