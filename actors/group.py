@@ -1,0 +1,212 @@
+"""N Ray actors of one role: resources from config, optional placement group, sharded calls.
+
+Every role (generation, features, selector, training) is a plain Python class with a cheap
+``__init__`` and an explicit ``setup()``. :class:`ActorGroup` turns it into ``num_actors`` Ray
+actors that ask for ``config.cluster.<group>`` resources, places them in a placement group when
+they need GPUs (one bundle per actor; ``split`` gives each group its own group of bundles,
+``colocate`` lets several groups share one with fractional GPUs, as in OpenRLHF's hybrid mode),
+cuts work into one shard per actor, gathers the results in shard order, and reruns a shard whose
+actor died on another live actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from system.config import ResourceSpec
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+def shard_evenly(items: Sequence[T], num_shards: int) -> list[list[T]]:
+    """Contiguous shards whose sizes differ by at most one; concatenated they give ``items`` back."""
+    base, extra = divmod(len(items), num_shards)
+    shards, start = [], 0
+    for rank in range(num_shards):
+        stop = start + base + (1 if rank < extra else 0)
+        shards.append(list(items[start:stop]))
+        start = stop
+    return shards
+
+
+def bundle_for(spec: ResourceSpec) -> dict[str, float]:
+    """The placement-group bundle one actor of ``spec`` occupies."""
+    bundle: dict[str, float] = {"CPU": spec.num_cpus, **spec.resources}
+    if spec.num_gpus:
+        bundle["GPU"] = spec.num_gpus
+    return {key: value for key, value in bundle.items() if value}
+
+
+def make_placement_group(
+    specs: Sequence[ResourceSpec], strategy: str = "PACK", timeout_s: float = 120.0
+) -> PlacementGroup:
+    """Reserve one bundle per spec and wait until the cluster grants it.
+
+    Raises:
+        TimeoutError: the cluster cannot host the bundles (too few GPUs/CPUs or missing custom resources).
+    """
+    group = placement_group([bundle_for(spec) for spec in specs], strategy=strategy)
+    ready, _ = ray.wait([group.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(group)
+        raise TimeoutError(f"placement group {[bundle_for(s) for s in specs]} not granted within {timeout_s:.0f} s")
+    return group
+
+
+class ActorGroup:
+    """``num_actors`` Ray actors running ``actor_cls``, each asking for ``spec``'s resources.
+
+    Args:
+        actor_cls: plain class with ``setup()``; its constructor receives ``(rank, *actor_args)``.
+        num_actors: how many actors.
+        spec: Ray resources per actor (``config.cluster.<group>``).
+        actor_args: further constructor arguments (the config, usually).
+        placement_group: a group reserved elsewhere (colocated roles share one); bundle ``rank`` hosts actor ``rank``.
+        use_placement_group: reserve a group of this group's own; default: when the actors need GPUs.
+        max_restarts: how often Ray restarts a dead actor.
+        on_restart: called with a restarted actor's handle, returns the object ref(s) to wait for before the
+            actor takes more work; default ``setup()`` (stateful roles also reload weights or state).
+        restart_timeout_s: how long to wait for Ray to bring a dead actor back.
+        name: label in logs.
+    """
+
+    def __init__(
+        self,
+        actor_cls: type,
+        num_actors: int,
+        spec: ResourceSpec,
+        actor_args: Sequence[Any] = (),
+        placement_group: PlacementGroup | None = None,
+        use_placement_group: bool | None = None,
+        max_restarts: int = 1,
+        on_restart: Callable[[Any], Any] | None = None,
+        restart_timeout_s: float = 300.0,
+        name: str = "actors",
+    ) -> None:
+        self.actor_cls = actor_cls
+        self.num_actors = num_actors
+        self.spec = spec
+        self.actor_args = tuple(actor_args)
+        self.name = name
+        self.max_restarts = max_restarts
+        self.on_restart = on_restart or (lambda actor: actor.setup.remote())
+        self.restart_timeout_s = restart_timeout_s
+        self._dead: set[int] = set()
+        self._placement_group = placement_group
+        self._owns_placement_group = False
+        self._use_placement_group = spec.num_gpus > 0 if use_placement_group is None else use_placement_group
+        self.actors: list[Any] = []
+
+    def setup(self) -> list[Any]:
+        """Start the actors (placement group first when needed); returns what each ``setup()`` returned."""
+        if self._placement_group is None and self._use_placement_group:
+            self._placement_group = make_placement_group([self.spec] * self.num_actors)
+            self._owns_placement_group = True
+        remote_cls = ray.remote(self.actor_cls)
+        for rank in range(self.num_actors):
+            options: dict[str, Any] = {
+                "num_cpus": self.spec.num_cpus,
+                "num_gpus": self.spec.num_gpus,
+                "resources": dict(self.spec.resources),
+                "max_restarts": self.max_restarts,
+                "max_concurrency": 1,
+            }
+            if self.spec.memory_gb:
+                options["memory"] = int(self.spec.memory_gb * 1024**3)
+            if self._placement_group is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group=self._placement_group, placement_group_bundle_index=rank
+                )
+            self.actors.append(remote_cls.options(**options).remote(rank, *self.actor_args))
+        ready = ray.get([actor.setup.remote() for actor in self.actors])
+        logger.info("%s: %d actors ready (%s)", self.name, self.num_actors, self.spec.model_dump())
+        return ready
+
+    def call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Run ``method(*args, **kwargs)`` on every live actor; results in rank order."""
+        return ray.get([getattr(self.actors[rank], method).remote(*args, **kwargs) for rank in self._live_ranks()])
+
+    def call_each(self, method: str, per_actor_args: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run ``method(*per_actor_args[rank])`` on actor ``rank``; no retries (stateful shards)."""
+        actors = [self.actors[rank] for rank in self._live_ranks()]
+        return ray.get([getattr(a, method).remote(*args) for a, args in zip(actors, per_actor_args, strict=True)])
+
+    def map_shards(self, method: str, shards: Sequence[Any], *args: Any, max_attempts: int = 3) -> list[Any]:
+        """Run ``method(shard, *args)`` for each shard, shard ``i`` on actor ``i mod n``; results in shard order.
+
+        A shard whose actor dies is sent to the next live actor; a dead actor that Ray restarts gets
+        ``on_restart`` (``setup()``) before it takes more work, one that stays dead leaves the group.
+
+        Raises:
+            RayActorError: a shard failed on ``max_attempts`` actors.
+        """
+        results: list[Any] = [None] * len(shards)
+        attempts = [0] * len(shards)
+        revived: set[int] = set()
+        pending: dict[ray.ObjectRef, tuple[int, int]] = {}
+        for index, shard in enumerate(shards):
+            pending.update(self._submit(method, shard, args, index, index))
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index, rank = pending.pop(ready[0])
+            try:
+                results[index] = ray.get(ready[0])
+            except ACTOR_FAILURES as exc:
+                attempts[index] += 1
+                if attempts[index] >= max_attempts:
+                    raise
+                logger.warning("%s: actor %d failed on shard %d (%s); retrying elsewhere", self.name, rank, index,
+                               type(exc).__name__)
+                pending.update(self._submit(method, shards[index], args, index, rank + 1))
+                if rank not in revived:
+                    revived.add(rank)
+                    self._revive(rank)
+        return results
+
+    def _live_ranks(self) -> list[int]:
+        return [rank for rank in range(len(self.actors)) if rank not in self._dead]
+
+    def _submit(
+        self, method: str, shard: Any, args: tuple[Any, ...], index: int, preferred_rank: int
+    ) -> dict[ray.ObjectRef, tuple[int, int]]:
+        """Send shard ``index`` to the first live actor at or after ``preferred_rank`` (cyclically)."""
+        live = self._live_ranks()
+        rank = next((r for r in live if r >= preferred_rank % len(self.actors)), live[0])
+        return {getattr(self.actors[rank], method).remote(shard, *args): (index, rank)}
+
+    def _revive(self, rank: int) -> None:
+        """Wait for Ray to restart actor ``rank`` and run ``on_restart`` on it; drop it when it stays dead."""
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            try:
+                ray.get(self.on_restart(self.actors[rank]))
+                return
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+            except (ActorDiedError, RayActorError):
+                logger.warning("%s: actor %d is gone for good; %d actors left", self.name, rank,
+                               len(self._live_ranks()) - 1)
+                self._dead.add(rank)
+                return
+
+    def shutdown(self) -> None:
+        """Kill the actors and release a placement group this group reserved."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+        if self._owns_placement_group and self._placement_group is not None:
+            remove_placement_group(self._placement_group)
+            self._placement_group = None

@@ -1,0 +1,80 @@
+"""ActorGroup on a real local Ray cluster: order of results, retries after a kill, placement groups."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import ray
+
+from actors.group import ActorGroup, shard_evenly
+from system.config import ResourceSpec
+
+
+class Squarer:
+    """A role whose ``square`` kills its own process on a marked shard the first time it sees it."""
+
+    def __init__(self, rank: int, marker_dir: str) -> None:
+        self.rank = rank
+        self.marker_dir = marker_dir
+        self.setups = 0
+
+    def setup(self) -> None:
+        self.setups += 1
+
+    def square(self, shard: list[int]) -> tuple[int, list[int]]:
+        if self.setups == 0:
+            raise RuntimeError("setup() was not run")
+        marker = os.path.join(self.marker_dir, "killed")
+        if -1 in shard and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return self.rank, [value * value for value in shard]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@pytest.mark.parametrize("num_items,num_shards", [(0, 2), (1, 3), (7, 2), (10, 4)])
+def test_shard_evenly_keeps_order_and_balance(num_items, num_shards):
+    items = list(range(num_items))
+    shards = shard_evenly(items, num_shards)
+    assert len(shards) == num_shards
+    assert [x for shard in shards for x in shard] == items
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_map_shards_keeps_order(ray_cluster, tmp_path):
+    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), name="squarers")
+    group.setup()
+    shards = shard_evenly(list(range(11)), 5)
+    results = group.map_shards("square", shards)
+    assert [x for _, squares in results for x in squares] == [x * x for x in range(11)]
+    assert [rank for rank, _ in results] == [0, 1, 0, 1, 0]
+    group.shutdown()
+
+
+def test_failed_shard_is_retried_on_another_actor(ray_cluster, tmp_path):
+    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), max_restarts=1)
+    group.setup()
+    pids_before = group.call_all("pid")
+    results = group.map_shards("square", [[1, 2], [3, -1], [4]])
+    assert results == [(0, [1, 4]), (0, [9, 1]), (0, [16])]  # shard 1 died on actor 1, reran on actor 0
+    assert (tmp_path / "killed").exists()
+    pids_after = group.call_all("pid")  # the restarted actor is set up again and serves work
+    assert pids_after[0] == pids_before[0] and pids_after[1] != pids_before[1]
+    assert group.map_shards("square", [[5], [6]]) == [(0, [25]), (1, [36])]
+    group.shutdown()
+
+
+def test_placement_group_hosts_one_bundle_per_actor(ray_cluster, tmp_path):
+    group = ActorGroup(
+        Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), use_placement_group=True, name="pg"
+    )
+    group.setup()
+    group_placement = group._placement_group
+    table = ray.util.placement_group_table(group_placement)
+    assert table["state"] == "CREATED" and len(table["bundles"]) == 2
+    assert group.map_shards("square", [[2], [3]]) == [(0, [4]), (1, [9])]
+    group.shutdown()
+    assert ray.util.placement_group_table(group_placement)["state"] == "REMOVED"
