@@ -8,8 +8,9 @@ optional ``prompt_id``; missing ids are derived from the prompt's content, so th
 The format follows the suffix: ``.jsonl`` or ``.parquet``. Reading is streamed: Parquet record batch by record
 batch (pyarrow), JSONL line by line. JSONL is parsed per line with :mod:`json` rather than ``pyarrow.json``
 because pyarrow infers one Arrow type per column per block, so a file cannot mix plain and conversational
-rows, a bad line fails a whole block without its line number, and ``NaN`` is not accepted; per-line parsing
-names the exact line (rows of a JSONL file are numbered by line, blank lines included).
+rows, and a bad line fails a whole block without its line number; per-line parsing names the exact line (rows
+of a JSONL file are numbered by line, blank lines included) and costs one ``json.loads`` per row.
+Messages keep their ``role`` and ``content`` only (other keys are dropped), which is what chat templates read.
 
 Every malformed row raises :class:`~system.errors.DataError` with one line naming file, row and field, e.g.
 ``data/pairs.jsonl: row 7: field 'chosen': empty``. Writes are atomic (:mod:`system.fileio`) and validate
@@ -172,7 +173,7 @@ def _is_conversation(text: Text) -> bool:
     return isinstance(text, list)
 
 
-def parse_preference_row(row: Mapping[str, Any]) -> PreferencePair:
+def _parse_preference_row(row: Mapping[str, Any]) -> PreferencePair:
     """Validate one TRL preference row; raises ``_FieldError`` naming the field (callers add file and row)."""
     prompt, chosen, rejected = (_parse_text(row, field) for field in TEXT_FIELDS)
     for field, text in (("chosen", chosen), ("rejected", rejected)):
@@ -196,7 +197,7 @@ def read_preferences(path: str | Path) -> Iterator[PreferencePair]:
     """Stream the preference pairs of a JSONL or Parquet file, validating every row."""
     for row_number, row in _iter_numbered_rows(path):
         try:
-            yield parse_preference_row(row)
+            yield _parse_preference_row(row)
         except _FieldError as err:
             raise _data_error(Path(path), row_number, str(err)) from None
 
@@ -231,7 +232,7 @@ def _preference_rows(path: Path, pairs: Iterable[PreferencePair]) -> Iterator[di
     for row_number, pair in enumerate(pairs, start=1):
         row = asdict(pair)
         try:
-            parse_preference_row(row)
+            _parse_preference_row(row)
         except _FieldError as err:
             raise _data_error(path, row_number, str(err)) from None
         single_form.check(row_number, pair.prompt)
