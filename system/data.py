@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,6 +207,11 @@ def load_preferences(path: str | Path) -> list[PreferencePair]:
     return list(read_preferences(path))
 
 
+def _as_row(record: PreferencePair | PromptRecord) -> dict[str, Any]:
+    """A record's fields as a row (shallow, unlike ``dataclasses.asdict``, which deep-copies every message)."""
+    return {field.name: getattr(record, field.name) for field in fields(record)}
+
+
 def _text_type(text: Text) -> pa.DataType:
     return MESSAGE_TYPE if _is_conversation(text) else pa.string()
 
@@ -230,7 +235,7 @@ def _preference_rows(path: Path, pairs: Iterable[PreferencePair]) -> Iterator[di
     """Rows to write, each validated by the reader's parser; one text form (plain/conversation) per file."""
     single_form = _SingleForm(path)
     for row_number, pair in enumerate(pairs, start=1):
-        row = asdict(pair)
+        row = _as_row(pair)
         try:
             _parse_preference_row(row)
         except _FieldError as err:
@@ -301,7 +306,7 @@ def write_prompts(path: str | Path, records: Iterable[PromptRecord]) -> int:
     def rows() -> Iterator[dict[str, Any]]:
         single_form = _SingleForm(path)
         for row_number, record in enumerate(records, start=1):
-            row = asdict(record)
+            row = _as_row(record)
             try:
                 _parse_text(row, "prompt")
                 _parse_id(row, "prompt_id")
