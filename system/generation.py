@@ -114,7 +114,7 @@ class HFEngine:
         sampling = {"do_sample": False} if params.greedy else {
             "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0,
         }
-        output = self.model.generate(
+        output = self.model.generate(  # type: ignore[operator]
             **encoded,
             max_new_tokens=params.max_new_tokens,
             num_return_sequences=params.n,
@@ -137,7 +137,7 @@ class HFEngine:
                 Candidate(
                     prompt_id=record.prompt_id,
                     prompt=record.prompt,
-                    response=tokenizer.decode(ids[:length], skip_special_tokens=True),
+                    response=str(tokenizer.decode(ids[:length], skip_special_tokens=True)),
                     token_ids=tuple(ids[:length]),
                     logprobs=tuple(token_logps[row, :length].tolist()),
                     policy_version=policy_version,
