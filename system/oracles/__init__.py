@@ -10,6 +10,7 @@ from system.config import OracleConfig
 from system.errors import OracleError
 from system.oracles.base import Oracle, RewardOracle, UnknownPairError, preference_probability
 from system.oracles.programmatic import ProgrammaticOracle
+from system.oracles.replay import ReplayOracle
 from system.oracles.reward_model import build_reward_model
 
 MACHINE_KINDS = ("reward_model", "programmatic", "replay")
@@ -31,14 +32,12 @@ def build_oracle(oracle_cfg: OracleConfig) -> Oracle:
         assert oracle_cfg.callable is not None  # enforced by OracleConfig
         return ProgrammaticOracle(oracle_cfg.callable, oracle_cfg.temperature, oracle_cfg.sampling, oracle_cfg.seed)
     if kind == "replay":
-        from system.oracles.replay import ReplayOracle
-
         assert oracle_cfg.dataset is not None  # enforced by OracleConfig
         return ReplayOracle(oracle_cfg.dataset, oracle_cfg.temperature)
     raise OracleError(f"oracle.kind {kind!r}: no machine backend (human labels come from the task queue)")
 
 
 __all__ = [
-    "MACHINE_KINDS", "Oracle", "OracleError", "ProgrammaticOracle", "RewardOracle", "UnknownPairError",
+    "MACHINE_KINDS", "Oracle", "OracleError", "ProgrammaticOracle", "ReplayOracle", "RewardOracle", "UnknownPairError",
     "build_oracle", "preference_probability",
 ]

@@ -26,6 +26,7 @@ from system.types import Text
 
 logger = logging.getLogger(__name__)
 MINILM = "minilm"
+MINILM_VERSION = "all-MiniLM-L6-v2"
 MAX_LENGTH = 256
 
 
@@ -64,6 +65,7 @@ class EmbeddingJudge(RewardOracle):
         temperature: float = 1.0,
         sampling: Sampling = "argmax",
         seed: int = 0,
+        version: str | None = None,
     ) -> None:
         super().__init__(temperature, sampling, seed)
         try:
@@ -71,7 +73,7 @@ class EmbeddingJudge(RewardOracle):
             self.encoder = AutoModel.from_pretrained(model_dir).eval()
         except (OSError, ValueError) as exc:
             raise OracleError(f"oracle.model {str(model_dir)!r}: cannot load ({exc})") from None
-        self.model_version = f"{model_dir.name}:{self.encoder.config.model_type}"
+        self.model_version = version or f"{model_dir.name}:{self.encoder.config.model_type}"
         self.task_embedding = self.embed([task_description])[0]
 
     @torch.inference_mode()
@@ -127,4 +129,5 @@ def build_reward_model(
         logger.info("reward oracle: sequence-classification reward model %s", model_dir)
         return ClassifierRewardModel(model_dir, temperature, sampling, seed)
     logger.info("reward oracle: embedding judge %s", model_dir)
-    return EmbeddingJudge(model_dir, task_description, temperature, sampling, seed)
+    version = MINILM_VERSION if model == MINILM else None
+    return EmbeddingJudge(model_dir, task_description, temperature, sampling, seed, version)
