@@ -26,7 +26,13 @@ from system.config import ResourceSpec
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class ActorNotReadyError(RuntimeError):
+    """Raised by a role asked to work before ``setup()`` ran (e.g. right after Ray restarted it)."""
+
+
+ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ActorNotReadyError)
 
 
 def shard_evenly(items: Sequence[T], num_shards: int) -> list[list[T]]:

@@ -22,3 +22,12 @@ def ray_cluster():
     )
     yield context
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny model of configs/tiny.yaml, built once per session and shared by every actor test."""
+    from system.config import load_config
+    from system.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", load_config("configs/tiny.yaml").model.tiny)
