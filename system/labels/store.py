@@ -211,7 +211,8 @@ class LabelStore:
 
         Several labels of one pair (annotators, oracles) are aggregated by majority of ``preferred``;
         a tie goes to the mean of ``prob_1`` (≥ 0.5 → response 1). ``score_chosen`` is the mean
-        P(chosen ≻ rejected) and ``score_rejected`` its complement.
+        P(chosen ≻ rejected) and ``score_rejected`` its complement. A conversational prompt gets
+        its responses as single assistant messages (TRL's conversational form).
         """
         by_pair: dict[str, list[LabelRecord]] = defaultdict(list)
         for record in self.labels(max_round=max_round, oracle=oracle):
@@ -234,6 +235,12 @@ def aggregate_preference(records: Sequence[LabelRecord]) -> PreferencePair:
     one_wins = votes_1 * 2 > len(records) or (votes_1 * 2 == len(records) and mean_prob_1 >= 0.5)
     chosen, rejected = (first.response_1, first.response_2) if one_wins else (first.response_2, first.response_1)
     prob_chosen = mean_prob_1 if one_wins else 1.0 - mean_prob_1
+    if not isinstance(first.prompt, str):  # TRL's conversational form: responses are assistant turns
+        return PreferencePair(
+            prompt=first.prompt, chosen=[{"role": "assistant", "content": chosen}],
+            rejected=[{"role": "assistant", "content": rejected}], score_chosen=prob_chosen,
+            score_rejected=1.0 - prob_chosen, pair_id=first.pair_id,
+        )
     return PreferencePair(
         prompt=first.prompt, chosen=chosen, rejected=rejected, score_chosen=prob_chosen,
         score_rejected=1.0 - prob_chosen, pair_id=first.pair_id,

@@ -40,6 +40,11 @@ def text_of(text: Text) -> str:
     return "\n".join(f"{message.get('role', 'user')}: {message.get('content', '')}" for message in text)
 
 
+def response_text(response: Text) -> str:
+    """A response as plain text (a conversational response is its messages' contents, joined)."""
+    return response if isinstance(response, str) else "".join(message["content"] for message in response)
+
+
 def preference_probability(reward_1: float, reward_2: float, temperature: float) -> float:
     """σ((R1 − R2)/T), computed without overflow for large reward gaps."""
     z = (reward_1 - reward_2) / temperature

@@ -13,13 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from system.data import read_preferences
-from system.oracles.base import Oracle, UnknownPairError, preference_probability
+from system.oracles.base import Oracle, UnknownPairError, preference_probability, response_text
 from system.types import CandidatePair, Label, PreferencePair, Text
-
-
-def response_text(response: Text) -> str:
-    """A response as plain text (a conversational response is its messages' contents, joined)."""
-    return response if isinstance(response, str) else "".join(message["content"] for message in response)
 
 
 def text_key(prompt: Text, response_a: Text, response_b: Text) -> tuple[str, frozenset[str]]:

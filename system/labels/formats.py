@@ -1,0 +1,234 @@
+"""Export stored labels to TRL, Label Studio and Argilla formats, and import them back.
+
+- ``trl-jsonl`` / ``trl-parquet``: one row per labelled pair (prompt/chosen/rejected/pair_id, scores =
+  P(chosen ≻ rejected) and its complement), via :mod:`system.data`. Imported rows become labels with
+  response_1 = chosen, prob_1 = 1 (a TRL row only says which response won).
+- ``label-studio``: a JSON list of tasks, one per pair (``data`` = pair text); machine labels are
+  ``predictions`` and human labels ``annotations``, each a ``choices`` result on the ``preferred``
+  control (:data:`LABEL_STUDIO_CONFIG`) plus an ``activealign`` block with the label's metadata.
+- ``argilla``: JSONL of Argilla v2 records, one per label (``id`` = pair_id:oracle:annotator), fields
+  prompt/response_1/response_2, a ``preferred`` label question answered as a suggestion (machine) or
+  a response (human), the label's metadata in ``metadata``.
+
+Imports are idempotent like every store write: importing the same file twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from system.data import read_preferences, read_rows, write_preferences
+from system.errors import DataError
+from system.fileio import atomic_write_text
+from system.labels.store import LabelRecord, LabelStore
+from system.oracles.base import response_text, text_of
+from system.types import CandidatePair, Label
+
+Format = Literal["trl-jsonl", "trl-parquet", "label-studio", "argilla"]
+FORMATS: tuple[str, ...] = ("trl-jsonl", "trl-parquet", "label-studio", "argilla")
+HUMAN = "human"
+LABEL_STUDIO_CONFIG = """<View>
+  <Text name="prompt" value="$prompt_text"/>
+  <Text name="response_1" value="$response_1"/>
+  <Text name="response_2" value="$response_2"/>
+  <Choices name="preferred" toName="prompt" choice="single" showInline="true">
+    <Choice value="response_1"/>
+    <Choice value="response_2"/>
+  </Choices>
+</View>"""
+"""Label Studio labelling config matching the exported tasks."""
+
+Imported = tuple[Label, CandidatePair, int]
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise DataError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def content_pair_id(prompt: object, chosen: object, rejected: object) -> str:
+    """A pair id from the text when a dataset row has none (order-free in the two responses)."""
+    responses = sorted([json.dumps(chosen, sort_keys=True), json.dumps(rejected, sort_keys=True)])
+    payload = json.dumps([prompt, responses], sort_keys=True).encode()
+    return "sha-" + hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _label_meta(record: LabelRecord) -> dict[str, Any]:
+    return {"oracle": record.oracle, "annotator": record.annotator, "prob_1": record.prob_1,
+            "model_version": record.model_version, "round": record.round, "pair_id": record.pair_id}
+
+
+def to_label_studio(records: Sequence[LabelRecord]) -> list[dict[str, Any]]:
+    """Label Studio tasks (one per pair) with predictions (machine) and annotations (human)."""
+    by_pair: dict[str, list[LabelRecord]] = defaultdict(list)
+    for record in records:
+        by_pair[record.pair_id].append(record)
+    tasks = []
+    for pair_id, pair_records in by_pair.items():
+        first = pair_records[0]
+        task: dict[str, Any] = {
+            "data": {"pair_id": pair_id, "prompt": first.prompt, "prompt_text": text_of(first.prompt),
+                     "response_1": first.response_1, "response_2": first.response_2, "round": first.round},
+            "predictions": [], "annotations": [],
+        }
+        for record in pair_records:
+            result = [{"from_name": "preferred", "to_name": "prompt", "type": "choices",
+                       "value": {"choices": [f"response_{record.preferred}"]}}]
+            entry = {"result": result, "activealign": _label_meta(record)}
+            if record.oracle == HUMAN:
+                task["annotations"].append(entry)
+            else:
+                task["predictions"].append({**entry, "model_version": record.model_version,
+                                            "score": max(record.prob_1, 1 - record.prob_1)})
+        tasks.append(task)
+    return tasks
+
+
+def _choice(entry: dict[str, Any], where: str) -> Literal[1, 2]:
+    for item in entry.get("result", []):
+        if item.get("from_name") == "preferred":
+            choices = item.get("value", {}).get("choices") or [None]
+            if choices[0] in ("response_1", "response_2"):
+                return 1 if choices[0] == "response_1" else 2
+            raise DataError(f"{where}: choice {choices[0]!r} is not response_1 or response_2")
+    raise DataError(f"{where}: no 'preferred' choice in result")
+
+
+def from_label_studio(tasks: Sequence[dict[str, Any]], source: str = "<label-studio>") -> list[Imported]:
+    """(label, pair, round) for every prediction and annotation of Label Studio tasks."""
+    imported: list[Imported] = []
+    for index, task in enumerate(tasks):
+        data = task.get("data") or {}
+        where = f"{source}: task {index}"
+        try:
+            pair_id = data.get("pair_id") or content_pair_id(data["prompt"], data["response_1"], data["response_2"])
+            pair = CandidatePair(pair_id=pair_id, prompt_id="", prompt=data["prompt"],
+                                 response_1=data["response_1"], response_2=data["response_2"])
+        except KeyError as missing:
+            raise DataError(f"{where}: data has no field {missing}") from None
+        for kind in ("predictions", "annotations"):
+            for number, entry in enumerate(task.get(kind) or []):
+                preferred = _choice(entry, f"{where} {kind}[{number}]")
+                meta = entry.get("activealign") or {}
+                default_oracle = HUMAN if kind == "annotations" else "label-studio"
+                label = Label(
+                    pair_id=pair_id, preferred=preferred,
+                    prob_1=float(meta.get("prob_1", 1.0 if preferred == 1 else 0.0)),
+                    oracle=meta.get("oracle", default_oracle),
+                    model_version=meta.get("model_version", entry.get("model_version", "")),
+                    annotator=meta.get("annotator", str(entry.get("completed_by", ""))),
+                )
+                imported.append((label, pair, int(meta.get("round", data.get("round", 0)))))
+    return imported
+
+
+def to_argilla(records: Sequence[LabelRecord]) -> list[dict[str, Any]]:
+    """Argilla v2 records, one per label (question ``preferred`` with labels "1" / "2")."""
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {
+            "id": f"{record.pair_id}:{record.oracle}:{record.annotator}",
+            "fields": {"prompt": text_of(record.prompt), "response_1": record.response_1,
+                       "response_2": record.response_2},
+            "metadata": {**_label_meta(record), "prompt": record.prompt},
+            "suggestions": {}, "responses": {},
+        }
+        if record.oracle == HUMAN:
+            row["responses"]["preferred"] = [{"value": str(record.preferred), "user_id": record.annotator}]
+        else:
+            row["suggestions"]["preferred"] = {"value": str(record.preferred),
+                                               "score": max(record.prob_1, 1 - record.prob_1),
+                                               "agent": record.model_version}
+        rows.append(row)
+    return rows
+
+
+def from_argilla(rows: Iterable[dict[str, Any]], source: str = "<argilla>") -> list[Imported]:
+    """(label, pair, round) for each Argilla record with a ``preferred`` response or suggestion."""
+    imported: list[Imported] = []
+    for index, row in enumerate(rows):
+        where = f"{source}: record {index}"
+        fields, meta = row.get("fields") or {}, row.get("metadata") or {}
+        responses = (row.get("responses") or {}).get("preferred") or []
+        suggestion = (row.get("suggestions") or {}).get("preferred")
+        answer = responses[0] if responses else suggestion
+        if not answer or str(answer.get("value")) not in ("1", "2"):
+            raise DataError(f"{where}: no 'preferred' answer of '1' or '2'")
+        preferred: Literal[1, 2] = 1 if str(answer["value"]) == "1" else 2
+        try:
+            prompt = meta.get("prompt", fields["prompt"])
+            pair_id = meta.get("pair_id") or content_pair_id(prompt, fields["response_1"], fields["response_2"])
+            pair = CandidatePair(pair_id=pair_id, prompt_id="", prompt=prompt,
+                                 response_1=fields["response_1"], response_2=fields["response_2"])
+        except KeyError as missing:
+            raise DataError(f"{where}: fields have no {missing}") from None
+        label = Label(
+            pair_id=pair_id, preferred=preferred,
+            prob_1=float(meta.get("prob_1", 1.0 if preferred == 1 else 0.0)),
+            oracle=meta.get("oracle", HUMAN if responses else "argilla"),
+            model_version=meta.get("model_version", "" if responses else answer.get("agent", "")),
+            annotator=meta.get("annotator", answer.get("user_id", "") if responses else ""),
+        )
+        imported.append((label, pair, int(meta.get("round", 0))))
+    return imported
+
+
+def export_labels(store: LabelStore, out: str | Path, fmt: str, max_round: int | None = None) -> int:
+    """Write the store's labels (rounds ≤ ``max_round``) to ``out`` in ``fmt``; returns rows written."""
+    _check_format(fmt)
+    if fmt in ("trl-jsonl", "trl-parquet"):
+        suffix = ".jsonl" if fmt == "trl-jsonl" else ".parquet"
+        if Path(out).suffix != suffix:
+            raise DataError(f"{out}: --format {fmt} writes a {suffix} file")
+        return write_preferences(out, store.preference_pairs(max_round=max_round))
+    records = store.labels(max_round=max_round)
+    if fmt == "label-studio":
+        tasks = to_label_studio(records)
+        atomic_write_text(out, json.dumps(tasks, ensure_ascii=False, indent=1))
+        return len(tasks)
+    rows = to_argilla(records)
+    atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return len(rows)
+
+
+def _from_trl(path: str | Path, oracle: str, round: int) -> list[Imported]:
+    imported: list[Imported] = []
+    for row in read_preferences(path):
+        pair_id = row.pair_id or content_pair_id(row.prompt, row.chosen, row.rejected)
+        pair = CandidatePair(pair_id=pair_id, prompt_id="", prompt=row.prompt, response_1=response_text(row.chosen),
+                             response_2=response_text(row.rejected))
+        imported.append((Label(pair_id=pair_id, preferred=1, prob_1=1.0, oracle=oracle), pair, round))
+    return imported
+
+
+def import_labels(store: LabelStore, path: str | Path, fmt: str, round: int = 0, oracle: str = "trl") -> int:
+    """Read labels from ``path`` in ``fmt`` into ``store``; returns how many were new.
+
+    ``round`` and ``oracle`` apply to TRL files (which carry neither); the other formats keep their own.
+    """
+    _check_format(fmt)
+    if fmt in ("trl-jsonl", "trl-parquet"):
+        imported = _from_trl(path, oracle, round)
+    elif fmt == "label-studio":
+        try:
+            tasks = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable Label Studio JSON file ({exc})") from None
+        if not isinstance(tasks, list):
+            raise DataError(f"{path}: Label Studio import must be a JSON list of tasks")
+        imported = from_label_studio(tasks, str(path))
+    else:
+        imported = from_argilla(read_rows(path), str(path))
+    added = 0
+    by_round: dict[int, list[Imported]] = defaultdict(list)
+    for item in imported:
+        by_round[item[2]].append(item)
+    for label_round, items in by_round.items():
+        added += store.put([label for label, _, _ in items], {pair.pair_id: pair for _, pair, _ in items},
+                           round=label_round)
+    return added

@@ -1,0 +1,97 @@
+"""Exports to TRL / Label Studio / Argilla and imports back into a fresh store (round trips)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from system.data import load_preferences
+from system.errors import DataError
+from system.labels import HumanQueue, LabelStore
+from system.labels.formats import export_labels, import_labels
+from system.types import CandidatePair, Label
+
+PAIRS = [
+    CandidatePair(pair_id="p0", prompt_id="x0", prompt="Say hi", response_1="hi!", response_2="no."),
+    CandidatePair(pair_id="p1", prompt_id="x1", prompt=[{"role": "user", "content": "Name a cat"}],
+                  response_1="Tom", response_2="Rex"),
+]
+
+
+def filled_store(path: Path) -> LabelStore:
+    store = LabelStore(f"sqlite:///{path}")
+    store.put([Label("p0", 1, 0.81, "reward_model", "all-MiniLM-L6-v2"),
+               Label("p1", 2, 0.27, "reward_model", "all-MiniLM-L6-v2")], PAIRS, round=1)
+    queue = HumanQueue(store)
+    (task_id,) = queue.enqueue(PAIRS[:1], round=2)
+    queue.answer(task_id, 2, "alice")
+    return store
+
+
+def comparable(store: LabelStore) -> list[tuple]:
+    return sorted((r.pair_id, r.round, json.dumps(r.prompt), r.response_1, r.response_2, r.preferred,
+                   round(r.prob_1, 12), r.oracle, r.model_version, r.annotator) for r in store.labels())
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("label-studio", "tasks.json"), ("argilla", "records.jsonl")])
+def test_full_fidelity_round_trip(tmp_path: Path, fmt: str, name: str) -> None:
+    source = filled_store(tmp_path / "a.db")
+    out = tmp_path / name
+    assert export_labels(source, out, fmt) == (2 if fmt == "label-studio" else 3)
+    with LabelStore(f"sqlite:///{tmp_path / 'b.db'}") as target:
+        assert import_labels(target, out, fmt) == 3
+        assert import_labels(target, out, fmt) == 0  # idempotent
+        assert comparable(target) == comparable(source)
+        assert target.preference_pairs() == source.preference_pairs()
+
+
+def test_label_studio_shapes(tmp_path: Path) -> None:
+    out = tmp_path / "tasks.json"
+    export_labels(filled_store(tmp_path / "a.db"), out, "label-studio")
+    first = json.loads(out.read_text())[0]
+    assert first["data"]["pair_id"] == "p0"
+    assert first["predictions"][0]["result"][0]["value"] == {"choices": ["response_1"]}
+    assert first["annotations"][0]["result"][0]["value"] == {"choices": ["response_2"]}
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("trl-jsonl", "prefs.jsonl"), ("trl-parquet", "prefs.parquet")])
+@pytest.mark.parametrize("conversational", [False, True])
+def test_trl_round_trip_keeps_the_preference(tmp_path: Path, fmt: str, name: str, conversational: bool) -> None:
+    source = LabelStore(f"sqlite:///{tmp_path / 'a.db'}")
+    pairs = [CandidatePair(p.pair_id, p.prompt_id, [{"role": "user", "content": "q"}] if conversational else "q",
+                           p.response_1, p.response_2) for p in PAIRS]
+    source.put([Label("p0", 1, 0.81, "reward_model"), Label("p1", 2, 0.27, "reward_model")], pairs, round=1)
+    source.put([Label("p0", 2, 0.0, "human", annotator="alice")], pairs, round=2)
+    out = tmp_path / name
+    assert export_labels(source, out, fmt) == 2
+    rows = {row.pair_id: row for row in load_preferences(out)}
+    # p0 has one vote each way: the tie goes to the mean prob_1 (0.81 + 0.0) / 2 < 0.5 → response 2 wins
+    wrap = (lambda text: [{"role": "assistant", "content": text}]) if conversational else (lambda text: text)
+    assert (rows["p0"].chosen, rows["p0"].rejected) == (wrap("no."), wrap("hi!"))
+    assert (rows["p1"].chosen, rows["p1"].rejected) == (wrap("Rex"), wrap("Tom"))
+    assert rows["p1"].score_chosen == pytest.approx(0.73)
+    with LabelStore(f"sqlite:///{tmp_path / 'b.db'}") as target:
+        assert import_labels(target, out, fmt, round=3) == 2
+        back = {pair.pair_id: pair for pair in target.preference_pairs()}
+        assert {k: (v.prompt, v.chosen, v.rejected) for k, v in back.items()} == {
+            k: (v.prompt, v.chosen, v.rejected) for k, v in rows.items()}
+        assert {r.round for r in target.labels()} == {3}
+
+
+def test_bad_inputs_are_named(tmp_path: Path) -> None:
+    store = filled_store(tmp_path / "a.db")
+    with pytest.raises(DataError, match="'csv'"):
+        export_labels(store, tmp_path / "x.csv", "csv")
+    with pytest.raises(DataError, match="writes a .jsonl file"):
+        export_labels(store, tmp_path / "x.parquet", "trl-jsonl")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"data": {"prompt": "p", "response_1": "a", "response_2": "b"},
+                                "annotations": [{"result": [{"from_name": "preferred",
+                                                             "value": {"choices": ["maybe"]}}]}]}]))
+    with pytest.raises(DataError, match="task 0 annotations\\[0\\]: choice 'maybe'"):
+        import_labels(store, bad, "label-studio")
+    bad.write_text(json.dumps([{"data": {"prompt": "p", "response_1": "a"}}]))
+    with pytest.raises(DataError, match="task 0: data has no field 'response_2'"):
+        import_labels(store, bad, "label-studio")
