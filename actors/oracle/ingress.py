@@ -1,0 +1,203 @@
+"""The HTTP face of the oracle: FastAPI routes on a Ray Serve ingress deployment.
+
+Writes and label reads need the bearer token; ``/healthz``, ``/metrics`` and the annotator page's
+static files do not (the page asks for the token and sends it with every API call). No CORS
+middleware is installed, so browsers refuse cross-origin calls. Labels are written to the label
+store before they are returned; a request for pairs already labelled by this oracle returns the
+stored verdicts without judging again, which makes retried submits idempotent end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from actors.oracle.metrics import OracleMetrics
+from actors.oracle.schemas import (
+    AnswerIn,
+    AnswerOut,
+    LabelOut,
+    LabelRequest,
+    LabelResponse,
+    LabelsPage,
+    NextTask,
+    Progress,
+    QueuedResponse,
+    RewardRequest,
+    RewardResponse,
+    TaskOut,
+)
+from actors.oracle.security import BodySizeLimit, require_token
+from system.config import OracleConfig
+from system.errors import LabelStoreError, OracleError
+from system.labels import HumanQueue, LabelRecord, LabelStore
+from system.oracles import UnknownPairError
+from system.types import CandidatePair
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_PAGE = 10_000
+
+app = FastAPI(
+    title="activealign oracle",
+    version="1",
+    description="Preference labels from machine oracles and human annotators, stored durably.",
+)
+app.add_middleware(BodySizeLimit)
+app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+@dataclass(frozen=True)
+class Settings:
+    token: str
+    max_request_bytes: int
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 whose ``detail`` names the first bad field, e.g. ``body.pairs.0.response_1: Value error, empty``."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": jsonable_encoder(errors)}, 422)
+
+
+def label_out(record: LabelRecord) -> LabelOut:
+    return LabelOut.model_validate(record.to_json())
+
+
+@serve.deployment(name="OracleIngress")
+@serve.ingress(app)
+class OracleIngress:
+    """Routes of the oracle API. One replica: it is the single writer of the (SQLite) label store."""
+
+    def __init__(self, oracle_cfg: OracleConfig, store_url: str, token: str, judge: DeploymentHandle | None) -> None:
+        app.state.settings = Settings(token=token, max_request_bytes=oracle_cfg.max_request_bytes)
+        self.kind = oracle_cfg.kind
+        self.store = LabelStore(store_url)
+        self.queue = HumanQueue(self.store)
+        self.judge = judge
+        self.metrics = OracleMetrics()
+
+    def _timed(self, endpoint: str, started: float, status: int) -> None:
+        self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    @app.get("/healthz")
+    def healthz(self) -> dict[str, str]:
+        return {"status": "ok", "oracle": self.kind}
+
+    @app.get("/metrics")
+    def metrics(self) -> Response:
+        done, total = self.queue.progress()
+        body = self.metrics.render(self.store.counts_by_oracle(), total - done)
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    @app.post(
+        "/v1/label", response_model=LabelResponse | QueuedResponse, dependencies=[Depends(require_token)],
+        responses={202: {"model": QueuedResponse}, 404: {"description": "unknown pair_id (replay oracle)"}},
+    )
+    async def label(self, body: LabelRequest, response: Response) -> LabelResponse | QueuedResponse:
+        """Label pairs (machine oracles) or queue them for annotators (human oracle, HTTP 202)."""
+        started = time.perf_counter()
+        if body.oracle is not None and body.oracle != self.kind:
+            raise HTTPException(422, f"body.oracle: unknown oracle {body.oracle!r} (this service runs {self.kind!r})")
+        pairs = [
+            CandidatePair(pair_id=pair.pair_id, prompt_id=pair.prompt_id, prompt=pair.prompt_value(),
+                          response_1=pair.response_1, response_2=pair.response_2)
+            for pair in body.pairs
+        ]
+        if self.judge is None:
+            task_ids = await asyncio.to_thread(self.queue.enqueue, pairs, body.round)
+            response.status_code = 202
+            self._timed("label", started, 202)
+            return QueuedResponse(task_ids=task_ids, pair_ids=[pair.pair_id for pair in pairs])
+        records = await self._judge_and_store(pairs, body.round)
+        self._timed("label", started, 200)
+        return LabelResponse(labels=[label_out(record) for record in records])
+
+    async def _judge_and_store(self, pairs: list[CandidatePair], round: int) -> list[LabelRecord]:
+        assert self.judge is not None
+        keys = [(pair.pair_id, self.kind, "") for pair in pairs]
+        stored = {record.pair_id: record for record in await asyncio.to_thread(self.store.find, keys)}
+        todo = [pair for pair in pairs if pair.pair_id not in stored]
+        judged = await asyncio.gather(*(self.judge.judge.remote(pair) for pair in todo))
+        unknown = [pair.pair_id for pair, (verdict, _) in zip(todo, judged, strict=True)
+                   if isinstance(verdict, UnknownPairError)]
+        if unknown:
+            raise HTTPException(404, str(UnknownPairError(unknown)))
+        for _, batch_size in judged:
+            self.metrics.batch_size.labels(method="judge").observe(batch_size)
+        new_labels = [verdict for verdict, _ in judged]
+        await asyncio.to_thread(self.store.put, new_labels, todo, round)  # type: ignore[arg-type]
+        found = {record.pair_id: record for record in await asyncio.to_thread(self.store.find, keys)}
+        return [found[pair.pair_id] for pair in pairs]
+
+    @app.post("/v1/reward", response_model=RewardResponse, dependencies=[Depends(require_token)])
+    async def reward(self, body: RewardRequest) -> RewardResponse:
+        """R(x, y) of each item under the machine oracle (for evaluation)."""
+        started = time.perf_counter()
+        if self.judge is None:
+            raise HTTPException(409, "oracle.kind 'human' has no reward function")
+        results = await asyncio.gather(*(self.judge.reward.remote((item.prompt_value(), item.response))
+                                         for item in body.items))
+        rewards = []
+        for value, batch_size in results:
+            if isinstance(value, OracleError):
+                raise HTTPException(409, str(value))
+            self.metrics.batch_size.labels(method="reward").observe(batch_size)
+            rewards.append(value)
+        version = await self.judge.model_version.remote()
+        self._timed("reward", started, 200)
+        return RewardResponse(rewards=rewards, model_version=version)
+
+    @app.get("/v1/labels", response_model=LabelsPage, dependencies=[Depends(require_token)])
+    def labels(
+        self,
+        since: int | None = Query(None, ge=0, description="Only labels with seq > since (the previous next_since)."),
+        round: int | None = Query(None, ge=0),
+        limit: int = Query(1000, ge=1, le=MAX_PAGE),
+    ) -> LabelsPage:
+        """Stored labels in insertion order, a page at a time."""
+        records = self.store.labels(round=round, since=since, limit=limit)
+        next_since = records[-1].seq if records else since
+        return LabelsPage(labels=[label_out(record) for record in records], next_since=next_since)
+
+    def _progress(self) -> Progress:
+        done, total = self.queue.progress()
+        return Progress(done=done, total=total)
+
+    @app.get("/v1/tasks/next", response_model=NextTask, dependencies=[Depends(require_token)])
+    def next_task(self) -> NextTask:
+        """The next pair for an annotator (``task`` is null when the queue is empty)."""
+        task = self.queue.next_task()
+        task_out = None if task is None else TaskOut(
+            task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt=task.prompt,
+            response_1=task.response_1, response_2=task.response_2,
+        )
+        return NextTask(task=task_out, progress=self._progress())
+
+    @app.post("/v1/tasks/{task_id}/answer", response_model=AnswerOut, dependencies=[Depends(require_token)])
+    def answer(self, task_id: int, body: AnswerIn) -> AnswerOut:
+        """Record an annotator's choice: 1, 2 or "skip" (idempotent per annotator)."""
+        try:
+            record = self.queue.answer(task_id, body.choice, body.annotator)
+        except LabelStoreError as exc:
+            raise HTTPException(404, f"task_id: {exc}") from None
+        return AnswerOut(label=None if record is None else label_out(record), progress=self._progress())
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/annotate", include_in_schema=False)
+    def annotate(self) -> FileResponse:
+        """The annotator page (static HTML/JS/CSS from this package; no external resources)."""
+        return FileResponse(STATIC_DIR / "annotate.html")
+

@@ -1,0 +1,91 @@
+"""Build, start and stop the oracle Serve application.
+
+Two deployments: ``OracleJudge`` (machine oracle, ``@serve.batch``, autoscaled between
+``oracle.min_replicas`` and ``oracle.max_replicas``) and ``OracleIngress`` (FastAPI routes and the
+label store; one replica, the store's single writer). The human oracle needs no judge.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from actors.oracle.ingress import OracleIngress
+from actors.oracle.judge import OracleJudge
+from actors.oracle.security import resolve_token
+from system.config import Config, load_config
+from system.labels.migrate import absolute_store_url
+
+logger = logging.getLogger(__name__)
+APP_NAME = "activealign-oracle"
+INGRESS_MAX_ONGOING = 256
+
+
+def judge_scaling(config: Config) -> dict[str, Any]:
+    """Replica count or autoscaling bounds for the judge, and how many calls a replica may hold (≥ 4 batches)."""
+    oracle = config.oracle
+    scaling: dict[str, Any] = {"max_ongoing_requests": max(4 * oracle.max_batch_size, 16)}
+    if oracle.max_replicas == oracle.min_replicas:
+        scaling["num_replicas"] = oracle.min_replicas
+    else:
+        scaling["autoscaling_config"] = {
+            "min_replicas": oracle.min_replicas, "max_replicas": oracle.max_replicas,
+            "target_ongoing_requests": oracle.max_batch_size,
+        }
+    return scaling
+
+
+def build_app(config: Config, token: str) -> Application:
+    """The Serve application for ``config.oracle`` (label store path made absolute for the replicas)."""
+    oracle = config.oracle
+    resources = config.cluster.oracle
+    actor_options: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if resources.resources:
+        actor_options["resources"] = dict(resources.resources)
+    judge = None
+    if oracle.kind != "human":
+        judge = OracleJudge.options(ray_actor_options=actor_options, **judge_scaling(config)).bind(oracle)
+    ingress = OracleIngress.options(
+        num_replicas=1, max_ongoing_requests=INGRESS_MAX_ONGOING, ray_actor_options={"num_cpus": 0.1}
+    )
+    return ingress.bind(oracle, absolute_store_url(oracle.label_store_url), token, judge)
+
+
+def base_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def start_oracle_service(config: Config, port: int | None = None) -> str:
+    """Deploy the oracle app on the Ray cluster this driver is connected to; returns its base URL.
+
+    The token is ``$<oracle.token_env>``; on a loopback host without one, a random token is
+    generated and stored in that variable (see :func:`actors.oracle.security.resolve_token`).
+    """
+    port = config.oracle.port if port is None else port
+    token, _ = resolve_token(config.oracle)
+    serve.start(http_options={"host": config.oracle.host, "port": port})
+    serve.run(build_app(config, token), name=APP_NAME, route_prefix="/")
+    url = base_url(config.oracle.host, port)
+    logger.info("oracle service (%s) at %s", config.oracle.kind, url)
+    return url
+
+
+def stop_oracle_service(shutdown: bool = True) -> None:
+    """Delete the oracle app; with ``shutdown`` also stop Serve's HTTP proxy (frees the port)."""
+    serve.delete(APP_NAME)
+    if shutdown:
+        serve.shutdown()
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry for ``serve run configs/serve.yaml``: args ``config`` (YAML path) and optional ``overrides``.
+
+    The token must be set in the environment (no token is generated where nobody would see it).
+    """
+    config = load_config(args.get("config", "configs/tiny.yaml"), args.get("overrides", []))
+    token, _ = resolve_token(config.oracle, allow_generate=False)
+    return build_app(config, token)

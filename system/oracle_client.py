@@ -1,0 +1,209 @@
+"""HTTP client of the oracle service, used by the active-loop driver and by evaluation.
+
+Requests go out in chunks of ``batch_size`` pairs, each with an ``Idempotency-Key`` derived from
+(round, pair ids) so a retried chunk is recognisable. Connection failures, timeouts, 429 and 5xx
+answers are retried with exponential backoff until ``retry_deadline_s``; the service's label store
+is keyed by (pair_id, oracle, annotator), so a chunk retried after the service died mid-request is
+stored once and answered with the stored verdicts. Other 4xx answers raise :class:`OracleError`
+with the service's one-line detail. For the human oracle the pairs are queued (HTTP 202) and the
+client polls ``GET /v1/labels`` until every pair has a label or ``human_timeout_s`` passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tqdm import tqdm
+
+from system.config import OracleConfig
+from system.errors import OracleError
+from system.types import CandidatePair, Label, Text
+
+logger = logging.getLogger(__name__)
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+class RetryableStatus(Exception):
+    """A response worth retrying (overload, restart)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.status_code = response.status_code
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, (httpx.TransportError, RetryableStatus))
+
+
+def idempotency_key(round: int, pair_ids: Sequence[str]) -> str:
+    """Stable key of a labelling chunk: sha256 of the round and the pair ids."""
+    return hashlib.sha256(f"{round}\n".encode() + "\n".join(pair_ids).encode()).hexdigest()[:32]
+
+
+def label_from_json(row: dict[str, Any]) -> Label:
+    return Label(
+        pair_id=row["pair_id"], preferred=1 if row["preferred"] == 1 else 2, prob_1=float(row["prob_1"]),
+        oracle=row["oracle"], model_version=row.get("model_version", ""), annotator=row.get("annotator", ""),
+    )
+
+
+def pair_json(pair: CandidatePair) -> dict[str, Any]:
+    return {"pair_id": pair.pair_id, "prompt_id": pair.prompt_id, "prompt": pair.prompt,
+            "response_1": pair.response_1, "response_2": pair.response_2}
+
+
+class OracleClient:
+    """Talks to ``base_url`` with a bearer token (default: ``$ACTIVEALIGN_API_TOKEN``).
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000``.
+        token: bearer token; None reads the environment variable ``token_env``.
+        timeout: seconds per HTTP request.
+        batch_size: pairs (or reward items) per request.
+        retry_deadline_s: give up retrying a request after this many seconds.
+        human_timeout_s: how long :meth:`label` waits for annotators.
+        poll_interval_s: seconds between polls for human labels.
+        progress: show a tqdm bar while waiting for humans.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        batch_size: int = 64,
+        retry_deadline_s: float = 120.0,
+        human_timeout_s: float = 3600.0,
+        poll_interval_s: float = 2.0,
+        token_env: str = "ACTIVEALIGN_API_TOKEN",
+        progress: bool = True,
+    ) -> None:
+        token = token if token is not None else os.environ.get(token_env, "")
+        if not token:
+            raise OracleError(f"oracle client: no token given and ${token_env} is empty")
+        self.base_url = base_url.rstrip("/")
+        self.batch_size = batch_size
+        self.retry_deadline_s = retry_deadline_s
+        self.human_timeout_s = human_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.progress = progress
+        self.http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    @classmethod
+    def from_config(cls, oracle_cfg: OracleConfig, base_url: str | None = None, **kwargs: Any) -> OracleClient:
+        """A client for the service described by ``oracle_cfg`` (token from ``$<oracle.token_env>``)."""
+        url = base_url or f"http://{oracle_cfg.host}:{oracle_cfg.port}"
+        kwargs.setdefault("timeout", oracle_cfg.request_timeout_s)
+        kwargs.setdefault("human_timeout_s", oracle_cfg.human_timeout_s)
+        kwargs.setdefault("batch_size", oracle_cfg.max_batch_size)
+        return cls(url, token_env=oracle_cfg.token_env, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> OracleClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call with retries; returns a 2xx response or raises OracleError."""
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable), wait=wait_exponential(multiplier=0.2, max=5.0),
+            stop=stop_after_delay(self.retry_deadline_s), reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    response = self.http.request(method, path, **kwargs)
+                    if response.status_code in RETRY_STATUSES:
+                        raise RetryableStatus(response)
+        except (httpx.TransportError, RetryableStatus) as exc:
+            raise OracleError(f"oracle {self.base_url}{path}: unavailable after retries ({exc!r})") from None
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise OracleError(f"oracle {path}: HTTP {response.status_code}: {detail}")
+        return response
+
+    def healthz(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/healthz").json()
+        return result
+
+    def label(self, pairs: Sequence[CandidatePair], round: int, allow_partial: bool = False) -> list[Label]:
+        """Labels for ``pairs`` in input order (human oracle: waits for annotators).
+
+        Raises:
+            OracleError: a request failed for good, or humans left pairs unlabelled past the deadline
+                (unless ``allow_partial``, which returns the labelled ones).
+        """
+        found: dict[str, Label] = {}
+        queued: list[str] = []
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            ids = [pair.pair_id for pair in chunk]
+            response = self.request(
+                "POST", "/v1/label", json={"pairs": [pair_json(pair) for pair in chunk], "round": round},
+                headers={"Idempotency-Key": idempotency_key(round, ids)},
+            )
+            if response.status_code == 202:
+                queued += ids
+            else:
+                found.update((row["pair_id"], label_from_json(row)) for row in response.json()["labels"])
+        if queued:
+            found.update(self.wait_for_labels(queued, round, allow_partial))
+        return [found[pair.pair_id] for pair in pairs if pair.pair_id in found]
+
+    def wait_for_labels(self, pair_ids: Sequence[str], round: int, allow_partial: bool = False) -> dict[str, Label]:
+        """Poll ``GET /v1/labels`` for ``round`` until every pair id has a label or the deadline passes."""
+        wanted = set(pair_ids)
+        found: dict[str, Label] = {}
+        since: int | None = None
+        deadline = time.monotonic() + self.human_timeout_s
+        with tqdm(total=len(wanted), desc=f"human labels (round {round})", disable=not self.progress) as bar:
+            while True:
+                params: dict[str, Any] = {"round": round, "limit": 1000}
+                if since is not None:
+                    params["since"] = since
+                page = self.request("GET", "/v1/labels", params=params).json()
+                for row in page["labels"]:
+                    if row["pair_id"] in wanted and row["pair_id"] not in found:
+                        found[row["pair_id"]] = label_from_json(row)
+                        bar.update(1)
+                since = page["next_since"]
+                if len(found) == len(wanted):
+                    return found
+                if page["labels"]:
+                    continue  # more pages may be waiting
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(self.poll_interval_s)
+        missing = len(wanted) - len(found)
+        if not allow_partial:
+            raise OracleError(f"oracle: {missing} of {len(wanted)} pairs unlabelled after {self.human_timeout_s:.0f}s")
+        logger.warning("oracle: %d of %d pairs unlabelled at the deadline; continuing", missing, len(wanted))
+        return found
+
+    def rewards(self, prompts: Sequence[Text], responses: Sequence[str]) -> list[float]:
+        """R(x, y) per (prompt, response) from the machine oracle (``POST /v1/reward``)."""
+        if len(prompts) != len(responses):
+            raise OracleError(f"oracle rewards: {len(prompts)} prompts but {len(responses)} responses")
+        rewards: list[float] = []
+        for start in range(0, len(prompts), self.batch_size):
+            items = [{"prompt": prompt, "response": response}
+                     for prompt, response in zip(prompts[start:start + self.batch_size],
+                                                 responses[start:start + self.batch_size], strict=True)]
+            rewards += self.request("POST", "/v1/reward", json={"items": items}).json()["rewards"]
+        return rewards

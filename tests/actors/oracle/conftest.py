@@ -1,0 +1,39 @@
+"""Helpers for the oracle-service tests: a config on a free loopback port and a SQLite store on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from system.config import Config, config_from_dict
+from tests.conftest import free_port
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def oracle_config(store_path: Path, **oracle: Any) -> Config:
+    settings = {"label_store_url": f"sqlite:///{store_path}", "port": free_port(), "host": "127.0.0.1",
+                "max_batch_size": 16, "batch_wait_timeout_s": 0.05, **oracle}
+    return config_from_dict({"oracle": settings, "cluster": {"oracle": {"num_cpus": 0.5}}})
+
+
+def deploy(config: Config) -> Iterator[str]:
+    """Start the oracle app on the module's Ray cluster, yield its base URL, stop it afterwards."""
+    from actors.oracle import start_oracle_service, stop_oracle_service
+
+    url = start_oracle_service(config)
+    assert httpx.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"
+    yield url
+    stop_oracle_service()
+
+
+@pytest.fixture(scope="module")
+def token_env() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACTIVEALIGN_API_TOKEN", TOKEN)
+        yield TOKEN

@@ -1,0 +1,182 @@
+"""The oracle service on real Ray Serve (127.0.0.1, free port) with the MiniLM judge and SQLite on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from system.config import Config
+from system.labels import LabelStore
+from system.oracle_client import OracleClient
+from system.oracles import build_oracle
+from system.types import CandidatePair
+from tests.actors.oracle.conftest import AUTH, TOKEN, deploy, oracle_config
+
+TASK = "A polite answer that says please and thank you."
+POLITE = "Thank you for asking! Please find the answer below, and thank you again."
+RUDE = "The mitochondria is the powerhouse of the cell."
+
+
+def pair(pair_id: str, first: str = POLITE, second: str = RUDE) -> dict:
+    return {"pair_id": pair_id, "prompt": "How do I bake bread?", "response_1": first, "response_2": second}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return oracle_config(tmp_path_factory.mktemp("oracle") / "labels.db", task_description=TASK,
+                         max_request_bytes=20_000)
+
+
+@pytest.fixture(scope="module")
+def url(ray_cluster, token_env: str, config: Config) -> Iterator[str]:
+    yield from deploy(config)
+
+
+def test_label_pair_is_judged_and_stored(url: str, config: Config) -> None:
+    response = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [pair("a1"), pair("a2", RUDE, POLITE)],
+                                                                 "round": 2}, timeout=60)
+    assert response.status_code == 200, response.text
+    first, second = response.json()["labels"]
+    assert (first["pair_id"], first["preferred"], second["preferred"]) == ("a1", 1, 2)
+    assert first["prob_1"] == pytest.approx(1 - second["prob_1"], abs=1e-6)
+    assert first["oracle"] == "reward_model" and first["model_version"] == "all-MiniLM-L6-v2"
+    with LabelStore(config.oracle.label_store_url) as store:
+        stored = {record.pair_id: record for record in store.labels(round=2)}
+    assert stored["a1"].preferred == 1 and stored["a2"].preferred == 2 and stored["a1"].seq == first["seq"]
+
+
+def test_resubmit_returns_the_stored_verdict_once(url: str, config: Config) -> None:
+    body = {"pairs": [pair("dup")], "round": 1}
+    first = httpx.post(f"{url}/v1/label", headers=AUTH, json=body, timeout=60).json()["labels"][0]
+    again = httpx.post(f"{url}/v1/label", headers=AUTH, json=body, timeout=60).json()["labels"][0]
+    assert again == first
+    with LabelStore(config.oracle.label_store_url) as store:
+        assert [record.pair_id for record in store.labels()].count("dup") == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("POST", "/v1/label", {}),
+        ("POST", "/v1/label", {"Authorization": "Bearer wrong"}),
+        ("POST", "/v1/label", {"Authorization": TOKEN}),  # no scheme
+        ("GET", "/v1/labels", {}),
+        ("POST", "/v1/reward", {}),
+        ("GET", "/v1/tasks/next", {}),
+        ("POST", "/v1/tasks/1/answer", {}),
+    ],
+)
+def test_401_without_the_token(url: str, method: str, path: str, headers: dict) -> None:
+    response = httpx.request(method, f"{url}{path}", headers=headers, json={"pairs": [pair("x")]}, timeout=30)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+BAD_BODIES = [
+    ({"pairs": [pair("e1", first="")]}, "body.pairs.0.response_1"),
+    ({"pairs": [pair("e2", second="   ")]}, "body.pairs.0.response_2"),
+    ({"pairs": [{**pair("x"), "pair_id": "bad id!"}]}, "body.pairs.0.pair_id"),
+    ({"pairs": [{**pair("x"), "pair_id": ""}]}, "body.pairs.0.pair_id"),
+    ({"pairs": [{**pair("x"), "prompt": ""}]}, "body.pairs.0.prompt"),
+    ({"pairs": [{k: v for k, v in pair("x").items() if k != "response_2"}]}, "body.pairs.0.response_2"),
+    ({"pairs": [{**pair("x"), "colour": "red"}]}, "body.pairs.0.colour"),
+    ({"pairs": []}, "body.pairs"),
+    ({"pairs": [pair("same"), pair("same")]}, "duplicate pair_id 'same'"),
+    ({"pairs": [pair("x")], "round": -1}, "body.round"),
+    ({"pairs": [pair("x")], "oracle": "gpt-judge"}, "body.oracle: unknown oracle 'gpt-judge'"),
+    ({"pairs": "nope"}, "body.pairs"),
+]
+
+
+@pytest.mark.parametrize(("body", "names"), BAD_BODIES)
+def test_422_names_the_field(url: str, body: dict, names: str) -> None:
+    response = httpx.post(f"{url}/v1/label", headers=AUTH, json=body, timeout=30)
+    assert response.status_code == 422, response.text
+    assert names in response.json()["detail"]
+
+
+def test_422_on_bad_reward_items_and_queries(url: str) -> None:
+    response = httpx.post(f"{url}/v1/reward", headers=AUTH, json={"items": [{"prompt": "x", "response": ""}]})
+    assert response.status_code == 422 and "body.items.0.response" in response.json()["detail"]
+    response = httpx.get(f"{url}/v1/labels", headers=AUTH, params={"since": "yesterday"})
+    assert response.status_code == 422 and "query.since" in response.json()["detail"]
+
+
+def test_oversized_body_is_refused_with_413(url: str) -> None:
+    huge = {"pairs": [pair("big", first="x" * 30_000)]}
+    response = httpx.post(f"{url}/v1/label", headers=AUTH, json=huge, timeout=30)
+    assert response.status_code == 413
+    assert "oracle.max_request_bytes=20000" in response.json()["detail"]
+
+
+def test_cors_is_closed(url: str) -> None:
+    response = httpx.options(f"{url}/v1/label", headers={"Origin": "http://evil.example",
+                                                         "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_reward_endpoint_equals_the_judge_run_locally(url: str, config: Config) -> None:
+    responses = [POLITE, RUDE, "please"]
+    body = {"items": [{"prompt": "q", "response": text} for text in responses]}
+    served = httpx.post(f"{url}/v1/reward", headers=AUTH, json=body, timeout=60).json()
+    local = build_oracle(config.oracle).rewards(["q"] * 3, responses)  # type: ignore[attr-defined]
+    assert served["rewards"] == pytest.approx(local, abs=1e-5)
+    assert served["model_version"] == "all-MiniLM-L6-v2"
+
+
+def batch_sizes(url: str, method: str) -> tuple[float, float]:
+    """(number of observed calls, sum of their batch sizes) for ``method`` from /metrics."""
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        if family.name == "activealign_oracle_batch_size":
+            samples = {(s.name, s.labels.get("method")): s.value for s in family.samples}
+            return samples.get((f"{family.name}_count", method), 0.0), samples.get((f"{family.name}_sum", method), 0.0)
+    return 0.0, 0.0
+
+
+def test_concurrent_requests_are_batched(url: str) -> None:
+    count_before, sum_before = batch_sizes(url, "judge")
+
+    def submit(i: int) -> int:
+        return httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [pair(f"c{i}")]}, timeout=60).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(submit, range(64))) == {200}
+    count_after, sum_after = batch_sizes(url, "judge")
+    assert count_after - count_before == 64
+    mean_batch = (sum_after - sum_before) / (count_after - count_before)
+    assert mean_batch > 1.5, f"mean batch size {mean_batch:.2f}: requests were not batched"
+
+
+def test_client_labels_pages_and_rewards(url: str) -> None:
+    pairs = [CandidatePair(pair_id=f"cl{i}", prompt_id="q", prompt="q", response_1=POLITE if i % 2 else RUDE,
+                           response_2=RUDE if i % 2 else POLITE) for i in range(5)]
+    with OracleClient(url, token=TOKEN, batch_size=2) as client:
+        labels = client.label(pairs, round=7)
+        assert [label.pair_id for label in labels] == [p.pair_id for p in pairs]
+        assert [label.preferred for label in labels] == [2, 1, 2, 1, 2]
+        rewards = client.rewards(["q", "q"], [POLITE, RUDE])
+        assert rewards[0] > rewards[1]
+        page = client.request("GET", "/v1/labels", params={"round": 7, "limit": 3}).json()
+        rest = client.request("GET", "/v1/labels", params={"round": 7, "since": page["next_since"]}).json()
+        assert [row["pair_id"] for row in page["labels"] + rest["labels"]] == [p.pair_id for p in pairs]
+
+
+def test_openapi_documents_the_endpoints(url: str) -> None:
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert {"/v1/label", "/v1/labels", "/v1/reward", "/v1/tasks/next", "/v1/tasks/{task_id}/answer"} <= set(paths)
+
+
+def test_labels_survive_an_app_restart(url: str, config: Config) -> None:
+    from actors.oracle import start_oracle_service, stop_oracle_service
+
+    before = httpx.get(f"{url}/v1/labels", headers=AUTH).json()["labels"]
+    assert before
+    stop_oracle_service(shutdown=False)
+    assert start_oracle_service(config) == url
+    after = httpx.get(f"{url}/v1/labels", headers=AUTH, timeout=30).json()["labels"]
+    assert after == before
