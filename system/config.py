@@ -109,6 +109,7 @@ class SelectionConfig(Section):
     reg: float = Field(1.0, gt=0)
     refactor_every: int = Field(64, ge=1)
     reveal_batch_size: int = Field(8, ge=1)
+    plugin_l2: float = Field(1.0, gt=0)
     seed: int = 0
 
 

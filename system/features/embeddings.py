@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from system.config import Config
 from system.errors import DataError
 from system.features.pairs import pair_differences
+from system.models.loading import reference_mode
 from system.models.logprobs import SequenceBatch, policy_and_reference_logps
 from system.types import Candidate, CandidatePair
 
@@ -48,6 +49,14 @@ def embedding_features(
     """ADPO pair features φ_i = e(x_i, y_i1) − e(x_i, y_i2) → [N, d] float32 (pooling ``features.pooling``)."""
     pooling = cfg.features.pooling
     return pair_differences(model, tokenizer, pairs, cfg, lambda batch: pooled_hidden_states(model, batch, pooling))
+
+
+def fixed_encoder_features(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[CandidatePair], cfg: Config
+) -> Tensor:
+    """APO-style features from a frozen encoder: :func:`embedding_features` of the reference policy (adapters off)."""
+    with reference_mode(model):
+        return embedding_features(model, tokenizer, pairs, cfg)
 
 
 def implicit_reward_margins(

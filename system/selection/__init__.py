@@ -8,7 +8,7 @@ from system.selection.design import DesignState
 from system.selection.greedy import greedy_select
 from system.selection.plugin import fit_linear_dpo, plugin_weights
 from system.selection.registry import Picks, PoolInputs, Strategy, get_strategy, register_strategy, strategy_names
-from system.selection.select import select_batch, select_pairs, validate_pool
+from system.selection.select import run_strategy, select_batch, select_pairs, validate_pool
 from system.selection.shards import merge_argmax, score_shard, shard_argmax, update_shard_scores
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "merge_argmax",
     "plugin_weights",
     "register_strategy",
+    "run_strategy",
     "score_shard",
     "select_batch",
     "select_pairs",

@@ -49,7 +49,14 @@ def validate_pool(pool: PoolInputs, state: DesignState) -> Tensor:
     return phi.abs().amax(dim=1) == 0
 
 
-def _run(pool: PoolInputs, budget: int, state: DesignState, strategy: str | Strategy, seed: int) -> tuple[Picks, int]:
+def run_strategy(
+    pool: PoolInputs, budget: int, state: DesignState, strategy: str | Strategy, seed: int = 0
+) -> tuple[Picks, int]:
+    """Validate ``pool``, block its zero-norm rows, and run ``strategy``: (picks, number of zero-norm rows skipped).
+
+    Raises:
+        SelectionError: bad features/weights (see :func:`validate_pool`), or more picks asked than selectable rows.
+    """
     rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
     zero_norm = validate_pool(pool, state)
     skipped = int(zero_norm.sum())
@@ -82,7 +89,7 @@ def select_batch(
     Zero-norm rows are never picked. See :func:`select_pairs` for ids, scores and the skipped count.
     """
     pool = PoolInputs(phi, weights, prompt_entropy, reward_margin)
-    return _run(pool, budget, state, strategy, seed)[0].indices
+    return run_strategy(pool, budget, state, strategy, seed)[0].indices
 
 
 def select_pairs(
@@ -105,7 +112,7 @@ def select_pairs(
     if duplicates:
         raise SelectionError(f"duplicate pair_id {duplicates[0]!r} ({len(duplicates)} duplicated ids)")
     rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    picks, skipped = _run(pool, budget, state, rule, seed)
+    picks, skipped = run_strategy(pool, budget, state, rule, seed)
     return SelectionResult(
         pair_ids=tuple(pair_ids[i] for i in picks.indices),
         scores=tuple(picks.scores),

@@ -1,0 +1,153 @@
+"""Offline selection (seed 000's offline setting): pick from a fixed pool, revealing labels batch by batch.
+
+A pool row is a candidate pair with a ``pair_id`` and either a numeric ``phi`` (one pair-difference
+feature, a list of floats) or text columns ``prompt``/``response_1``/``response_2`` (featurised with
+the configured model). An optional ``label`` column (1 or 2: the preferred response) is a replay
+oracle: a label is parsed only when its pair has been selected, after the batch that picked it, so
+ADPO+ refits its plug-in estimate θ̂ between batches and the labels of unselected pairs are never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from system.data import read_rows
+from system.errors import DataError, SelectionError
+from system.selection.design import DesignState
+from system.selection.plugin import fit_linear_dpo, plugin_weights
+from system.selection.registry import PoolInputs, Strategy
+from system.selection.select import run_strategy, validate_pool
+from system.types import CandidatePair
+
+logger = logging.getLogger(__name__)
+TEXT_COLUMNS = ("prompt", "response_1", "response_2")
+
+
+@dataclass
+class OfflinePool:
+    """A pool file's rows with the ``label`` column held back (``sealed_labels``, unparsed until revealed)."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    pair_ids: list[str]
+    sealed_labels: list[Any] | None
+
+    def numeric_features(self) -> Tensor | None:
+        """The ``phi`` column as [N, k] float64, or None when the pool has no ``phi`` column."""
+        if "phi" not in self.rows[0]:
+            return None
+        width = None
+        for number, row in enumerate(self.rows, start=1):
+            value = row.get("phi")
+            if not isinstance(value, (list, tuple)) or not all(isinstance(x, (int, float)) for x in value):
+                raise DataError(f"{self.path}: row {number}: field 'phi': expected a list of numbers")
+            if not all(math.isfinite(x) for x in value):
+                raise DataError(f"{self.path}: row {number}: field 'phi': NaN/inf")
+            if width is None:
+                width = len(value)
+            elif len(value) != width:
+                raise DataError(f"{self.path}: row {number}: field 'phi': length {len(value)}, row 1 has {width}")
+        return torch.tensor([row["phi"] for row in self.rows], dtype=torch.float64)
+
+    def candidate_pairs(self) -> list[CandidatePair]:
+        """The rows as text pairs (for featurising with the model)."""
+        pairs = []
+        for number, (pair_id, row) in enumerate(zip(self.pair_ids, self.rows, strict=True), start=1):
+            for column in TEXT_COLUMNS:
+                if not row.get(column):
+                    raise DataError(f"{self.path}: row {number}: field {column!r}: missing or empty (and no 'phi')")
+            prompt_id = str(row.get("prompt_id") or row["prompt"])
+            pairs.append(CandidatePair(pair_id, prompt_id, row["prompt"], row["response_1"], row["response_2"]))
+        return pairs
+
+    def reveal(self, index: int) -> bool:
+        """The replay label of row ``index``: True when response 1 is preferred.
+
+        Raises:
+            DataError: the pool has no ``label`` column or the value is not 1 or 2.
+        """
+        if self.sealed_labels is None:
+            raise DataError(f"{self.path}: no 'label' column to reveal (needed by this strategy)")
+        value = self.sealed_labels[index]
+        if isinstance(value, bool) or value not in (1, 2):
+            raise DataError(f"{self.path}: row {index + 1}: field 'label': expected 1 or 2, got {value!r}")
+        return value == 1
+
+
+def load_pool(path: str | Path) -> OfflinePool:
+    """Read a pool file; ``pair_id`` defaults to ``row-N``; duplicate ids raise :class:`SelectionError`."""
+    source = Path(path)
+    rows = list(read_rows(source))
+    if not rows:
+        raise DataError(f"{source}: the pool is empty")
+    has_labels = "label" in rows[0]
+    sealed = [row.pop("label", None) for row in rows] if has_labels else None
+    pair_ids = [str(row.get("pair_id") or f"row-{number}") for number, row in enumerate(rows, start=1)]
+    seen: dict[str, int] = {}
+    for number, pair_id in enumerate(pair_ids, start=1):
+        if pair_id in seen:
+            first = seen[pair_id]
+            raise SelectionError(f"{source}: row {number}: duplicate pair_id {pair_id!r} (first at row {first})")
+        seen[pair_id] = number
+    return OfflinePool(source, rows, pair_ids, sealed)
+
+
+def select_offline(
+    pool: OfflinePool,
+    phi: Tensor,
+    strategy: Strategy,
+    budget: int,
+    batch_size: int,
+    state: DesignState,
+    seed: int = 0,
+    plugin_l2: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Select ``budget`` rows of ``pool`` in batches of ``batch_size``, revealing labels after each batch.
+
+    For strategies that need plug-in weights (ADPO+), before each batch θ̂ is refit by logistic DPO on
+    the labels revealed so far (θ̂ = 0, i.e. w = 1/4 everywhere, before any label), and w_i = μ_i(1 − μ_i)
+    with μ_i = σ(θ̂ᵀφ_i). Other strategies reveal nothing (labels are copied to the output only if present).
+
+    Returns:
+        The selected rows in pick order, each with ``rank``, ``score``, ``reveal_batch`` and (if the pool has
+        labels) its revealed ``label``.
+    """
+    blocked = validate_pool(PoolInputs(phi), state)
+    selectable = phi.shape[0] - int(blocked.sum())
+    if budget > selectable:
+        raise SelectionError(f"budget {budget} exceeds the {selectable} selectable pairs of {pool.path}")
+    remaining = list(range(phi.shape[0]))
+    revealed: dict[int, bool] = {}
+    selected: list[dict[str, Any]] = []
+    batch = 0
+    while len(selected) < budget:
+        subset = torch.tensor(remaining)
+        weights = None
+        if strategy.needs_weights:
+            known = list(revealed)
+            theta = fit_linear_dpo(phi[known], torch.tensor([revealed[i] for i in known], dtype=torch.bool), plugin_l2)
+            weights = plugin_weights(phi[subset] @ theta)
+        take = min(batch_size, budget - len(selected))
+        picks, _ = run_strategy(PoolInputs(phi[subset], weights), take, state, strategy, seed + batch)
+        for local, score in zip(picks.indices, picks.scores, strict=True):
+            index = remaining[local]
+            row = dict(pool.rows[index], pair_id=pool.pair_ids[index], rank=len(selected), score=score)
+            row["reveal_batch"] = batch
+            if pool.sealed_labels is not None:
+                revealed[index] = pool.reveal(index)
+                row["label"] = 1 if revealed[index] else 2
+            selected.append(row)
+        taken = {remaining[local] for local in picks.indices}
+        remaining = [index for index in remaining if index not in taken]
+        logger.info("batch %d: %d picked, %d labels revealed, log det V = %.3f", batch, len(selected), len(revealed),
+                    state.logdet())
+        batch += 1
+    return selected
+
