@@ -78,3 +78,7 @@ image:
 	  "start Docker or run this target on a machine that has one. Nothing was built." >&2; exit 1; }
 	docker build -f infra/docker/Dockerfile -t $(IMAGE):$(IMAGE_VERSION)-gpu .
 	docker build -f infra/docker/Dockerfile.cpu -t $(IMAGE):$(IMAGE_VERSION)-cpu .
+
+## A real Ray head + two worker nodes on this machine; jobs go in with `ray job submit` (slow, ~3-6 min).
+multinode-test: install
+	$(BIN)/pytest tests/infra/test_multinode.py -m slow $(PYTEST_ARGS)
