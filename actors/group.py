@@ -70,6 +70,23 @@ def make_placement_group(
     return group
 
 
+def wait_restarted(actor: Any, call: Callable[[Any], Any], timeout_s: float = 300.0) -> Any:
+    """``ray.get(call(actor))`` once Ray has restarted ``actor`` (retrying while it is still coming back).
+
+    Raises:
+        ActorDiedError: the actor is dead for good (its restarts are used up).
+        ActorUnavailableError: it did not come back within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get(call(actor))
+        except (ActorUnavailableError, ActorNotReadyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 class ActorGroup:
     """``num_actors`` Ray actors running ``actor_cls``, each asking for ``spec``'s resources.
 
@@ -193,20 +210,12 @@ class ActorGroup:
 
     def _revive(self, rank: int) -> None:
         """Wait for Ray to restart actor ``rank`` and run ``on_restart`` on it; drop it when it stays dead."""
-        deadline = time.monotonic() + self.restart_timeout_s
-        while True:
-            try:
-                ray.get(self.on_restart(self.actors[rank]))
-                return
-            except ActorUnavailableError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-            except (ActorDiedError, RayActorError):
-                logger.warning("%s: actor %d is gone for good; %d actors left", self.name, rank,
-                               len(self._live_ranks()) - 1)
-                self._dead.add(rank)
-                return
+        try:
+            wait_restarted(self.actors[rank], self.on_restart, self.restart_timeout_s)
+        except (ActorDiedError, RayActorError):
+            left = len(self._live_ranks()) - 1
+            logger.warning("%s: actor %d is gone for good; %d actors left", self.name, rank, left)
+            self._dead.add(rank)
 
     def shutdown(self) -> None:
         """Kill the actors and release a placement group this group reserved."""
