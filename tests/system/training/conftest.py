@@ -37,7 +37,7 @@ def marker_pairs(subjects: list[str]) -> list[PreferencePair]:
 
 @pytest.fixture(scope="session")
 def train_pairs() -> list[PreferencePair]:
-    return marker_pairs(SUBJECTS[:8])
+    return marker_pairs(SUBJECTS[:6])
 
 
 @pytest.fixture(scope="session")
@@ -45,12 +45,12 @@ def heldout_pairs() -> list[PreferencePair]:
     return marker_pairs(SUBJECTS[8:])
 
 
-def training_config(model_cfg: ModelConfig, lora_cfg: LoraConfig, **train: object) -> Config:
+def training_config(model: ModelConfig, lora: LoraConfig, **train: object) -> Config:
     """A config for a few-second run on the tiny model; ``train`` overrides fields of the train section."""
     defaults: dict[str, object] = {"beta": 0.1, "lr": 5e-3, "epochs": 3, "batch_size": 8, "mpo_ref_samples": 2}
     return Config(
-        model=model_cfg,
-        lora=lora_cfg,
+        model=model,
+        lora=lora,
         generation=GenerationConfig(max_new_tokens=8, temperature=1.0, seed=0),
         train=TrainConfig.model_validate({**defaults, **train}),
     )
