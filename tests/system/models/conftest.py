@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from system.config import LoraConfig, ModelConfig, TinyModelConfig
 from system.models.tiny import build_tiny_model
@@ -13,6 +14,12 @@ TINY = TinyModelConfig(
     vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
     num_key_value_heads=2, max_position_embeddings=256, seed=0,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_thread() -> None:
+    """One intra-op thread: tiny matmuls gain nothing from more, and the test box's cores are shared."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

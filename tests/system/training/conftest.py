@@ -6,7 +6,12 @@ import pytest
 
 from system.config import Config, GenerationConfig, LoraConfig, ModelConfig, TrainConfig
 from system.types import PreferencePair
-from tests.system.models.conftest import lora_cfg, model_cfg, tiny_model_dir  # noqa: F401  (shared fixtures)
+from tests.system.models.conftest import (  # noqa: F401  (shared fixtures)
+    lora_cfg,
+    model_cfg,
+    single_thread,
+    tiny_model_dir,
+)
 
 SUBJECTS = [
     "my cat", "our pet", "the old cat", "a small animal", "a kitten", "a stray kitten",
