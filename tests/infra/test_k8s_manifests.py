@@ -189,6 +189,10 @@ def test_run_dir_and_tracking_point_into_the_cluster(overlay: str) -> None:
     service = find(docs, "Service", match["svc"])
     assert service["metadata"]["namespace"] == match["ns"]
     assert int(match["port"]) in [port["port"] for port in service["spec"]["ports"]]
+    server_args = find(docs, "Deployment", match["svc"])["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--serve-artifacts" in server_args
+    location = config.tracking.artifact_location
+    assert location is None or location.startswith("mlflow-artifacts:/"), "Ray pods hold no storage credentials"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
