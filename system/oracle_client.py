@@ -2,7 +2,8 @@
 
 Requests go out in chunks of ``batch_size`` pairs, each with an ``Idempotency-Key`` derived from
 (round, pair ids) so a retried chunk is recognisable. Connection failures, timeouts, 429 and 5xx
-answers are retried with exponential backoff until ``retry_deadline_s``; the service's label store
+answers (and the plain-text 404 of a Serve proxy whose app is still deploying) are retried with
+exponential backoff until ``retry_deadline_s``; the service's label store
 is keyed by (pair_id, oracle, annotator), so a chunk retried after the service died mid-request is
 stored once and answered with the stored verdicts. Other 4xx answers raise :class:`OracleError`
 with the service's one-line detail. For the human oracle the pairs are queued (HTTP 202) and the
@@ -28,6 +29,13 @@ from system.types import CandidatePair, Label, Text
 
 logger = logging.getLogger(__name__)
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+def _is_retryable_response(response: httpx.Response) -> bool:
+    """Overload/restart statuses, and a plain-text 404: Serve's proxy answers so while the app is still deploying."""
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return response.status_code == 404 and not response.headers.get("content-type", "").startswith("application/json")
 
 
 class RetryableStatus(Exception):
@@ -126,7 +134,7 @@ class OracleClient:
             for attempt in retrying:
                 with attempt:
                     response = self.http.request(method, path, **kwargs)
-                    if response.status_code in RETRY_STATUSES:
+                    if _is_retryable_response(response):
                         raise RetryableStatus(response)
         except (httpx.TransportError, RetryableStatus) as exc:
             raise OracleError(f"oracle {self.base_url}{path}: unavailable after retries ({exc!r})") from None

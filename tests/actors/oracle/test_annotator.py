@@ -1,0 +1,133 @@
+"""Human oracle: the annotator page in headless Chromium labels pairs into the store; the client waits for them."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from system.config import Config
+from system.errors import OracleError
+from system.labels import LabelStore
+from system.oracle_client import OracleClient
+from system.types import CandidatePair
+from tests.actors.oracle.conftest import AUTH, TOKEN, deploy, oracle_config
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAIRS = [
+    {"pair_id": "h0", "prompt": "Greet me", "response_1": "Hello, nice to meet you!", "response_2": "What."},
+    {"pair_id": "h1", "prompt": "Say bye", "response_1": "bye", "response_2": "Goodbye, take care!"},
+]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return oracle_config(tmp_path_factory.mktemp("human") / "labels.db", kind="human")
+
+
+@pytest.fixture(scope="module")
+def url(ray_cluster, token_env: str, config: Config) -> Iterator[str]:
+    yield from deploy(config)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        yield chromium
+        chromium.close()
+
+
+def test_human_label_request_is_queued_with_202(url: str) -> None:
+    response = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": PAIRS, "round": 3}, timeout=30)
+    assert response.status_code == 202, response.text
+    assert response.json()["pair_ids"] == ["h0", "h1"]
+    again = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": PAIRS, "round": 3}, timeout=30)
+    assert again.json()["task_ids"] == response.json()["task_ids"]  # queueing is idempotent
+
+
+def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browser) -> None:
+    page = browser.new_page()
+    external: list[str] = []
+    page.on("request", lambda request: None if request.url.startswith(url) else external.append(request.url))
+    page.goto(f"{url}/annotate#token={TOKEN}&annotator=alice")
+    page.wait_for_function("document.getElementById('prompt').textContent === 'Greet me'")
+    assert page.text_content("#progress") == "0 / 2 labelled"
+    assert page.text_content("#response-2") == "What."
+    page.keyboard.press("1")
+    page.wait_for_function("document.getElementById('progress').textContent === '1 / 2 labelled'")
+    with LabelStore(config.oracle.label_store_url) as store:
+        (record,) = store.labels()
+    assert (record.pair_id, record.preferred, record.oracle, record.annotator, record.round) == (
+        "h0", 1, "human", "alice", 3)
+    page.wait_for_function("document.getElementById('prompt').textContent === 'Say bye'")
+    page.keyboard.press("s")  # skip: the only other task comes back
+    page.wait_for_function("document.getElementById('prompt').textContent === 'Say bye'")
+    page.keyboard.press("2")
+    page.wait_for_function("document.getElementById('progress').textContent === '2 / 2 labelled'")
+    assert page.is_visible("#empty")
+    with LabelStore(config.oracle.label_store_url) as store:
+        assert [(r.pair_id, r.preferred) for r in store.labels()] == [("h0", 1), ("h1", 2)]
+    assert external == []  # no CDN or other outside resource
+    page.close()
+
+
+def test_page_without_token_asks_for_it(url: str, browser) -> None:
+    page = browser.new_page()
+    page.goto(f"{url}/annotate")
+    assert page.is_visible("#login") and not page.is_visible("#task")
+    page.close()
+
+
+def test_client_waits_for_human_answers(url: str) -> None:
+    pairs = [CandidatePair(pair_id=f"w{i}", prompt_id="q", prompt="q", response_1=f"a{i}", response_2=f"b{i}")
+             for i in range(3)]
+
+    def annotate() -> None:
+        answered = 0
+        while answered < 3:
+            task = httpx.get(f"{url}/v1/tasks/next", headers=AUTH, timeout=30).json()["task"]
+            if task is None:
+                time.sleep(0.2)
+                continue
+            httpx.post(f"{url}/v1/tasks/{task['task_id']}/answer", headers=AUTH, timeout=30,
+                       json={"choice": 2, "annotator": "bob"})
+            answered += 1
+
+    worker = threading.Thread(target=annotate)
+    worker.start()
+    with OracleClient(url, token=TOKEN, poll_interval_s=0.2, human_timeout_s=120, progress=False) as client:
+        labels = client.label(pairs, round=5)
+    worker.join(timeout=60)
+    assert [(label.pair_id, label.preferred, label.annotator) for label in labels] == [
+        ("w0", 2, "bob"), ("w1", 2, "bob"), ("w2", 2, "bob")]
+
+
+def test_client_deadline_names_the_missing_count(url: str) -> None:
+    pair = CandidatePair(pair_id="never", prompt_id="q", prompt="q", response_1="a", response_2="b")
+    with OracleClient(url, token=TOKEN, poll_interval_s=0.1, human_timeout_s=0.5, progress=False) as client:
+        with pytest.raises(OracleError, match="1 of 1 pairs unlabelled"):
+            client.label([pair], round=6)
+        assert client.label([pair], round=6, allow_partial=True) == []
+
+
+def test_unknown_task_is_404_and_bad_choice_422(url: str) -> None:
+    response = httpx.post(f"{url}/v1/tasks/999/answer", headers=AUTH, json={"choice": 1})
+    assert response.status_code == 404 and "999" in response.json()["detail"]
+    response = httpx.post(f"{url}/v1/tasks/1/answer", headers=AUTH, json={"choice": 3})
+    assert response.status_code == 422 and "body.choice" in response.json()["detail"]
+
+
+def test_reward_needs_a_machine_oracle(url: str) -> None:
+    response = httpx.post(f"{url}/v1/reward", headers=AUTH, json={"items": [{"prompt": "q", "response": "r"}]})
+    assert response.status_code == 409 and "human" in response.json()["detail"]
