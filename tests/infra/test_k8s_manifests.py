@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import math
 import re
@@ -141,30 +142,50 @@ def test_rayjob_entrypoint_loads_its_config(overlay: str) -> None:
     assert job["spec"]["clusterSelector"]["ray.io/cluster"] == find(rendered(overlay), "RayCluster")["metadata"]["name"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_worker_groups_cover_every_config_group(overlay: str) -> None:
-    docs = rendered(overlay)
-    _, config = entrypoint_config(find(docs, "RayJob")["spec"]["entrypoint"])
-    groups = ray_cluster_spec(find(docs, "RayCluster"))["workerGroupSpecs"]
+def assert_groups_fit(config: Config, groups: list[dict[str, Any]], names: list[str], where: str) -> None:
+    """Every ``cluster.<name>`` group's actors fit on the worker groups (custom resources pin them to one)."""
     sizes = group_sizes(config)
-    used_resources: set[str] = set()
-    for name, count in sizes.items():
+    for name in names:
         spec: ResourceSpec = getattr(config.cluster, name)
         demand = actor_demand(spec)
         custom = set(spec.resources)
-        used_resources |= custom
         if spec.num_gpus > 0:
-            assert custom, f"{overlay}: cluster.{name} asks for GPUs without a custom resource pinning its node type"
+            assert custom, f"{where}: cluster.{name} asks for GPUs without a custom resource pinning its node type"
         hosts = [g for g in groups if custom <= set(g.get("resources", {}))] if custom else groups
-        assert len(hosts) == (1 if custom else len(groups)), (overlay, name)
+        assert len(hosts) == (1 if custom else len(groups)), (where, name)
         fits = 0
         for group in hosts:
             capacity = node_capacity(group)
             per_node = min(math.floor(capacity.get(key, 0) / amount + 1e-9) for key, amount in demand.items())
             fits += per_node * group["maxReplicas"]
-        assert fits >= count, f"{overlay}: cluster.{name}: {count} actors asking {demand}, room for {fits}"
+        assert fits >= sizes[name], f"{where}: cluster.{name}: {sizes[name]} actors asking {demand}, room for {fits}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_worker_groups_cover_every_config_group(overlay: str) -> None:
+    docs = rendered(overlay)
+    _, config = entrypoint_config(find(docs, "RayJob")["spec"]["entrypoint"])
+    groups = ray_cluster_spec(find(docs, "RayCluster"))["workerGroupSpecs"]
+    names = list(group_sizes(config))
+    assert_groups_fit(config, groups, names, overlay)
+    asked = {key for name in names for key in getattr(config.cluster, name).resources}
     offered = {key for group in groups for key in group.get("resources", {})}
-    assert offered == used_resources, f"{overlay}: node types nobody asks for: {offered - used_resources}"
+    assert offered == asked, f"{overlay}: node types nobody asks for: {offered - asked}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rayservice_runs_the_oracle_app_on_its_nodes(overlay: str) -> None:
+    service = find(rendered(overlay), "RayService")
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert serve_config["http_options"]["port"] == 8000
+    (app,) = serve_config["applications"]
+    module_name, _, attribute = app["import_path"].partition(":")
+    module = ast.parse((REPO_ROOT / (module_name.replace(".", "/") + ".py")).read_text())
+    assert attribute in [node.name for node in module.body if isinstance(node, ast.FunctionDef)]
+    config = load_config(REPO_ROOT / app["args"]["config"], app["args"].get("overrides", []))
+    assert_groups_fit(config, service["spec"]["rayClusterConfig"]["workerGroupSpecs"], ["oracle"], overlay)
+    head_ports = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    assert 8000 in [port["containerPort"] for port in head_ports]
 
 
 def test_gpu_setup_gives_trainer_and_generation_gpus() -> None:
