@@ -19,12 +19,14 @@ def mean_reward(rewards: Sequence[float]) -> float:
     return float(np.mean(rewards)) if len(rewards) else float("nan")
 
 
-def win_rate(policy_rewards: Sequence[float], reference_rewards: Sequence[float]) -> float:
+def win_rate(policy_rewards: Sequence[float], reference_rewards: Sequence[float], tie_tolerance: float = 1e-6) -> float:
     """Fraction of prompts where the policy's response beats the reference's (ties count ½).
 
     Args:
         policy_rewards: oracle reward of the policy's response per prompt, shape [N].
         reference_rewards: oracle reward of the reference policy's response on the same prompts, shape [N].
+        tie_tolerance: rewards closer than this are a tie (a neural judge scores the same text with
+            float noise that depends on how it was batched).
     """
     policy = np.asarray(policy_rewards, dtype=np.float64)
     reference = np.asarray(reference_rewards, dtype=np.float64)
@@ -32,7 +34,8 @@ def win_rate(policy_rewards: Sequence[float], reference_rewards: Sequence[float]
         raise ValueError(f"win_rate: {policy.shape[0]} policy rewards vs {reference.shape[0]} reference rewards")
     if policy.size == 0:
         return float("nan")
-    return float(np.mean((policy > reference) + 0.5 * (policy == reference)))
+    tie = np.abs(policy - reference) <= tie_tolerance
+    return float(np.mean((~tie & (policy > reference)) + 0.5 * tie))
 
 
 def logit_error_metrics(predicted_logits: Sequence[float], true_logits: Sequence[float]) -> dict[str, float]:

@@ -14,6 +14,11 @@ def test_win_rate_counts_ties_as_half() -> None:
     assert win_rate([0.9, 0.5, 0.1, 0.7], [0.2, 0.5, 0.3, 0.6]) == pytest.approx(2.5 / 4)
 
 
+def test_win_rate_treats_float_noise_as_a_tie() -> None:
+    assert win_rate([0.2356403693], [0.2356403646]) == 0.5
+    assert win_rate([0.2356403693], [0.2356403646], tie_tolerance=0.0) == 1.0
+
+
 def test_win_rate_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="3 policy rewards vs 2"):
         win_rate([1.0, 2.0, 3.0], [1.0, 2.0])

@@ -1,0 +1,55 @@
+"""``activealign run``: the active loop as a Ray job (local in-process Ray, or a cluster under ``ray job submit``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from jobs.loop_setup import RayParts, check_config, load_prompt_sets, prepare_run_dir, ray_session
+from system.config import Config
+from system.loop import ActiveLoop
+from system.report import write_report
+from system.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+
+def main(config: Config, resume: Path | None = None) -> int:
+    """Run (or resume) the loop; returns the process exit code."""
+    check_config(config)
+    prompts, eval_prompts = load_prompt_sets(config)
+    run_dir, state = prepare_run_dir(config, resume)
+    tracker = None
+    if config.tracking.enabled:
+        tracker = Tracker.open(config.tracking, run_name=run_dir.name, run_id=state.mlflow_run_id)
+        tracker.log_config(config)
+        state.mlflow_run_id = tracker.run_id
+    status = "FAILED"
+    try:
+        with ray_session(config) as dashboard_url:
+            parts = RayParts(config, run_dir)
+            try:
+                ActiveLoop(config, run_dir, parts.start(state), tracker, state, prompts, eval_prompts).run()
+            finally:
+                parts.shutdown()
+        report = write_report([run_dir], run_dir / "report")
+        if tracker is not None:
+            tracker.log_artifact(report.parent, "report")
+            if state.adapter_path is not None:
+                tracker.log_artifact(state.adapter_path, "model")
+        status = "FINISHED"
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+    _print_where_to_look(config, run_dir, report, dashboard_url, tracker)
+    return 0
+
+
+def _print_where_to_look(config: Config, run_dir: Path, report: Path, dashboard: str | None,
+                         tracker: Tracker | None) -> None:
+    lines = [f"run directory: {run_dir}  (resume with: activealign run --resume {run_dir})", f"report: {report}"]
+    if tracker is not None:
+        lines.append(f"MLflow run {tracker.run_id}: {tracker.ui_command(config.tracking.uri)}")
+    if dashboard:
+        lines.append(f"Ray dashboard: {dashboard}")
+    print("\n".join(lines), flush=True)

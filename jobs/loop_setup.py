@@ -1,0 +1,218 @@
+"""Setting up an active-loop run: run directory, early checks, Ray connection, and the Ray-backed parts.
+
+Everything that can fail on bad input (config plugins, prompt files) is checked here before any
+actor starts, so a typo costs one error line rather than a cluster start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from system.config import Config, dump_config
+from system.data import read_prompts
+from system.errors import ConfigError
+from system.fileio import atomic_write_bytes, atomic_write_text
+from system.generation import SamplingParams
+from system.loop import LoopParts
+from system.run_state import RoundState, load_round_state
+from system.types import PromptRecord
+
+logger = logging.getLogger(__name__)
+
+
+def check_config(config: Config) -> None:
+    """Fail fast on names the registries do not know (strategy, loss) and on missing input files."""
+    from system.losses import get_loss
+    from system.selection import get_strategy
+
+    try:
+        get_strategy(config.selection.strategy)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"selection.strategy: {exc}") from None
+    try:
+        get_loss(config.train.loss)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"train.loss: {exc}") from None
+    for key in ("prompts_path", "eval_prompts_path", "pool_path"):
+        value = getattr(config.loop, key)
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"loop.{key}: {value} does not exist")
+
+
+def load_prompt_sets(config: Config) -> tuple[list[PromptRecord], list[PromptRecord]]:
+    """Training prompts and up to ``loop.num_eval_prompts`` held-out prompts (the tail of the training set
+    when no ``loop.eval_prompts_path`` is given; those prompts are then kept out of training)."""
+    prompts = read_prompts(config.loop.prompts_path)
+    count = config.loop.num_eval_prompts
+    if config.loop.eval_prompts_path is not None:
+        return prompts, read_prompts(config.loop.eval_prompts_path)[:count]
+    if count >= len(prompts):
+        raise ConfigError(f"loop.num_eval_prompts={count}: needs fewer than the {len(prompts)} training prompts")
+    return (prompts[: len(prompts) - count], prompts[len(prompts) - count :]) if count else (prompts, [])
+
+
+def prepare_run_dir(config: Config, resume: Path | None) -> tuple[Path, RoundState]:
+    """The run directory with ``config.yaml`` written, and the state to start from.
+
+    A fresh run in a directory that holds an earlier run's rounds replaces them.
+    """
+    run_dir = Path(resume) if resume is not None else Path(config.loop.run_dir)
+    state = load_round_state(run_dir) if resume is not None else None
+    if resume is None and run_dir.exists():
+        for old in [*run_dir.glob("round_*"), run_dir / "state.json", run_dir / "reference_responses.json"]:
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    return run_dir, state or RoundState()
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+def oracle_port(config: Config) -> int:
+    """``oracle.port``, or a free port when that one is taken on a local cluster."""
+    port = config.oracle.port
+    if config.cluster.address is None and not _port_free(config.oracle.host, port):
+        with socket.socket() as sock:
+            sock.bind((config.oracle.host, 0))
+            port = int(sock.getsockname()[1])
+        logger.info("oracle.port %d is taken; serving the oracle on %d", config.oracle.port, port)
+    return port
+
+
+@contextmanager
+def ray_session(config: Config) -> Iterator[str | None]:
+    """Connect to ``cluster.address`` (or ``$RAY_ADDRESS`` under ``ray job submit``), else start a local
+    Ray in-process; yields the dashboard URL (None without one). Only a Ray started here is shut down."""
+    address = config.cluster.address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        yield None
+        return
+    if address:
+        context = ray.init(address=address, runtime_env=config.cluster.runtime_env or None)
+    else:
+        context = ray.init(
+            num_cpus=config.cluster.num_cpus,
+            include_dashboard=config.cluster.include_dashboard,
+            dashboard_host=config.cluster.dashboard_host,
+        )
+    try:
+        url = context.dashboard_url
+        yield f"http://{url}" if url else None
+    finally:
+        ray.shutdown()
+
+
+def greedy_generator(fleet: Any, config: Config) -> Any:
+    """``greedy(prompts, version) -> [response]``: one temperature-0 response per prompt from the fleet."""
+    from actors.group import shard_evenly
+
+    params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=config.generation.max_new_tokens,
+                            seed=config.generation.seed)
+
+    def greedy(prompts: Sequence[PromptRecord], version: int) -> list[str]:
+        shards = [shard for shard in shard_evenly(list(prompts), fleet.group.num_actors) if shard]
+        results = fleet.group.map_shards("generate", shards, params, version)
+        return [candidate.response for shard in results for candidate in shard]
+
+    return greedy
+
+
+class SelectionParts:
+    """Feature workers + selector actor behind the loop's :class:`~system.loop.PairSelector` interface.
+
+    The selector checkpoints its design state to ``checkpoint`` after every round; the loop copies it
+    into the round directory, and :meth:`restore` puts the copy of the last finished selection back
+    before the actor starts, so a resumed run continues from exactly that V⁻¹.
+    """
+
+    def __init__(self, config: Config, run_dir: Path) -> None:
+        from actors.features import FeatureWorkerGroup
+        from actors.selector import Selector
+
+        self.config = config
+        self.checkpoint = run_dir / "selector" / "design.pt"
+        self.features = FeatureWorkerGroup(config, run_dir / "features")
+        self.selector = Selector(config, self.checkpoint)
+
+    def restore(self, snapshot: str | None) -> None:
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        if snapshot is None:
+            self.checkpoint.unlink(missing_ok=True)
+        else:
+            shutil.copyfile(snapshot, self.checkpoint)
+
+    def setup(self) -> None:
+        self.features.setup()
+        self.selector.setup()
+
+    def load_adapter(self, adapter: Any, version: int) -> None:
+        self.features.load_adapter(adapter, version)
+
+    def featurize(self, pairs: Sequence[Any], policy_version: int) -> int:
+        return self.features.featurize(pairs, policy_version, self.config.selection.strategy)
+
+    def select(self, budget: int, round_index: int) -> Any:
+        return self.selector.select(self.features, budget, self.config.selection.strategy, round_index)
+
+    def save_state(self, path: Path) -> None:
+        atomic_write_bytes(path, self.checkpoint.read_bytes())
+
+    def shutdown(self) -> None:
+        self.selector.shutdown()
+        self.features.shutdown()
+
+
+class RayParts:
+    """Starts the loop's Ray-backed parts (oracle service, generation fleet, feature workers + selector,
+    trainer) and shuts down what it started."""
+
+    def __init__(self, config: Config, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self._started: list[Any] = []
+
+    def start(self, state: RoundState) -> LoopParts:
+        from actors.generation import GenerationFleet
+        from actors.oracle import start_oracle_service, stop_oracle_service
+        from actors.trainer import Trainer
+        from actors.weights import broadcast_adapter
+        from system.oracle_client import OracleClient
+
+        config = self.config
+        fleet = GenerationFleet(config)
+        selection = SelectionParts(config, self.run_dir)
+        selection.restore(state.selector_state_path)
+        self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown]
+        with ThreadPoolExecutor(max_workers=3) as pool:  # actor start-ups overlap; each blocks until ready
+            url_future = pool.submit(start_oracle_service, config, oracle_port(config))
+            for future in [pool.submit(fleet.setup), pool.submit(selection.setup)]:
+                future.result()
+            url = url_future.result()
+        oracle = OracleClient.from_config(config.oracle, base_url=url)
+        self._started.append(oracle.close)
+
+        def sync(adapter_dir: Path, version: int) -> None:
+            broadcast_adapter(adapter_dir, version, [fleet, selection])
+
+        return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=Trainer(config),
+                         greedy=greedy_generator(fleet, config), sync=sync)
+
+    def shutdown(self) -> None:
+        for stop in reversed(self._started):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - best effort while tearing down; the loop's own error wins
+                logger.warning("shutting down %s failed", stop, exc_info=True)

@@ -1,0 +1,252 @@
+"""The active loop's round logic, independent of how its parts run (Ray actors in ``jobs/active_loop.py``).
+
+One round r (seed 001, online): generate ``m`` responses per prompt with policy version r−1 → all
+C(m,2) candidate pairs per prompt → features on the workers → select ``b`` pairs (design matrix V
+carried across rounds) → labels from the oracle → train on every label so far → sync the new adapter
+(version r) → evaluate → log. Offline mode (seed 000) replaces generation by the unselected pairs of a
+fixed pool. Every finished phase is persisted (:mod:`system.run_state`) so a killed loop resumes where
+it stopped and, with fixed seeds, selects exactly the pairs an uninterrupted run selects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from system.config import Config
+from system.data import load_preferences, read_rows, write_preferences, write_rows
+from system.evaluation import evaluate_generations
+from system.fileio import atomic_write_text
+from system.generation import candidate_pairs
+from system.run_state import RoundState, restore_rng, round_dir, save_round_state
+from system.tracking import Tracker
+from system.types import Candidate, CandidatePair, Label, PreferencePair, PromptRecord, SelectionResult, Text
+
+logger = logging.getLogger(__name__)
+
+
+class Generator(Protocol):
+    def generate(
+        self, prompts: Sequence[PromptRecord], n: int | None = None, policy_version: int = 0
+    ) -> list[Candidate]: ...
+
+
+class PairSelector(Protocol):
+    """Feature workers + selector: featurise the round's pairs, pick ``budget`` of them, snapshot V."""
+
+    def featurize(self, pairs: Sequence[CandidatePair], policy_version: int) -> Any: ...
+    def select(self, budget: int, round_index: int) -> SelectionResult: ...
+    def save_state(self, path: Path) -> None: ...
+
+
+class Labeller(Protocol):
+    def label(self, pairs: Sequence[CandidatePair], round: int) -> list[Label]: ...
+    def rewards(self, prompts: Sequence[Text], responses: Sequence[str]) -> list[float]: ...
+
+
+class PreferenceTrainer(Protocol):
+    def fit(
+        self, pairs: Sequence[PreferencePair], out_dir: str | Path, resume: bool = True
+    ) -> tuple[Any, list[dict]]: ...
+
+
+@dataclass
+class LoopParts:
+    """What a round talks to; ``greedy(prompts, version)`` returns one greedy response per prompt and
+    ``sync(adapter_dir, version)`` pushes an adapter to the generators and the feature workers."""
+
+    fleet: Generator
+    selector: PairSelector
+    oracle: Labeller
+    trainer: PreferenceTrainer
+    greedy: Callable[[Sequence[PromptRecord], int], list[str]]
+    sync: Callable[[Path, int], None]
+
+
+def prompts_for_round(
+    prompts: Sequence[PromptRecord], per_round: int, round_index: int, seed: int
+) -> list[PromptRecord]:
+    """Round ``round_index``'s prompts: consecutive windows of one seeded shuffle, wrapping around."""
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    start = (round_index - 1) * per_round
+    return [prompts[order[(start + i) % len(order)]] for i in range(min(per_round, len(order)))]
+
+
+def labelled_pairs(pairs: Sequence[CandidatePair], labels: Sequence[Label]) -> list[PreferencePair]:
+    """Turn labels into TRL preference pairs (``chosen`` = the preferred response)."""
+    by_id = {pair.pair_id: pair for pair in pairs}
+    result = []
+    for label in labels:
+        pair = by_id[label.pair_id]
+        chosen, rejected = pair.response_1, pair.response_2
+        if label.preferred == 2:
+            chosen, rejected = rejected, chosen
+        result.append(PreferencePair(prompt=pair.prompt, chosen=chosen, rejected=rejected, pair_id=pair.pair_id))
+    return result
+
+
+class ActiveLoop:
+    """Runs rounds ``state.round … loop.rounds`` and persists ``state`` after each phase.
+
+    Args:
+        config: the whole configuration.
+        run_dir: where round outputs and ``state.json`` live.
+        parts: the generation fleet, selector, oracle, trainer and weight sync.
+        tracker: MLflow run to log into (None disables tracking).
+        state: loaded round state (resume) or a fresh one.
+        prompts: the training prompt set; eval_prompts: held-out prompts for evaluation.
+    """
+
+    def __init__(
+        self, config: Config, run_dir: Path, parts: LoopParts, tracker: Tracker | None, state: RoundState,
+        prompts: Sequence[PromptRecord], eval_prompts: Sequence[PromptRecord],
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.parts = parts
+        self.tracker = tracker
+        self.state = state
+        self.prompts = list(prompts)
+        self.eval_prompts = list(eval_prompts)
+        self.timings: dict[str, float] = {}
+
+    def run(self) -> RoundState:
+        """Bring the parts to the saved state, then run the remaining rounds."""
+        restore_rng(self.state.rng)
+        if self.state.adapter_path is not None:
+            self.parts.sync(Path(self.state.adapter_path), self.state.policy_version)
+        if not self.state.done(0, "evaluated"):
+            self._evaluate(0, {})
+            self._save(0, "evaluated")
+        first = self.state.round if not self.state.done(self.state.round, "evaluated") else self.state.round + 1
+        for round_index in range(max(first, 1), self.config.loop.rounds + 1):
+            self._round(round_index)
+        return self.state
+
+    def _save(self, round_index: int, phase: str) -> None:
+        self.state.round, self.state.phase = round_index, phase
+        save_round_state(self.run_dir, self.state)
+
+    @contextmanager
+    def _timed(self, phase: str, bar: tqdm) -> Iterator[None]:
+        bar.set_postfix_str(phase)
+        start = time.perf_counter()
+        yield
+        self.timings[f"time/{phase}_s"] = time.perf_counter() - start
+        bar.update(1)
+
+    def _round(self, r: int) -> None:
+        out = round_dir(self.run_dir, r)
+        out.mkdir(parents=True, exist_ok=True)
+        self.timings = {}
+        metrics: dict[str, float] = {}
+        with tqdm(total=5, desc=f"round {r}/{self.config.loop.rounds}", ascii=True, ncols=100) as bar:
+            with self._timed("generation", bar):
+                candidates = self._generate(r, out, metrics)
+            pairs = candidate_pairs(candidates)
+            with self._timed("selection", bar):
+                selection = self._select(r, out, pairs, metrics)
+            with self._timed("labelling", bar):
+                self._label(r, out, pairs, selection)
+            with self._timed("training", bar):
+                self._train(r, out, metrics)
+            with self._timed("evaluation", bar):
+                self._evaluate(r, metrics)
+        self._save(r, "evaluated")
+
+    def _generate(self, r: int, out: Path, metrics: dict[str, float]) -> list[Candidate]:
+        path = out / "candidates.jsonl"
+        if not self.state.done(r, "generated"):
+            prompts = prompts_for_round(self.prompts, self.config.loop.prompts_per_round, r, self.config.loop.seed)
+            start = time.perf_counter()
+            candidates = self.parts.fleet.generate(prompts, self.config.generation.responses_per_prompt,
+                                                   self.state.policy_version)
+            tokens = sum(len(c.token_ids) for c in candidates)
+            metrics["generation/tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
+            write_rows(path, [asdict(c) for c in candidates])
+            self._save(r, "generated")
+        return [Candidate(**{**row, "token_ids": tuple(row["token_ids"]), "logprobs": tuple(row["logprobs"])})
+                for row in read_rows(path)]
+
+    def _select(self, r: int, out: Path, pairs: list[CandidatePair], metrics: dict[str, float]) -> SelectionResult:
+        path = out / "selection.json"
+        if not self.state.done(r, "selected"):
+            self.parts.selector.featurize(pairs, self.state.policy_version)
+            budget = min(self.config.selection.budget, len(pairs))
+            result = self.parts.selector.select(budget, r)
+            selector_path = out / "selector_state.pt"
+            self.parts.selector.save_state(selector_path)
+            atomic_write_text(path, json.dumps(asdict(result)))
+            self.state.selector_state_path = str(selector_path)
+            self._save(r, "selected")
+        result = SelectionResult(**{**json.loads(path.read_text())})
+        scores = torch.tensor(result.scores or [float("nan")], dtype=torch.float64)
+        metrics.update({"selection/score_mean": scores.mean().item(), "selection/score_max": scores.max().item(),
+                        "selection/pairs_available": float(len(pairs))})
+        return result
+
+    def _label(self, r: int, out: Path, pairs: list[CandidatePair], selection: SelectionResult) -> None:
+        path = out / "labels.jsonl"
+        if not self.state.done(r, "labelled"):
+            by_id = {pair.pair_id: pair for pair in pairs}
+            chosen = [by_id[pair_id] for pair_id in selection.pair_ids]
+            labels = self.parts.oracle.label(chosen, r)
+            write_preferences(path, labelled_pairs(chosen, labels))
+            write_rows(out / "selected_pairs.parquet", [asdict(pair) for pair in chosen])
+            self.state.labelled_pair_ids.extend(selection.pair_ids)
+            self._save(r, "labelled")
+
+    def all_labels(self, upto: int) -> list[PreferencePair]:
+        """Every labelled pair of rounds 1…``upto``, in labelling order."""
+        paths = [round_dir(self.run_dir, i) / "labels.jsonl" for i in range(1, upto + 1)]
+        return [pair for path in paths for pair in load_preferences(path)]
+
+    def _train(self, r: int, out: Path, metrics: dict[str, float]) -> None:
+        metrics_path = out / "train_metrics.json"
+        if not self.state.done(r, "trained"):
+            adapter_dir, history = self.parts.trainer.fit(self.all_labels(r), out / "train", resume=True)
+            last_epoch = history[-1] if history else {}
+            numeric = {k: float(v) for k, v in last_epoch.items() if isinstance(v, (int, float))}
+            atomic_write_text(metrics_path, json.dumps(numeric))
+            self.state.adapter_path, self.state.policy_version = str(adapter_dir), r
+            self._save(r, "trained")
+        metrics.update({f"train/{k}": v for k, v in json.loads(metrics_path.read_text()).items()})
+        if not self.state.done(r, "synced"):
+            self.parts.sync(Path(str(self.state.adapter_path)), self.state.policy_version)
+            self._save(r, "synced")
+
+    def _evaluate(self, r: int, metrics: dict[str, float]) -> None:
+        if self.eval_prompts:
+            reference = self._reference_responses()
+            responses = self.parts.greedy(self.eval_prompts, self.state.policy_version)
+            prompts = [record.prompt for record in self.eval_prompts]
+            metrics.update(evaluate_generations(prompts, responses, reference, self.parts.oracle.rewards).metrics())
+        metrics["labels"] = float(len(self.state.labelled_pair_ids))
+        metrics.update(self.timings)
+        round_dir(self.run_dir, r).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(round_dir(self.run_dir, r) / "metrics.json", json.dumps(metrics, indent=1))
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step=r)
+            if r > 0:
+                self.tracker.log_artifact(round_dir(self.run_dir, r), f"round_{r:03d}")
+        logger.info("round %d: %s", r, {k: round(v, 4) for k, v in metrics.items() if not k.startswith("time/")})
+
+    def _reference_responses(self) -> list[str]:
+        """Greedy responses of the reference policy (version 0), generated once and kept in the run dir."""
+        path = self.run_dir / "reference_responses.json"
+        if not path.exists():
+            if self.state.policy_version != 0:
+                raise RuntimeError("reference responses must be generated before the first sync")
+            atomic_write_text(path, json.dumps(self.parts.greedy(self.eval_prompts, 0)))
+        return list(json.loads(path.read_text()))
