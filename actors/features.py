@@ -86,6 +86,13 @@ class FeatureWorker(VersionedAdapter):
         self.set_features([pair.pair_id for pair in pairs], phi)
         return int(self.blocked_mask().sum())
 
+    def reward_margins(self, pairs: Sequence[CandidatePair], policy_version: int) -> Tensor:
+        """Implicit-reward margins h_i = r_θ(x, y1) − r_θ(x, y2) under the version held → [N_w]."""
+        if self.model is None:
+            raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
+        self.require_version(policy_version)
+        return implicit_reward_margins(self.model, self.tokenizer, pairs, self.config)
+
     def set_features(self, pair_ids: Sequence[str], rows: Tensor) -> int:
         """Hold precomputed rows (an offline pool's φ) instead of featurising; persisted for restarts."""
         self.pair_ids, self.rows = list(pair_ids), rows
@@ -175,6 +182,11 @@ class FeatureWorkerGroup:
         """Shard ``pairs`` contiguously across workers and featurise; returns the number of zero-feature pairs."""
         shards = shard_evenly(list(pairs), len(self.workers))
         return sum(self.group.call_each("featurize", [(s, policy_version, strategy) for s in shards]))
+
+    def reward_margins(self, pairs: Sequence[CandidatePair], policy_version: int) -> Tensor:
+        """h_i for every pair, computed on the workers' shards → [N] in input order."""
+        shards = [shard for shard in shard_evenly(list(pairs), len(self.workers)) if shard]
+        return torch.cat(self.group.map_shards("reward_margins", shards, policy_version))
 
     def set_features(self, pair_ids: Sequence[str], phi: Tensor) -> None:
         """Distribute precomputed features [N, k] (offline pools, benchmarks) in contiguous shards."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
@@ -78,7 +77,13 @@ class VersionedAdapter:
         self._adapter_root: Path | None = None
 
     def load_adapter(self, adapter: AdapterPayload | str | Path, version: int) -> int:
-        """Switch to ``version``; ``adapter`` is a payload (Ray resolves an object ref before the call) or a path."""
+        """Switch to ``version``; ``adapter`` is a payload (Ray resolves an object ref before the call) or a path.
+
+        Raises:
+            StaleVersionError: ``version`` is older than the one already served, or the payload's differs.
+        """
+        if version < self.policy_version:
+            raise StaleVersionError(f"refusing policy version {version}: already serving {self.policy_version}")
         if isinstance(adapter, AdapterPayload):
             if adapter.version != version:
                 raise StaleVersionError(f"adapter payload is version {adapter.version}, asked to load {version}")
@@ -121,7 +126,3 @@ def broadcast_adapter(adapter_dir: str | Path, version: int, targets: Iterable[A
                 [type(t).__name__ for t in targets])
     return payload.num_bytes
 
-
-def adapter_state(model: PeftModel) -> dict[str, torch.Tensor]:
-    """The LoRA tensors of ``model`` (what a payload carries), detached on CPU."""
-    return {name: param.detach().cpu().clone() for name, param in model.named_parameters() if "lora_" in name}

@@ -1,0 +1,79 @@
+"""Weight sync: after broadcast_adapter, generators and feature workers score with exactly the trained weights."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+
+from actors.features import FeatureWorkerGroup
+from actors.generation import GenerationFleet
+from actors.weights import broadcast_adapter, pack_adapter, unpack_adapter
+from system.config import load_config
+from system.errors import StaleVersionError
+from system.features import implicit_reward_margins
+from system.generation import encode_prompt
+from system.models.loading import load_policy, save_adapter
+from system.types import CandidatePair, PromptRecord
+
+
+@pytest.fixture(scope="module")
+def config(tiny_model_dir):
+    return load_config(
+        "configs/tiny.yaml",
+        [f"model.path={tiny_model_dir}", "generation.engine=hf", "generation.num_actors=1",
+         "generation.max_new_tokens=6", "features.num_workers=1", "cluster.generation.num_cpus=0.5",
+         "cluster.features.num_cpus=0.5"],
+    )
+
+
+def _trained_adapter(config, out_dir, seed):
+    """An adapter as the trainer writes it (save_adapter), with non-zero LoRA B so it changes the policy."""
+    model, _ = load_policy(config.model, config.lora, is_trainable=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    return save_adapter(model, out_dir)
+
+
+def test_pack_unpack_round_trip(config, tmp_path):
+    adapter = _trained_adapter(config, tmp_path / "adapter", seed=3)
+    payload = pack_adapter(adapter, version=4)
+    restored = unpack_adapter(payload, tmp_path / "copy")
+    assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in adapter.iterdir())
+    assert all((restored / p.name).read_bytes() == p.read_bytes() for p in adapter.iterdir())
+
+
+def test_generators_and_feature_workers_use_exactly_the_synced_weights(ray_cluster, config, tmp_path):
+    fleet, features = GenerationFleet(config), FeatureWorkerGroup(config, tmp_path / "state")
+    fleet.setup()
+    features.setup()
+    adapter = _trained_adapter(config, tmp_path / "adapter", seed=1)
+    size = broadcast_adapter(adapter, 1, [fleet, features])
+    assert size > 0
+    trained, tokenizer = load_policy(config.model, config.lora, adapter_path=adapter, is_trainable=False)
+
+    prompts = [PromptRecord("Tell me about the cat.", "p0"), PromptRecord("How do I play with my cat?", "p1")]
+    candidates = fleet.generate(prompts, n=2, policy_version=1)
+    for candidate in candidates:
+        prompt_ids = encode_prompt(tokenizer, candidate.prompt, config.model)
+        with torch.no_grad():
+            logps = trained(input_ids=torch.tensor([prompt_ids + list(candidate.token_ids)])).logits[0].log_softmax(-1)
+        expected = [logps[len(prompt_ids) - 1 + t, tok].item() for t, tok in enumerate(candidate.token_ids)]
+        assert candidate.logprobs == pytest.approx(expected, abs=1e-5)
+
+    pairs = [CandidatePair(f"q{i}", "p0", "Tell me about the cat.", f"A cat {i} naps.", "Please, thank you.")
+             for i in range(3)]
+    margins = features.reward_margins(pairs, policy_version=1)
+    expected_margins = implicit_reward_margins(trained, tokenizer, pairs, config)
+    assert margins.tolist() == pytest.approx(expected_margins.tolist(), abs=1e-5)
+    assert float(expected_margins.abs().max()) > 1e-3  # the adapter is not the reference policy
+
+    with pytest.raises(StaleVersionError):
+        features.reward_margins(pairs, policy_version=0)
+    with pytest.raises(StaleVersionError):  # an older version arriving late is refused
+        fleet.load_adapter(ray.put(pack_adapter(adapter, 0)), 0)
+    fleet.shutdown()
+    features.shutdown()
