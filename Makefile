@@ -82,3 +82,8 @@ image:
 ## A real Ray head + two worker nodes on this machine; jobs go in with `ray job submit` (slow, ~3-6 min).
 multinode-test: install
 	$(BIN)/pytest tests/infra/test_multinode.py -m slow $(PYTEST_ARGS)
+
+## GPU validation on a CUDA machine: gpu-marked tests + GPU benchmarks → benchmarks/results/<date>-<gpu>.{json,md}.
+## Without CUDA it says so and exits 2. On a CUDA box: make CONSTRAINTS= EXTRAS=dev,gpu gpu-check
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py
