@@ -26,11 +26,18 @@ from system.errors import SelectionError
 class DesignState:
     """V⁻¹ (and V) of a regularised design, updated one pick at a time.
 
+    Rank-one terms are applied lazily: a pick computes its exact (z, c) against the folded V⁻¹ plus
+    the pending terms (Woodbury, O(k² + t·k) for t pending), and every ``fold_every`` picks the pending
+    terms are folded into V⁻¹ and V with one rank-t GEMM each. A pick therefore reads V⁻¹ once instead
+    of rewriting both k × k matrices (4 passes over 512 MiB at k = 8192). Reading :attr:`v_inv` or
+    :attr:`v` folds first, so callers always see the current matrices.
+
     Args:
         dim: feature dimension k.
         reg: ridge λ > 0 of V = λI + Σ w φφᵀ.
         dtype: floating type of V and V⁻¹ (float64 by default: k ≤ 8192 is 512 MiB each).
         refactor_every: re-factorise V⁻¹ from V after this many rank-one updates.
+        fold_every: fold pending rank-one terms into V⁻¹ and V after this many updates.
         device: where V and V⁻¹ live.
     """
 
@@ -40,6 +47,7 @@ class DesignState:
         reg: float = 1.0,
         dtype: torch.dtype = torch.float64,
         refactor_every: int = 64,
+        fold_every: int = 32,
         device: torch.device | str | None = None,
     ) -> None:
         if dim < 1:
@@ -50,19 +58,45 @@ class DesignState:
         self.reg = float(reg)
         self.refactor_every = refactor_every
         eye = torch.eye(dim, dtype=dtype, device=device)
-        self.v = eye * self.reg
-        self.v_inv = eye / self.reg
+        self._v = eye * self.reg
+        self._v_inv = eye / self.reg
         self._logdet = dim * math.log(self.reg)
         self.num_updates = 0
+        self._pending_x = torch.empty(fold_every, dim, dtype=dtype, device=device)
+        self._pending_z = torch.empty(fold_every, dim, dtype=dtype, device=device)
+        self._pending_c = torch.empty(fold_every, dtype=dtype, device=device)
+        self._num_pending = 0
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.v_inv.dtype
+        return self._v_inv.dtype
+
+    @property
+    def v_inv(self) -> Tensor:
+        """V⁻¹ [k, k] with every update applied."""
+        self._fold()
+        return self._v_inv
+
+    @property
+    def v(self) -> Tensor:
+        """V [k, k] with every update applied."""
+        self._fold()
+        return self._v
 
     def _as_features(self, phi: Tensor) -> Tensor:
         if phi.shape[-1] != self.dim:
             raise SelectionError(f"feature dimension {phi.shape[-1]} does not match the design dimension {self.dim}")
-        return phi.to(dtype=self.dtype, device=self.v_inv.device)
+        return phi.to(dtype=self.dtype, device=self._v_inv.device)
+
+    def _fold(self) -> None:
+        """V⁻¹ ← V⁻¹ − Zᵀ diag(1/c) Z and V ← V + XᵀX for the pending rows; clears them."""
+        t = self._num_pending
+        if t == 0:
+            return
+        z, x = self._pending_z[:t], self._pending_x[:t]
+        self._v_inv.addmm_(z.T, z / self._pending_c[:t].unsqueeze(-1), alpha=-1.0)
+        self._v.addmm_(x.T, x)
+        self._num_pending = 0
 
     def score(self, phi: Tensor) -> Tensor:
         """φᵢᵀ V⁻¹ φᵢ for each row of ``phi`` [N, k] → [N] (clamped at 0 against rounding)."""
@@ -74,12 +108,18 @@ class DesignState:
         if not weight >= 0:
             raise SelectionError(f"design update weight must be ≥ 0 (got {weight})")
         x = self._as_features(phi).reshape(-1) * math.sqrt(weight)
-        z = self.v_inv @ x
+        z = self._v_inv @ x
+        t = self._num_pending
+        if t:
+            pending_z = self._pending_z[:t]
+            z -= pending_z.T @ ((pending_z @ x) / self._pending_c[:t])
         c = 1.0 + float(x @ z)
-        self.v_inv.sub_(torch.outer(z, z), alpha=1.0 / c)
-        self.v.add_(torch.outer(x, x))
+        self._pending_x[t], self._pending_z[t], self._pending_c[t] = x, z, c
+        self._num_pending += 1
         self._logdet += math.log(c)
         self.num_updates += 1
+        if self._num_pending == self._pending_c.shape[0]:
+            self._fold()
         if self.num_updates % self.refactor_every == 0:
             self.refactor()
         return z, c
@@ -89,7 +129,7 @@ class DesignState:
         chol, info = torch.linalg.cholesky_ex(self.v)
         if int(info) != 0:
             raise SelectionError("design matrix V lost positive definiteness (non-finite features?)")
-        self.v_inv = torch.cholesky_inverse(chol)
+        self._v_inv = torch.cholesky_inverse(chol)
         self._logdet = float(2.0 * torch.log(torch.diagonal(chol)).sum())
 
     def logdet(self) -> float:
@@ -118,10 +158,11 @@ class DesignState:
                 f"design state has dimension {state['dim']} but this selector uses {self.dim} "
                 "(features.projection_dim changed?)"
             )
-        device = self.v_inv.device
+        device = self._v_inv.device
         self.reg = float(state["reg"])
         self.refactor_every = int(state.get("refactor_every", self.refactor_every))
         self.num_updates = int(state["num_updates"])
         self._logdet = float(state["logdet"])
-        self.v = state["v"].to(dtype=self.dtype, device=device).clone()
-        self.v_inv = state["v_inv"].to(dtype=self.dtype, device=device).clone()
+        self._v = state["v"].to(dtype=self.dtype, device=device).clone()
+        self._v_inv = state["v_inv"].to(dtype=self.dtype, device=device).clone()
+        self._num_pending = 0

@@ -18,13 +18,21 @@ def _features(seed: int, rows: int, dim: int) -> torch.Tensor:
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), dim=st.integers(1, 12), picks=st.integers(1, 20), reg=st.floats(0.1, 10.0))
-def test_sherman_morrison_matches_dense_inverse(seed: int, dim: int, picks: int, reg: float) -> None:
+@given(
+    seed=st.integers(0, 10_000), dim=st.integers(1, 12), picks=st.integers(1, 20), reg=st.floats(0.1, 10.0),
+    fold_every=st.sampled_from([1, 3, 32]),
+)
+def test_sherman_morrison_matches_dense_inverse(seed: int, dim: int, picks: int, reg: float, fold_every: int) -> None:
     phi = _features(seed, picks, dim)
     weights = torch.rand(picks, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-    state = DesignState(dim, reg, refactor_every=10_000)
+    state = DesignState(dim, reg, refactor_every=10_000, fold_every=fold_every)
     for row, weight in zip(phi, weights, strict=True):
-        state.update(row, float(weight))
+        before = state.v_inv.clone() if fold_every == 3 else None  # reading v_inv mid-batch folds early: also exact
+        z, c = state.update(row, float(weight))
+        if before is not None:
+            x = row * float(weight) ** 0.5
+            torch.testing.assert_close(z, before @ x)
+            assert c == pytest.approx(1 + float(x @ before @ x))
     dense_v = reg * torch.eye(dim, dtype=torch.float64) + phi.T @ (phi * weights.unsqueeze(-1))
     torch.testing.assert_close(state.v_inv, torch.linalg.inv(dense_v), rtol=1e-8, atol=1e-10)
     assert state.logdet() == pytest.approx(float(torch.logdet(dense_v)), rel=1e-9, abs=1e-9)
