@@ -255,3 +255,21 @@ def test_images_and_ray_version_match(overlay: str) -> None:
         assert images == {"activealign:0.1.0-cpu" if overlay == "small" else "activealign:0.1.0-gpu"}
     for image in {c["image"] for doc in docs for c in iter_containers(doc)}:
         assert ":" in image and not image.endswith(":latest"), image
+
+
+def test_readme_commands_name_real_objects() -> None:
+    readme = (REPO_ROOT / "infra" / "README.md").read_text()
+    docs = rendered("7b")
+    cluster, service = find(docs, "RayCluster")["metadata"]["name"], find(docs, "RayService")["metadata"]["name"]
+    # KubeRay names the head service <cluster>-head-svc and the Serve service <rayservice>-serve-svc.
+    assert f"svc/{cluster}-head-svc" in readme and f"svc/{service}-serve-svc" in readme
+    assert f"svc/{find(docs, 'Service', 'mlflow')['metadata']['name']}" in readme
+    assert f"job/{find(docs, 'RayJob')['metadata']['name']}" in readme
+    secrets = {
+        ref["name"] for doc in docs for container in iter_containers(doc) for env in container.get("env", [])
+        if (ref := env.get("valueFrom", {}).get("secretKeyRef"))
+    }
+    for name in secrets:
+        assert f"secret generic {name} " in readme, f"README does not say how to create Secret {name}"
+    for path in re.findall(r"(?:infra|configs)/[\w./-]+\.(?:yaml|py|sh|txt)", readme):
+        assert (REPO_ROOT / path).exists(), path
