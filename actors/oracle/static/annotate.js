@@ -2,7 +2,7 @@
 // except in the Authorization header of same-origin API calls.
 "use strict";
 
-const state = { token: "", annotator: "annotator", task: null, busy: false };
+const state = { token: "", annotator: "annotator", task: null, busy: false, answers: 0 };
 const $ = (id) => document.getElementById(id);
 
 function showText(value) {
@@ -48,6 +48,8 @@ async function answer(choice) {
   try {
     await api("POST", `/v1/tasks/${state.task.task_id}/answer`, { choice, annotator: state.annotator });
     await loadNext();
+    state.answers += 1;
+    document.body.dataset.answers = String(state.answers);  // answers sent and followed by a reload
   } catch (error) {
     $("status").textContent = String(error.message);
   } finally {

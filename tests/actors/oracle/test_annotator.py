@@ -72,7 +72,8 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
         "h0", 1, "human", "alice", 3)
     page.wait_for_function("document.getElementById('prompt').textContent === 'Say bye'")
     page.keyboard.press("s")  # skip: the only other task comes back
-    page.wait_for_function("document.getElementById('prompt').textContent === 'Say bye'")
+    page.wait_for_function("document.body.dataset.answers === '2'")
+    assert page.text_content("#prompt") == "Say bye"
     page.keyboard.press("2")
     page.wait_for_function("document.getElementById('progress').textContent === '2 / 2 labelled'")
     assert page.is_visible("#empty")
