@@ -223,10 +223,17 @@ class GenerationFleet:
         self.group.call_all("load_adapter", adapter, version)
 
     def generate(
-        self, prompts: Sequence[PromptRecord], n: int | None = None, policy_version: int = 0
+        self,
+        prompts: Sequence[PromptRecord],
+        n: int | None = None,
+        policy_version: int = 0,
+        params: SamplingParams | None = None,
     ) -> list[Candidate]:
-        """``n`` (default ``generation.responses_per_prompt``) candidates per prompt, in prompt order."""
-        params = sampling_params(self.config.generation, n)
+        """``n`` (default ``generation.responses_per_prompt``) candidates per prompt, in prompt order.
+
+        ``params`` replaces the config's sampling parameters (e.g. greedy decoding for evaluation).
+        """
+        params = params or sampling_params(self.config.generation, n)
         shards = [shard for shard in shard_evenly(list(prompts), self.group.num_actors) if shard]
         results = self.group.map_shards("generate", shards, params, policy_version)
         return [candidate for shard_candidates in results for candidate in shard_candidates]
