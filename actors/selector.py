@@ -49,6 +49,7 @@ class SelectorActor:
         self.round = 0
         self.selected_ids: list[str] = []
         self.worker_restarts = 0
+        self.bytes_moved = 0
 
     def setup(self) -> int:
         """Reload the last checkpoint when there is one; returns the next round index."""
@@ -88,6 +89,7 @@ class SelectorActor:
         selectable = sum(info[0] for info in infos) - skipped
         if budget > selectable:
             raise SelectionError(f"budget {budget} exceeds the {selectable} selectable pairs ({skipped} zero-norm)")
+        self.bytes_moved = 0
         if isinstance(rule, UniformStrategy):
             pair_ids, scores = self._uniform(workers, budget, state, [info[0] for info in infos])
         else:
@@ -98,7 +100,8 @@ class SelectorActor:
         return SelectionResult(
             pair_ids=tuple(pair_ids), scores=tuple(scores), strategy=rule.name, round=round_index,
             skipped_zero_norm=skipped,
-            extra={"logdet": state.logdet(), "worker_restarts": float(self.worker_restarts)},
+            extra={"logdet": state.logdet(), "worker_restarts": float(self.worker_restarts),
+                   "bytes_per_pick": self.bytes_moved / max(1, len(pair_ids))},
         )
 
     def _greedy(self, workers: list[Any], budget: int, state: DesignState) -> tuple[list[str], list[float]]:
@@ -114,6 +117,7 @@ class SelectorActor:
             scores.append(score)
             z, c = state.update(row)
             history.append((z, c, winner, index))
+            self.bytes_moved += z.nbytes * len(workers) + sum(p[3].nbytes for p in proposals if p is not None)
             z_ref = ray.put(z)  # one copy in the object store, read by every worker
             refs = [w.apply_update.remote(z_ref, c, index if r == winner else None) for r, w in enumerate(workers)]
             proposals = self._gather(workers, refs, v_start_ref, history)
