@@ -1,0 +1,71 @@
+"""CUDA-only checks of the distributed body: vLLM engine on a GPU, DeepSpeed ZeRO-3 in bf16, NCCL all-reduce.
+
+They skip on machines without CUDA (CI's CPU boxes); run them with ``pytest -m gpu tests/actors/test_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from system.config import load_config
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def test_vllm_engine_on_cuda_matches_hf_log_probs(ray_cluster, tiny_model_dir):
+    pytest.importorskip("vllm")
+    from actors.generation import GenerationFleet
+    from system.generation import encode_prompt
+    from system.models.loading import load_policy
+    from system.types import PromptRecord
+
+    config = load_config("configs/tiny.yaml", [f"model.path={tiny_model_dir}", "generation.engine=auto",
+                                               "generation.num_actors=1", "cluster.generation.num_gpus=1"])
+    fleet = GenerationFleet(config)
+    assert fleet.setup() == ["vllm"]
+    candidates = fleet.generate([PromptRecord("Tell me about the cat.", "p0")], n=2)
+    fleet.shutdown()
+    model, tokenizer = load_policy(config.model, config.lora, is_trainable=False)
+    for candidate in candidates:
+        prompt_ids = encode_prompt(tokenizer, candidate.prompt, config.model)
+        with torch.no_grad():
+            logps = model(input_ids=torch.tensor([prompt_ids + list(candidate.token_ids)])).logits[0].log_softmax(-1)
+        expected = [logps[len(prompt_ids) - 1 + t, tok].item() for t, tok in enumerate(candidate.token_ids)]
+        assert candidate.logprobs == pytest.approx(expected, abs=5e-3)
+
+
+def test_zero3_bf16_training_on_gpus(ray_cluster, tiny_model_dir, tmp_path):
+    from actors.trainer import Trainer
+    from system.types import PreferencePair
+
+    workers = min(2, torch.cuda.device_count())
+    config = load_config("configs/tiny.yaml", [
+        f"model.path={tiny_model_dir}", f"train.num_workers={workers}", "train.use_gpu=true", "train.epochs=2",
+        "train.batch_size=4", "train.lr=5e-3", "train.deepspeed.stage=3", "train.deepspeed.precision=bf16",
+        "cluster.trainer.num_gpus=1",
+    ])
+    pairs = [PreferencePair(f"Tell me about cat {i}.", "Please, thank you.", "No.") for i in range(8)]
+    adapter, history = Trainer(config).fit(pairs, tmp_path)
+    assert (adapter / "adapter_model.safetensors").exists()
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_nccl_all_reduce_between_train_workers(ray_cluster):
+    import ray.train
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    def all_reduce(_: dict) -> None:
+        rank = ray.train.get_context().get_world_rank()
+        value = torch.tensor([float(rank + 1)], device="cuda")
+        torch.distributed.all_reduce(value)
+        ray.train.report({"sum": float(value)})
+
+    workers = min(2, torch.cuda.device_count())
+    result = TorchTrainer(all_reduce, scaling_config=ScalingConfig(num_workers=workers, use_gpu=True),
+                          torch_config=TorchConfig(backend="nccl")).fit()
+    assert result.metrics["sum"] == workers * (workers + 1) / 2
