@@ -8,6 +8,7 @@ import torch
 from system.errors import DataError
 from system.features import (
     embedding_features,
+    fixed_encoder_features,
     gradient_features,
     implicit_reward_margins,
     projected_gradients,
@@ -101,3 +102,12 @@ def test_prompt_entropy_is_mean_negative_sample_logprob() -> None:
     torch.testing.assert_close(prompt_entropy(pairs, candidates), torch.tensor([0.5, 4.0], dtype=torch.float64))
     with pytest.raises(DataError, match="prompt_id 'x9'"):
         prompt_entropy([CandidatePair("c", "x9", "r", "s", "t")], candidates)
+
+
+def test_fixed_encoder_features_are_the_reference_policy_embeddings(tiny_policy) -> None:
+    model, tokenizer, cfg = tiny_policy
+    fixed = fixed_encoder_features(model, tokenizer, PAIRS[:2], cfg)
+    with reference_mode(model):
+        reference = embedding_features(model, tokenizer, PAIRS[:2], cfg)
+    torch.testing.assert_close(fixed, reference)
+    assert not torch.allclose(fixed, embedding_features(model, tokenizer, PAIRS[:2], cfg))  # adapters matter
