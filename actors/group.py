@@ -21,7 +21,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from system.config import ResourceSpec
+from system.config import Config, ResourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,30 @@ def make_placement_group(
         remove_placement_group(group)
         raise TimeoutError(f"placement group {[bundle_for(s) for s in specs]} not granted within {timeout_s:.0f} s")
     return group
+
+
+def colocated_placement_group(config: Config, force: bool = False) -> PlacementGroup | None:
+    """One shared placement group for ``cluster.placement: colocate`` (OpenRLHF's hybrid mode).
+
+    Bundle ``i`` holds generation actor ``i`` and feature worker ``i`` together (their resources
+    summed, e.g. 0.5 + 0.5 of one GPU), so both roles share each device. Returns None for ``split``
+    placement, or when no GPU is requested (CPU actors need no reservation) unless ``force`` is set.
+    """
+    cluster = config.cluster
+    if cluster.placement != "colocate" or not (force or cluster.generation.num_gpus or cluster.features.num_gpus):
+        return None
+    bundles = max(config.generation.num_actors, config.features.num_workers)
+    specs = []
+    for rank in range(bundles):
+        roles = [spec for spec, count in ((cluster.generation, config.generation.num_actors),
+                                          (cluster.features, config.features.num_workers)) if rank < count]
+        specs.append(ResourceSpec(
+            num_cpus=sum(spec.num_cpus for spec in roles),
+            num_gpus=sum(spec.num_gpus for spec in roles),
+            resources={key: sum(spec.resources.get(key, 0.0) for spec in roles)
+                       for spec in roles for key in spec.resources},
+        ))
+    return make_placement_group(specs, strategy="PACK")
 
 
 def wait_restarted(actor: Any, call: Callable[[Any], Any], timeout_s: float = 300.0) -> Any:

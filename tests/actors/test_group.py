@@ -78,3 +78,26 @@ def test_placement_group_hosts_one_bundle_per_actor(ray_cluster, tmp_path):
     assert group.map_shards("square", [[2], [3]]) == [(0, [4]), (1, [9])]
     group.shutdown()
     assert ray.util.placement_group_table(group_placement)["state"] == "REMOVED"
+
+
+def test_colocated_roles_share_one_bundle_per_rank(ray_cluster, tmp_path):
+    from actors.group import colocated_placement_group
+    from system.config import load_config
+
+    config = load_config("configs/tiny.yaml", ["cluster.placement=colocate", "generation.num_actors=2",
+                                               "features.num_workers=2", "cluster.generation.num_cpus=0.5",
+                                               "cluster.features.num_cpus=0.25"])
+    assert colocated_placement_group(config) is None  # CPU-only roles reserve nothing unless forced
+    shared = colocated_placement_group(config, force=True)
+    bundles = ray.util.placement_group_table(shared)["bundles"]
+    assert [bundle["CPU"] for bundle in bundles.values()] == [0.75, 0.75]
+    first = ActorGroup(Squarer, 2, config.cluster.generation, (str(tmp_path),), placement_group=shared)
+    second = ActorGroup(Squarer, 2, config.cluster.features, (str(tmp_path),), placement_group=shared)
+    first.setup()
+    second.setup()  # fits only because each bundle hosts one actor of each role
+    assert first.map_shards("square", [[1], [2]]) == second.map_shards("square", [[1], [2]])
+    first.shutdown()
+    second.shutdown()
+    ray.util.remove_placement_group(shared)
+    assert colocated_placement_group(config.model_copy(update={"cluster": config.cluster.model_copy(
+        update={"placement": "split"})}), force=True) is None
