@@ -156,12 +156,10 @@ class GenerationWorker(VersionedAdapter):
         return self.engine_name
 
     def _ensure_base_model(self) -> Path:
-        from system.models.tiny import build_tiny_model
+        """The base model's directory (the offline tiny model is built first when configured so)."""
+        from system.models.loading import _resolve_path
 
-        path = Path(self.config.model.path)
-        if self.config.model.build_tiny and not path.exists():
-            build_tiny_model(path, self.config.model.tiny)
-        return path
+        return Path(_resolve_path(self.config.model))
 
     def _apply_adapter(self, adapter_dir: Path, version: int) -> None:
         """LoRA: swap the adapter in place; full weights: reload the engine from ``adapter_dir``."""
