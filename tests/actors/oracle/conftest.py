@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from system.config import Config, config_from_dict
-from tests.conftest import free_port
+from tests.conftest import REPO_ROOT, free_port
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -32,8 +32,19 @@ def deploy(config: Config) -> Iterator[str]:
     stop_oracle_service()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def token_env() -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ACTIVEALIGN_API_TOKEN", TOKEN)
         yield TOKEN
+
+
+@pytest.fixture(scope="package")
+def ray_cluster():
+    """One local Ray for every oracle-service module (each deploys and deletes its own app on it)."""
+    import ray
+
+    context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                       runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    yield context
+    ray.shutdown()
