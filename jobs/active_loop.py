@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from jobs.loop_setup import RayParts, check_config, load_prompt_sets, prepare_run_dir, ray_session
+from jobs.loop_setup import RayParts, check_config, load_pool, load_prompt_sets, prepare_run_dir, ray_session
 from system.config import Config
 from system.loop import ActiveLoop
 from system.report import write_report
@@ -18,6 +18,7 @@ def main(config: Config, resume: Path | None = None) -> int:
     """Run (or resume) the loop; returns the process exit code."""
     check_config(config)
     prompts, eval_prompts = load_prompt_sets(config)
+    pool = load_pool(config)
     run_dir, state = prepare_run_dir(config, resume)
     tracker = None
     if config.tracking.enabled:
@@ -29,7 +30,8 @@ def main(config: Config, resume: Path | None = None) -> int:
         with ray_session(config) as dashboard_url:
             parts = RayParts(config, run_dir)
             try:
-                ActiveLoop(config, run_dir, parts.start(state), tracker, state, prompts, eval_prompts).run()
+                loop = ActiveLoop(config, run_dir, parts.start(state), tracker, state, prompts, eval_prompts, pool)
+                loop.run()
             finally:
                 parts.shutdown()
         report = write_report([run_dir], run_dir / "report")

@@ -19,11 +19,11 @@ from typing import Any
 import ray
 
 from system.config import Config, dump_config
-from system.data import read_prompts
+from system.data import load_preferences, read_prompts
 from system.errors import ConfigError
 from system.fileio import atomic_write_bytes, atomic_write_text
 from system.generation import SamplingParams
-from system.loop import LoopParts
+from system.loop import LoopParts, OfflinePool, offline_pool
 from system.run_state import RoundState, load_round_state
 from system.types import PromptRecord
 
@@ -53,6 +53,13 @@ def load_prompt_sets(config: Config) -> tuple[list[PromptRecord], list[PromptRec
     if count >= len(prompts):
         raise ConfigError(f"loop.num_eval_prompts={count}: needs fewer than the {len(prompts)} training prompts")
     return (prompts[: len(prompts) - count], prompts[len(prompts) - count :]) if count else (prompts, [])
+
+
+def load_pool(config: Config) -> OfflinePool | None:
+    """Offline mode's fixed pool (``loop.pool_path``), None online."""
+    if config.loop.mode != "offline" or config.loop.pool_path is None:
+        return None
+    return offline_pool(load_preferences(config.loop.pool_path), config.loop.seed)
 
 
 def prepare_run_dir(config: Config, resume: Path | None) -> tuple[Path, RoundState]:

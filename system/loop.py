@@ -26,6 +26,7 @@ from tqdm import tqdm
 from system.config import Config
 from system.data import load_preferences, read_rows, write_preferences, write_rows
 from system.evaluation import evaluate_generations
+from system.evaluation.offline import offline_metrics
 from system.fileio import atomic_write_text
 from system.generation import candidate_pairs
 from system.run_state import RoundState, restore_rng, round_dir, save_round_state
@@ -83,6 +84,29 @@ def prompts_for_round(
     return [prompts[order[(start + i) % len(order)]] for i in range(min(per_round, len(order)))]
 
 
+@dataclass(frozen=True)
+class OfflinePool:
+    """A fixed labelled pool (seed 000): ``candidates`` to select from (labels hidden, response order
+    drawn from a seeded coin) and ``held_out`` pairs kept for the logit-error evaluation."""
+
+    candidates: list[CandidatePair]
+    held_out: list[PreferencePair]
+
+
+def offline_pool(pairs: Sequence[PreferencePair], seed: int, eval_every: int = 5) -> OfflinePool:
+    """Hold out every ``eval_every``-th pair; present the others as unlabelled candidate pairs."""
+    coin = random.Random(seed)
+    candidates, held_out = [], []
+    for index, pair in enumerate(pairs):
+        if index % eval_every == 0:
+            held_out.append(pair)
+            continue
+        first, second = (pair.chosen, pair.rejected) if coin.random() < 0.5 else (pair.rejected, pair.chosen)
+        pair_id = pair.pair_id or f"pool-{index}"
+        candidates.append(CandidatePair(pair_id, pair_id, pair.prompt, str(first), str(second)))
+    return OfflinePool(candidates, held_out)
+
+
 def labelled_pairs(pairs: Sequence[CandidatePair], labels: Sequence[Label]) -> list[PreferencePair]:
     """Turn labels into TRL preference pairs (``chosen`` = the preferred response)."""
     by_id = {pair.pair_id: pair for pair in pairs}
@@ -106,11 +130,12 @@ class ActiveLoop:
         tracker: MLflow run to log into (None disables tracking).
         state: loaded round state (resume) or a fresh one.
         prompts: the training prompt set; eval_prompts: held-out prompts for evaluation.
+        pool: the fixed pool of offline mode (then nothing is generated).
     """
 
     def __init__(
         self, config: Config, run_dir: Path, parts: LoopParts, tracker: Tracker | None, state: RoundState,
-        prompts: Sequence[PromptRecord], eval_prompts: Sequence[PromptRecord],
+        prompts: Sequence[PromptRecord], eval_prompts: Sequence[PromptRecord], pool: OfflinePool | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
@@ -119,6 +144,7 @@ class ActiveLoop:
         self.state = state
         self.prompts = list(prompts)
         self.eval_prompts = list(eval_prompts)
+        self.pool = pool
         self.timings: dict[str, float] = {}
 
     def run(self) -> RoundState:
@@ -153,8 +179,7 @@ class ActiveLoop:
         metrics: dict[str, float] = {}
         with tqdm(total=5, desc=f"round {r}/{self.config.loop.rounds}", ascii=True, ncols=100) as bar:
             with self._timed("generation", bar):
-                candidates = self._generate(r, out, metrics)
-            pairs = candidate_pairs(candidates)
+                pairs = self._candidates(r, out, metrics)
             with self._timed("selection", bar):
                 selection = self._select(r, out, pairs, metrics)
             with self._timed("labelling", bar):
@@ -164,6 +189,13 @@ class ActiveLoop:
             with self._timed("evaluation", bar):
                 self._evaluate(r, metrics)
         self._save(r, "evaluated")
+
+    def _candidates(self, r: int, out: Path, metrics: dict[str, float]) -> list[CandidatePair]:
+        """This round's candidate pairs: freshly generated (online) or the pool's unlabelled pairs (offline)."""
+        if self.pool is None:
+            return candidate_pairs(self._generate(r, out, metrics))
+        labelled = set(self.state.labelled_pair_ids)
+        return [pair for pair in self.pool.candidates if pair.pair_id not in labelled]
 
     def _generate(self, r: int, out: Path, metrics: dict[str, float]) -> list[Candidate]:
         path = out / "candidates.jsonl"
@@ -227,7 +259,9 @@ class ActiveLoop:
             self._save(r, "synced")
 
     def _evaluate(self, r: int, metrics: dict[str, float]) -> None:
-        if self.eval_prompts:
+        if self.pool is not None:
+            metrics.update(offline_metrics(self.config, self.state.adapter_path, self.pool.held_out))
+        elif self.eval_prompts:
             reference = self._reference_responses()
             responses = self.parts.greedy(self.eval_prompts, self.state.policy_version)
             prompts = [record.prompt for record in self.eval_prompts]
