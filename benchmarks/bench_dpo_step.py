@@ -2,8 +2,9 @@
 
 Both steps do the same work: one policy forward over the chosen+rejected rows, one no-grad reference forward
 with the adapters disabled, the sigmoid DPO loss, backward, grad-norm clipping and an AdamW update. TRL's step
-is timed inside ``trainer.train()`` (callback from step begin to step end; it includes TRL's collation of the
-pre-tokenised batch); ours includes tokenising the batch. Warm-up steps are excluded, medians reported.
+is what ``Trainer.train`` runs per step (its collator on the pre-tokenised rows, ``training_step``, clipping,
+optimizer step); ours includes tokenising the batch. The two steps alternate so that load from other processes
+hits both alike; warm-up steps are excluded and medians reported.
 Loss agreement: both compute the loss of the same batch at the same (non-trivial) LoRA weights.
 
     .venv/bin/python benchmarks/bench_dpo_step.py                 # tiny default (hidden 64, 2 layers)
@@ -23,7 +24,6 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
-from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from system.config import LoraConfig, ModelConfig, TinyModelConfig, TrainConfig
@@ -42,20 +42,6 @@ def preference_pairs(count: int) -> list[PreferencePair]:
         subject, answer = SUBJECTS[i % len(SUBJECTS)], ANSWERS[i % len(ANSWERS)]
         pairs.append(PreferencePair(f"Tell me about {subject}.", f" {answer}, please.", f" {answer}."))
     return pairs
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step inside ``Trainer.train``."""
-
-    def __init__(self) -> None:
-        self.durations: list[float] = []
-        self._start = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        self.durations.append(time.perf_counter() - self._start)
 
 
 def trl_trainer(
@@ -103,20 +89,29 @@ def perturbed_policy(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> tuple[torc
     return model, tokenizer
 
 
-def our_step_times(model: torch.nn.Module, tokenizer, pairs, model_cfg, train_cfg, steps: int) -> list[float]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr)
-    durations = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        batch = collate_preferences(tokenizer, pairs, model_cfg)
-        loss, _ = preference_loss(model, batch, train_cfg)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, train_cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        durations.append(time.perf_counter() - start)
-    return durations
+def our_step(model: torch.nn.Module, optimizer, tokenizer, pairs, model_cfg, train_cfg) -> None:
+    """Tokenise and collate, policy + reference forward, DPO loss, backward, clip, AdamW step."""
+    batch = collate_preferences(tokenizer, pairs, model_cfg)
+    loss, _ = preference_loss(model, batch, train_cfg)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train_cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def trl_step(trainer: DPOTrainer, features: list[dict]) -> None:
+    """What ``Trainer.train`` does per step: collate, ``training_step`` (loss + backward), clip, optimizer step."""
+    inputs = trainer._prepare_inputs(trainer.data_collator(features))
+    trainer.training_step(trainer.model, inputs)
+    trainer.accelerator.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.model.zero_grad(set_to_none=True)
+
+
+def timed(step) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -126,7 +121,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="preference pairs per step")
     parser.add_argument("--steps", type=int, default=30, help="timed steps after warm-up")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating TRL/ours rounds")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -154,25 +148,26 @@ def main() -> None:
             trl_loss = float(trainer.compute_loss(trainer.model, trl_inputs))
             our_loss = float(preference_loss(ours, our_batch, train_cfg)[0])
 
+        features = list(trainer.train_dataset)
+        trainer.create_optimizer()
+        trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop, which we unroll here
+        trainer.model.train()
+        optimizer = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=train_cfg.lr)
         trl_times: list[float] = []
         our_times: list[float] = []
-        for round_index in range(args.rounds):  # alternate, so a busy spell on a shared box hits both sides
-            if round_index:
-                trainer = trl_trainer(ours, lora_cfg, tokenizer, pairs, args.warmup + args.steps, Path(tmp) / "trl")
-            timer = StepTimer()
-            trainer.add_callback(timer)
-            trainer.train()
-            trl_times += timer.durations[args.warmup :]
-            steps = args.warmup + args.steps
-            our_times += our_step_times(ours, tokenizer, pairs, model_cfg, train_cfg, steps)[args.warmup :]
+        for _ in range(args.warmup + args.steps):  # interleaved, so a busy spell on a shared box hits both sides
+            trl_times.append(timed(lambda: trl_step(trainer, features)))
+            our_times.append(timed(lambda: our_step(ours, optimizer, tokenizer, pairs, model_cfg, train_cfg)))
+        trl_times, our_times = trl_times[args.warmup :], our_times[args.warmup :]
 
     trl_median, our_median = statistics.median(trl_times), statistics.median(our_times)
+    paired = statistics.median(t / o for t, o in zip(trl_times, our_times, strict=True))
     print(f"model: Llama hidden {args.hidden} x {args.layers} layers, LoRA r=8 (q,k,v,o); batch {args.batch} pairs; "
-          f"{args.rounds} rounds x {args.steps} timed steps after {args.warmup} warm-up, {args.threads} thread(s)")
+          f"{args.steps} timed steps after {args.warmup} warm-up, {args.threads} thread(s)")
     print(f"identical token ids: {same_tokens}")
     print(f"initial loss  ours {our_loss:.8f}  TRL {trl_loss:.8f}  |diff| {abs(our_loss - trl_loss):.2e}")
     print(f"step time     ours {our_median * 1e3:.2f} ms  TRL {trl_median * 1e3:.2f} ms  (medians)")
-    print(f"speed ratio (TRL time / ours): {trl_median / our_median:.2f}x")
+    print(f"speed ratio (TRL time / ours): {trl_median / our_median:.2f}x (median paired ratio {paired:.2f}x)")
 
 
 if __name__ == "__main__":
