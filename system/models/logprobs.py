@@ -168,26 +168,35 @@ def token_logps(model: torch.nn.Module, batch: SequenceBatch) -> Tensor:
     """Per-token log π(y_t | x, y_<t) on response positions, 0 elsewhere.
 
     The logit at position t−1 scores token t; position ids restart at 0 on each row's first real
-    token, so left- and right-padded rows give the same values as the unpadded row.
+    token, so left- and right-padded rows give the same values as the unpadded row. The LM head
+    runs only from the batch's earliest response position on (``logits_to_keep``).
 
     Args:
         model: a causal LM (or a wrapper whose forward takes ``input_ids``, ``attention_mask``,
-            ``position_ids`` and returns ``.logits``).
+            ``position_ids``, ``logits_to_keep`` and returns ``.logits``).
         batch: the rows, on the model's device.
 
     Returns:
         ``[B, T]`` float32 log-probs (differentiable w.r.t. the model's trainable weights).
     """
     position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    width = batch.input_ids.shape[1]
+    # Only positions from the earliest response token on need logits: skip the LM head over the prompts.
+    scored_columns = batch.response_mask.any(0).nonzero()
+    first = int(scored_columns[0]) if len(scored_columns) else width - 1
     logits = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids, use_cache=False
-    ).logits[:, :-1]
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        logits_to_keep=width - first + 1,
+    ).logits[:, :-1]  # [B, T − first, V]: logits at positions first−1 … T−2 score tokens first … T−1
     logits = logits.float()
-    targets = batch.input_ids[:, 1:].unsqueeze(-1)
+    targets = batch.input_ids[:, first:].unsqueeze(-1)
     next_token_logps = torch.gather(logits, -1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    scored = batch.response_mask[:, 1:]
+    scored = batch.response_mask[:, first:]
     per_token = torch.where(scored, next_token_logps, torch.zeros_like(next_token_logps))
-    return torch.nn.functional.pad(per_token, (1, 0))
+    return torch.nn.functional.pad(per_token, (first, 0))
 
 
 def sequence_logps(model: torch.nn.Module, batch: SequenceBatch, length_normalize: bool = False) -> Tensor:
