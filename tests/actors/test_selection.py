@@ -60,6 +60,8 @@ def test_sharded_selection_equals_single_process(workers, config, tmp_path, stra
     assert result.scores == pytest.approx(expected.scores, rel=1e-9, abs=1e-12)
     assert result.skipped_zero_norm == 1 and "pair-3" not in result.pair_ids
     assert result.extra["logdet"] == pytest.approx(expected.extra["logdet"], rel=1e-9)
+    if strategy == "activedpo":  # per pick: z (k float64) to each of 2 workers, one float32 row back from each
+        assert result.extra["bytes_per_pick"] == 2 * 32 * 8 + 2 * 32 * 4  # O(W·k), whatever N is
     selector.shutdown()
 
 
