@@ -112,9 +112,19 @@ def ray_session(config: Config) -> Iterator[str | None]:
         ray.shutdown()
 
 
+SERVE_PROXY_PATIENCE = {
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+}
+"""Serve's HTTP proxy gets 5–10 s to answer health checks by default; on a loaded 2-core laptop it can miss
+them and be killed while the loop starts. The in-process cluster inherits these longer limits."""
+
+
 def start_local_ray(config: Config, attempts: int = 3) -> Any:
     """``ray.init`` of an in-process cluster, retried: on an overloaded machine the raylet can miss Ray's
     fixed 30 s registration window, and a second try usually makes it."""
+    for name, seconds in SERVE_PROXY_PATIENCE.items():
+        os.environ.setdefault(name, seconds)
     for attempt in range(1, attempts + 1):
         try:
             return ray.init(
@@ -211,11 +221,10 @@ class RayParts:
         selection = SelectionParts(config, self.run_dir)
         selection.restore(state.selector_state_path)
         self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown]
-        with ThreadPoolExecutor(max_workers=3) as pool:  # actor start-ups overlap; each blocks until ready
-            url_future = pool.submit(start_oracle_service, config, oracle_port(config))
+        url = start_oracle_service(config, oracle_port(config))
+        with ThreadPoolExecutor(max_workers=2) as pool:  # actor start-ups overlap; each blocks until ready
             for future in [pool.submit(fleet.setup), pool.submit(selection.setup)]:
                 future.result()
-            url = url_future.result()
         oracle = OracleClient.from_config(config.oracle, base_url=url)
         self._started.append(oracle.close)
 

@@ -45,7 +45,8 @@ def logit_error_metrics(predicted_logits: Sequence[float], true_logits: Sequence
         predicted_logits: the policy's preference logit ℓ̂ for each held-out pair, shape [N].
         true_logits: the ground-truth logit ℓ* = R(x,y1) − R(x,y2), shape [N].
 
-    A pair whose true logit is exactly 0 has no preferred response and is left out of the error rate.
+    A pair whose true logit is exactly 0 has no preferred response and is left out of the error rate; a
+    predicted logit of exactly 0 (e.g. the untrained policy, πθ = πref) counts as half an error.
     """
     predicted = np.asarray(predicted_logits, dtype=np.float64)
     truth = np.asarray(true_logits, dtype=np.float64)
@@ -53,7 +54,8 @@ def logit_error_metrics(predicted_logits: Sequence[float], true_logits: Sequence
         raise ValueError(f"logit_error_metrics: need equal non-empty shapes, got {predicted.shape} and {truth.shape}")
     errors = np.abs(predicted - truth)
     decided = truth != 0
-    wrong = np.sign(predicted[decided]) != np.sign(truth[decided])
+    guess = predicted[decided]
+    wrong = np.where(guess == 0, 0.5, np.sign(guess) != np.sign(truth[decided]))  # no preference = a coin flip
     return {
         "max_logit_error": float(errors.max()),
         "mean_logit_error": float(errors.mean()),

@@ -32,6 +32,10 @@ def test_logit_error_metrics_hand_computed() -> None:
     assert metrics["error_rate"] == pytest.approx(1 / 3)
 
 
+def test_untrained_policy_errs_half_the_time() -> None:
+    assert logit_error_metrics([0.0, 0.0], [1.0, -2.0])["error_rate"] == 0.5
+
+
 def test_mean_reward_of_nothing_is_nan() -> None:
     assert math.isnan(mean_reward([]))
 
