@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,31 +79,39 @@ class LocalRayCluster:
             process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.nodes.append(RayNode(name, resources, process, log_path))
 
-    def start(self, workers: dict[str, dict[str, float]], timeout_s: float = 180.0, attempts: int = 3) -> None:
+    def start(self, workers: dict[str, dict[str, float]], timeout_s: float = 180.0, attempts: int = 8) -> None:
         """Start the head (no custom resources), then one worker node per entry of ``workers``, one at a time.
 
         A node whose raylet misses Ray's fixed 30 s registration window on a loaded machine exits; it is
         started again (fresh ports) up to ``attempts`` times.
         """
-        head_args = [
+        self._start_with_retries("head", {}, self._head_args, 1, timeout_s, attempts)
+        for index, (name, resources) in enumerate(workers.items(), start=2):
+            self._start_with_retries(
+                name, resources, lambda: [f"--address={self.gcs_address}"], index, timeout_s, attempts
+            )
+
+    def _head_args(self) -> list[str]:
+        """Head flags, on fresh GCS and dashboard ports (a failed attempt may still hold the old ones)."""
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        return [
             "--head", f"--port={self.gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
         ]
-        self._start_with_retries("head", {}, head_args, 1, timeout_s, attempts)
-        for index, (name, resources) in enumerate(workers.items(), start=2):
-            self._start_with_retries(name, resources, [f"--address={self.gcs_address}"], index, timeout_s, attempts)
 
     def _start_with_retries(
-        self, name: str, resources: dict[str, float], extra_args: list[str], expected_alive: int,
+        self, name: str, resources: dict[str, float], node_args: Callable[[], list[str]], expected_alive: int,
         timeout_s: float, attempts: int,
     ) -> None:
         for attempt in range(1, attempts + 1):
-            self._start_node(name, resources, extra_args)
+            self._start_node(name, resources, node_args())
             try:
                 self._wait_for(lambda: self.alive_nodes() >= expected_alive, timeout_s, name)
                 return
             except NodeExited:
                 failed = self.nodes.pop()
+                with contextlib.suppress(ProcessLookupError):  # what the failed start left in its group
+                    os.killpg(failed.process.pid, signal.SIGKILL)
                 if attempt == attempts:
                     raise
                 failed.log_path.rename(failed.log_path.with_suffix(f".attempt{attempt}.log"))
@@ -117,7 +126,7 @@ class LocalRayCluster:
         except Exception:  # noqa: BLE001 - the dashboard is not answering yet
             return 0
 
-    def _wait_for(self, ready, timeout_s: float, what: str) -> None:  # noqa: ANN001
+    def _wait_for(self, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not ready():
             if time.monotonic() > deadline:
