@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +21,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from system.config import TinyModelConfig
 from system.errors import ConfigError
-from system.fileio import atomic_output
 from system.models.corpus import builtin_corpus
 
 logger = logging.getLogger(__name__)
@@ -103,8 +105,8 @@ def build_tiny_model(out_dir: str | Path, tiny: TinyModelConfig, corpus: Sequenc
     """Build (once) the tiny model and its tokenizer under ``out_dir``.
 
     Idempotent: when ``out_dir`` already holds a build it returns at once (logging a warning when the
-    recorded ``tiny`` config differs). The directory appears atomically, complete or not at all, so
-    concurrent builders never see a half-written model.
+    recorded ``tiny`` config differs). The directory appears atomically (one rename), complete or not at
+    all; of concurrent builders the first to finish wins and the others keep its build.
 
     Args:
         out_dir: target directory, loadable afterwards with ``from_pretrained(out_dir)``.
@@ -125,10 +127,19 @@ def build_tiny_model(out_dir: str | Path, tiny: TinyModelConfig, corpus: Sequenc
         logger.warning("tokenizer learned %d tokens (model.tiny.vocab_size=%d)", len(tokenizer), tiny.vocab_size)
     model = build_tiny_llama(tiny, tokenizer)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out_path) as staging:
-        staging_dir = Path(staging)
-        model.save_pretrained(staging_dir)
-        tokenizer.save_pretrained(staging_dir)
-        (staging_dir / BUILD_RECORD).write_text(json.dumps(tiny.model_dump(), indent=1))
+    staging = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}.build-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / BUILD_RECORD).write_text(json.dumps(tiny.model_dump(), indent=1))
+        try:
+            os.rename(staging, out_path)  # atomic; refuses to replace a directory another builder completed
+        except OSError:
+            if not record.exists():
+                raise
+            logger.info("%s was built concurrently by another process; keeping that one", out_path)
+            return out_path
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info("built tiny model (%d parameters) at %s", model.num_parameters(), out_path)
     return out_path

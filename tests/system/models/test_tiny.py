@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,16 @@ def test_build_is_idempotent_and_deterministic(tiny_model_dir: Path, tmp_path: P
     second = AutoModelForCausalLM.from_pretrained(other).state_dict()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
-    assert not list(tmp_path.glob(".again.tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]
+
+
+def test_concurrent_builders_agree(tmp_path: Path) -> None:
+    target = tmp_path / "shared"
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(lambda _: build_tiny_model(target, TINY), range(2)))
+    assert built == [target, target]
+    assert AutoModelForCausalLM.from_pretrained(target).config.vocab_size == TINY.vocab_size
+    assert [p.name for p in tmp_path.iterdir()] == ["shared"]
 
 
 def test_vocab_too_small_for_byte_alphabet() -> None:
