@@ -13,23 +13,24 @@ from system.config import Config, config_from_dict
 from tests.conftest import REPO_ROOT, free_port
 
 TOKEN = "test-token-123"
+PORT = free_port()  # one Serve HTTP proxy serves every module's app in turn (Serve keeps its first http_options)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def oracle_config(store_path: Path, **oracle: Any) -> Config:
-    settings = {"label_store_url": f"sqlite:///{store_path}", "port": free_port(), "host": "127.0.0.1",
+    settings = {"label_store_url": f"sqlite:///{store_path}", "port": PORT, "host": "127.0.0.1",
                 "max_batch_size": 16, "batch_wait_timeout_s": 0.05, **oracle}
     return config_from_dict({"oracle": settings, "cluster": {"oracle": {"num_cpus": 0.5}}})
 
 
 def deploy(config: Config) -> Iterator[str]:
-    """Start the oracle app on the module's Ray cluster, yield its base URL, stop it afterwards."""
+    """Deploy the oracle app on the package's Ray cluster, yield its base URL, delete the app afterwards."""
     from actors.oracle import start_oracle_service, stop_oracle_service
 
     url = start_oracle_service(config)
     assert httpx.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"
     yield url
-    stop_oracle_service()
+    stop_oracle_service(shutdown=False)
 
 
 @pytest.fixture(scope="package")

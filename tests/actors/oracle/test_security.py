@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from actors.oracle.security import is_loopback, resolve_token
-from system.config import OracleConfig
+from system.config import OracleConfig, load_config
 from system.errors import OracleError
 from tests.conftest import REPO_ROOT
 
@@ -39,11 +37,11 @@ def test_loopback_without_token_generates_one_into_the_env(monkeypatch: pytest.M
         resolve_token(OracleConfig(token_env="OTHER"), allow_generate=False)
 
 
-def test_cli_refuses_a_public_host_without_token() -> None:
-    env = {key: value for key, value in os.environ.items() if key != "ACTIVEALIGN_API_TOKEN"}
-    result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "serve", "--config", "configs/tiny.yaml", "--oracle.host", "0.0.0.0"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 3
-    assert "not loopback and $ACTIVEALIGN_API_TOKEN is empty" in result.stderr
+def test_serve_job_refuses_a_public_host_without_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.serve import main
+
+    monkeypatch.delenv("ACTIVEALIGN_API_TOKEN", raising=False)
+    config = load_config(REPO_ROOT / "configs/tiny.yaml", ["oracle.host=0.0.0.0"])
+    with pytest.raises(OracleError, match=r"not loopback and \$ACTIVEALIGN_API_TOKEN is empty") as refused:
+        main(config)  # refused before any Ray or Serve start
+    assert refused.value.exit_code == 3
