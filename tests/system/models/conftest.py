@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,13 @@ TINY = TinyModelConfig(
 )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def single_thread() -> None:
-    """One intra-op thread: tiny matmuls gain nothing from more, and the test box's cores are shared."""
+@pytest.fixture(scope="module", autouse=True)
+def single_thread() -> Iterator[None]:
+    """One intra-op thread (restored after the module): tiny matmuls gain nothing from more on a shared box."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
