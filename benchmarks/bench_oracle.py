@@ -56,6 +56,17 @@ async def run_load(url: str, mode: str, requests: int, concurrency: int) -> tupl
         return time.perf_counter() - started, latencies
 
 
+def mean_batch_size(url: str) -> float:
+    """Mean items per ``@serve.batch`` call of the judge, from the service's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        if family.name == "activealign_oracle_batch_size":
+            values = {s.name: s.value for s in family.samples if s.labels.get("method") == "judge"}
+            return values[f"{family.name}_sum"] / max(values[f"{family.name}_count"], 1.0)
+    return float("nan")
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -80,6 +91,7 @@ def main() -> int:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     results: dict[str, tuple[float, list[float]]] = {}
+    batch_means: dict[str, float] = {}
     modes = {"batched": (args.max_batch_size, args.batch_wait_s), "unbatched": (1, 0.0)}
     with tempfile.TemporaryDirectory() as tmp:
         for index, (mode, (batch_size, wait_s)) in enumerate(modes.items()):
@@ -90,15 +102,16 @@ def main() -> int:
             })
             url = start_oracle_service(config)
             results[mode] = asyncio.run(run_load(url, mode, args.requests, args.concurrency))
+            batch_means[mode] = mean_batch_size(url)
             stop_oracle_service(shutdown=index == len(modes) - 1)
     ray.shutdown()
     print(f"{args.requests} label requests, concurrency {args.concurrency}, MiniLM judge, 1 replica, CPU")
-    print(f"{'mode':<10} {'labels/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'mode':<10} {'labels/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10}")
     throughput = {}
     for mode, (wall, latencies) in results.items():
         throughput[mode] = args.requests / wall
         print(f"{mode:<10} {throughput[mode]:>9.1f} {1000 * percentile(latencies, 50):>8.1f} "
-              f"{1000 * percentile(latencies, 99):>8.1f}")
+              f"{1000 * percentile(latencies, 99):>8.1f} {batch_means[mode]:>10.1f}")
     print(f"throughput ratio batched/unbatched: {throughput['batched'] / throughput['unbatched']:.2f}x (goal >= 3x)")
     return 0
 
