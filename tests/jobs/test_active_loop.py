@@ -73,6 +73,7 @@ def _selected_rows(round_dir: Path) -> list[dict]:
     return list(read_rows(round_dir / "selected_pairs.parquet"))
 
 
+@pytest.mark.timeout(1800)
 def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_model: Path, tmp_path: Path) -> None:
     config = small_config(tmp_path, shared_model)
     run_dir = run_loop(config)
