@@ -82,3 +82,27 @@ def test_model_path_without_config_names_it(tmp_path) -> None:
 def test_human_kind_has_no_machine_backend() -> None:
     with pytest.raises(OracleError, match="human"):
         build_oracle(OracleConfig(kind="human"))
+
+
+def test_sequence_classification_reward_model_scores_prompt_response_pairs(tmp_path) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from system.oracles.reward_model import ClassifierRewardModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    oracle = build_oracle(OracleConfig(model=str(tmp_path), temperature=0.5))
+    assert isinstance(oracle, ClassifierRewardModel)
+    prompts, responses = ["Q1?", "Q2 is longer?"], [POLITE, UNRELATED]
+    with torch.no_grad():
+        expected = [model(**tokenizer(prompt, response, return_tensors="pt")).logits[0, 0].item()
+                    for prompt, response in zip(prompts, responses, strict=True)]
+    assert oracle.rewards(prompts, responses) == pytest.approx(expected, abs=1e-5)
+    (label,) = oracle.label([CandidatePair("c", "q", "Q1?", POLITE, UNRELATED)])
+    reward_1, reward_2 = oracle.rewards(["Q1?", "Q1?"], [POLITE, UNRELATED])
+    assert label.prob_1 == pytest.approx(preference_probability(reward_1, reward_2, 0.5), abs=1e-6)
