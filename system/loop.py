@@ -273,8 +273,17 @@ class ActiveLoop:
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=r)
             if r > 0:
-                self.tracker.log_artifact(round_dir(self.run_dir, r), f"round_{r:03d}")
+                self._log_round_artifacts(r)
         logger.info("round %d: %s", r, {k: round(v, 4) for k, v in metrics.items() if not k.startswith("time/")})
+
+    def _log_round_artifacts(self, r: int) -> None:
+        """The round's files and its adapter (not the trainer's checkpoints: optimizer state stays on disk)."""
+        assert self.tracker is not None
+        for path in sorted(round_dir(self.run_dir, r).iterdir()):
+            if path.is_file():
+                self.tracker.log_artifact(path, f"round_{r:03d}")
+        if self.state.adapter_path is not None:
+            self.tracker.log_artifact(self.state.adapter_path, f"round_{r:03d}/adapter")
 
     def _reference_responses(self) -> list[str]:
         """Greedy responses of the reference policy (version 0), generated once and kept in the run dir."""
