@@ -157,9 +157,9 @@ class GenerationWorker(VersionedAdapter):
 
     def _ensure_base_model(self) -> Path:
         """The base model's directory (the offline tiny model is built first when configured so)."""
-        from system.models.loading import _resolve_path
+        from system.models.loading import resolve_model_path
 
-        return Path(_resolve_path(self.config.model))
+        return Path(resolve_model_path(self.config.model))
 
     def _apply_adapter(self, adapter_dir: Path, version: int) -> None:
         """LoRA: swap the adapter in place; full weights: reload the engine from ``adapter_dir``."""

@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from system.config import GenerationConfig, ModelConfig
-from system.models.logprobs import _fit_prompt, _prompt_ids
+from system.models.logprobs import fit_prompt, prompt_token_ids
 from system.types import Candidate, CandidatePair, PromptRecord, Text
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def encode_prompt(
     Raises:
         DataError: naming ``row``, when the prompt is too long and ``model.prompt_truncation`` is ``error``.
     """
-    return _fit_prompt(_prompt_ids(tokenizer, prompt)[0], model_cfg, row)
+    return fit_prompt(prompt_token_ids(tokenizer, prompt)[0], model_cfg, row)
 
 
 def _length_to_eos(token_ids: list[int], eos_ids: set[int]) -> int:

@@ -31,7 +31,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _resolve_path(model_cfg: ModelConfig) -> str:
+def resolve_model_path(model_cfg: ModelConfig) -> str:
     """The path or hub id to load; builds the offline tiny model first when asked to and missing."""
     if model_cfg.build_tiny and not Path(model_cfg.path).exists():
         build_tiny_model(model_cfg.path, model_cfg.tiny)
@@ -44,7 +44,7 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
     Raises:
         ModelLoadError: one line naming ``model.path`` when it cannot be loaded.
     """
-    path = _resolve_path(model_cfg)
+    path = resolve_model_path(model_cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -100,16 +100,16 @@ def load_policy(
     tokenizer = load_tokenizer(model_cfg)
     model: torch.nn.Module
     if not lora_cfg.enabled:
-        source = adapter_path or _resolve_path(model_cfg)
+        source = adapter_path or resolve_model_path(model_cfg)
         model = _load_base(source, model_cfg, "adapter" if adapter_path else "model.path")
     elif adapter_path is not None:
-        base = _load_base(_resolve_path(model_cfg), model_cfg, "model.path")
+        base = _load_base(resolve_model_path(model_cfg), model_cfg, "model.path")
         try:
             model = PeftModel.from_pretrained(base, str(adapter_path), is_trainable=is_trainable)
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise ModelLoadError(f"adapter {str(adapter_path)!r}: cannot load ({_first_line(exc)})") from None
     else:
-        base = _load_base(_resolve_path(model_cfg), model_cfg, "model.path")
+        base = _load_base(resolve_model_path(model_cfg), model_cfg, "model.path")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = get_peft_model(base, peft_lora_config(lora_cfg))

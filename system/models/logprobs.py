@@ -56,7 +56,7 @@ def _is_conversation(text: Text) -> bool:
     return isinstance(text, list)
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Text) -> tuple[list[int], str]:
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: Text) -> tuple[list[int], str]:
     """Token ids of a prompt, and the text they render (the chat template's generation prompt if conversational)."""
     if isinstance(prompt, list):
         rendered = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
@@ -80,7 +80,7 @@ def _response_ids(tokenizer: PreTrainedTokenizerBase, prompt: Text, prompt_text:
     return ids + [eos] if eos is not None and (not ids or ids[-1] != eos) else ids
 
 
-def _fit_prompt(ids: list[int], model_cfg: ModelConfig, row: str) -> list[int]:
+def fit_prompt(ids: list[int], model_cfg: ModelConfig, row: str) -> list[int]:
     limit = model_cfg.max_prompt_length
     if len(ids) <= limit:
         return ids
@@ -128,11 +128,11 @@ def encode_sequences(
     rows: list[tuple[list[int], list[int]]] = []
     truncated = 0
     for name, prompt, response in zip(names, prompts, responses, strict=True):
-        prompt_ids, prompt_text = _prompt_ids(tokenizer, prompt)
+        prompt_ids, prompt_text = prompt_token_ids(tokenizer, prompt)
         response_ids = _response_ids(tokenizer, prompt, prompt_text, response)
         if not prompt_ids or not response_ids:
             raise DataError(f"row {name}: {'prompt' if not prompt_ids else 'response'} encodes to no tokens")
-        fitted = _fit_prompt(prompt_ids, model_cfg, name)
+        fitted = fit_prompt(prompt_ids, model_cfg, name)
         truncated += len(fitted) < len(prompt_ids) or len(response_ids) > model_cfg.max_response_length
         rows.append((fitted, response_ids[: model_cfg.max_response_length]))
     if truncated:
