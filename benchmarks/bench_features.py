@@ -12,11 +12,10 @@ only the batch-summed gradient). Goal: ≤ 1.5x the baseline.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
 from peft import LoraConfig, get_peft_model
+from timing import best_of
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from system.features import projected_gradients, projection_for
@@ -42,15 +41,6 @@ def random_batch(sequences: int, prompt_len: int, response_len: int) -> Sequence
         tokens = torch.randint(1, 4096, (prompt_len + length,), generator=generator).tolist()
         rows.append((tokens[:prompt_len], tokens[prompt_len:]))
     return pad_rows(rows, pad_token_id=0, padding_side="right")
-
-
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:

@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import torch
+from timing import best_of
 
 from system.selection import DesignState, greedy_select, shard_argmax, update_shard_scores
-
-
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Fastest wall time of ``repeats`` calls (seconds)."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def read_bandwidth(buffer: torch.Tensor) -> float:
