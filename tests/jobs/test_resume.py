@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +36,13 @@ def cli_args(tmp: Path, name: str) -> list[str]:
     return [arg for key, value in settings.items() for arg in (f"--{key}", str(value))]
 
 
-def start(args: list[str], tmp: Path, log_name: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAY_TMPDIR": str(tmp / "ray")}
+def short_ray_tmpdir() -> Path:
+    """A private Ray temp dir with a short path: Ray's AF_UNIX socket paths must stay under 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix="aa-ray-", dir="/tmp"))
+
+
+def start(args: list[str], tmp: Path, log_name: str, ray_tmp: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
     log = (tmp / log_name).open("wb")
     return subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", *args], cwd=REPO_ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -56,11 +63,11 @@ def wait(process: subprocess.Popen[bytes], tmp: Path, log_name: str, timeout: fl
 
 @pytest.mark.slow
 def test_resume_after_sigkill_selects_the_same_pairs(tmp_path: Path) -> None:
-    (tmp_path / "ray").mkdir()
+    ray_tmp = short_ray_tmpdir()
     try:
-        wait(start(cli_args(tmp_path, "full"), tmp_path, "full.log"), tmp_path, "full.log")
+        wait(start(cli_args(tmp_path, "full"), tmp_path, "full.log", ray_tmp), tmp_path, "full.log")
 
-        killed = start(cli_args(tmp_path, "killed"), tmp_path, "killed.log")
+        killed = start(cli_args(tmp_path, "killed"), tmp_path, "killed.log", ray_tmp)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             state = load_round_state(tmp_path / "killed")
@@ -74,11 +81,12 @@ def test_resume_after_sigkill_selects_the_same_pairs(tmp_path: Path) -> None:
 
         resumed = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--resume", str(tmp_path / "killed"),
                                   "--oracle.port", str(free_port())],
-                                 cwd=REPO_ROOT, env={**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")},
+                                 cwd=REPO_ROOT, env={**os.environ, "RAY_TMPDIR": str(ray_tmp)},
                                  capture_output=True, text=True, timeout=900)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
     finally:
-        kill_leftovers(str(tmp_path / "ray"))
+        kill_leftovers(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
     final = load_round_state(tmp_path / "killed")
     assert final is not None and (final.round, final.phase) == (ROUNDS, "evaluated")
