@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -53,6 +54,14 @@ def is_sequence_classifier(model_dir: Path) -> bool:
     return any(name.endswith("ForSequenceClassification") for name in architectures)
 
 
+
+def _load_pretrained(model_dir: Path, model_class: Any) -> tuple[Any, Any]:
+    """Tokenizer and eval-mode model from ``model_dir``; a load failure is one OracleError naming the path."""
+    try:
+        return AutoTokenizer.from_pretrained(model_dir), model_class.from_pretrained(model_dir).eval()
+    except (OSError, ValueError) as exc:
+        raise OracleError(f"oracle.model {str(model_dir)!r}: cannot load ({exc})") from None
+
 class EmbeddingJudge(RewardOracle):
     """R(x, y) = cosine(e(y), e(task_description)) with a mean-pooled sentence encoder."""
 
@@ -68,11 +77,7 @@ class EmbeddingJudge(RewardOracle):
         version: str | None = None,
     ) -> None:
         super().__init__(temperature, sampling, seed)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self.encoder = AutoModel.from_pretrained(model_dir).eval()
-        except (OSError, ValueError) as exc:
-            raise OracleError(f"oracle.model {str(model_dir)!r}: cannot load ({exc})") from None
+        self.tokenizer, self.encoder = _load_pretrained(model_dir, AutoModel)
         self.model_version = version or f"{model_dir.name}:{self.encoder.config.model_type}"
         self.task_embedding = self.embed([task_description])[0]
 
@@ -99,11 +104,7 @@ class ClassifierRewardModel(RewardOracle):
 
     def __init__(self, model_dir: Path, temperature: float = 1.0, sampling: Sampling = "argmax", seed: int = 0) -> None:
         super().__init__(temperature, sampling, seed)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-        except (OSError, ValueError) as exc:
-            raise OracleError(f"oracle.model {str(model_dir)!r}: cannot load ({exc})") from None
+        self.tokenizer, self.model = _load_pretrained(model_dir, AutoModelForSequenceClassification)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
