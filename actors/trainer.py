@@ -127,8 +127,9 @@ def _broadcast(value: Any) -> Any:
     return holder[0]
 
 
-def _all_mean(value: float) -> float:
-    tensor = torch.tensor([value], dtype=torch.float64)
+def _all_mean(value: float, device: torch.device) -> float:
+    """Mean of ``value`` over ranks; ``device`` is the rank's training device (NCCL reduces CUDA tensors only)."""
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(tensor)
     return float(tensor) / torch.distributed.get_world_size()
 
@@ -175,9 +176,11 @@ def train_worker(loop: dict[str, Any]) -> None:
             engine.backward(loss)
             engine.step()
             losses.append(loss.item())
-        metrics = {"epoch": epoch + 1, "loss": _all_mean(sum(losses) / len(losses)),
-                   "step_time_s": _all_mean((time.perf_counter() - started) / len(losses)),
+        metrics = {"epoch": epoch + 1, "loss": _all_mean(sum(losses) / len(losses), device),
+                   "step_time_s": _all_mean((time.perf_counter() - started) / len(losses), device),
                    "peak_rss_gb": _peak_rss_gb()}
+        if train_cfg.use_gpu:
+            metrics["peak_gpu_gb"] = _all_mean(torch.cuda.max_memory_allocated() / 2**30, device)
         history.append(metrics)
         with tempfile.TemporaryDirectory() as staging:
             engine.save_checkpoint(staging, tag=DS_TAG)

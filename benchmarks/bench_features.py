@@ -12,6 +12,7 @@ only the batch-summed gradient). Goal: ≤ 1.5x the baseline.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -53,24 +54,33 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--response-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
-    model = build_model(args.hidden, args.layers, args.rank)
-    batch = random_batch(2 * args.pairs, args.prompt_len, args.response_len)
+    device = torch.device(args.device)
+    model = build_model(args.hidden, args.layers, args.rank).to(device)
+    batch = random_batch(2 * args.pairs, args.prompt_len, args.response_len).to(device)
     projection = projection_for(model, args.dim, seed=0)
+
+    def synchronized(step: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
 
     def plain_step() -> None:
         model.zero_grad(set_to_none=True)
         sequence_logps(model, batch).sum().backward()
 
-    def features() -> None:
-        projected_gradients(model, batch, projection)
+    timed_plain = synchronized(plain_step)
+    timed_features = synchronized(lambda: projected_gradients(model, batch, projection))
 
-    plain_step(), features()  # warm-up
-    baseline = best_of(args.repeats, plain_step)
-    ours = best_of(args.repeats, features)
+    timed_plain(), timed_features()  # warm-up
+    baseline = best_of(args.repeats, timed_plain)
+    ours = best_of(args.repeats, timed_features)
     print(f"Llama hidden={args.hidden} layers={args.layers}, LoRA r={args.rank} on q/k/v/o, k={args.dim} "
           f"(blocks {projection.block_width} → CountSketch), batch {2 * args.pairs} sequences × ≤"
-          f"{args.prompt_len + args.response_len} tokens, torch threads={torch.get_num_threads()}")
+          f"{args.prompt_len + args.response_len} tokens, device {device}, torch threads={torch.get_num_threads()}")
     print(f"plain forward+backward: {baseline * 1e3:.0f} ms; per-example projected gradients: {ours * 1e3:.0f} ms "
           f"({ours / args.pairs * 1e3:.1f} ms per pair)")
     print(f"ratio features / plain step: {ours / baseline:.2f}x (goal ≤ 1.5x)")

@@ -3,7 +3,7 @@
 Each engine runs in one fleet actor; start-up is excluded; tokens/s counts generated tokens of all
 ``n`` samples. Prints both rates and the vLLM/HF ratio.
 
-    .venv/bin/python benchmarks/bench_generation.py [--prompts 64] [--n 4] [--max-new-tokens 32]
+    .venv/bin/python benchmarks/bench_generation.py [--prompts 64] [--n 4] [--max-new-tokens 32] [--gpu]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--num-cpus", type=float, default=2.0, help="CPUs per fleet actor")
+    parser.add_argument("--gpu", action="store_true", help="give each fleet actor one GPU")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     model_dir = build_tiny_model(f"{tempfile.mkdtemp(prefix='bench-gen-')}/model",
@@ -53,7 +54,7 @@ def main() -> None:
         config = load_config("configs/tiny.yaml", [
             f"model.path={model_dir}", f"generation.engine={engine}", "generation.num_actors=1",
             f"generation.max_new_tokens={args.max_new_tokens}", f"generation.batch_size={args.prompts}",
-            f"cluster.generation.num_cpus={args.num_cpus}",
+            f"cluster.generation.num_cpus={args.num_cpus}", f"cluster.generation.num_gpus={int(args.gpu)}",
         ])
         rate, tokens, seconds = throughput(config, prompts, args.n)
         rates[engine] = rate

@@ -5,13 +5,18 @@ Writes ``benchmarks/results/<YYYY-MM-DD>-<gpu>.json`` and ``.md``: the device an
 GPU benchmark script present in ``benchmarks/``. On a machine without CUDA it says so and exits with status 2,
 writing nothing (a report is only ever a record of a real run).
 
-Usage: python benchmarks/gpu_check.py [--out benchmarks/results] [--skip-tests]
+A benchmark whose engine is not installed (vLLM) is recorded as skipped with the missing module named; one that
+outlives ``--bench-timeout`` is recorded as timed out. Both make the report incomplete, never silently.
+
+Usage: python benchmarks/gpu_check.py [--out benchmarks/results] [--skip-tests] [--tests PATH ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import platform
 import re
 import subprocess
@@ -27,13 +32,13 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA_EXIT = 2
-# (name, script, arguments) of the benchmarks that exercise the GPU paths; missing scripts are reported as such.
+# (name, script, arguments, modules it needs) of the benchmarks that exercise the GPU paths.
 GPU_BENCHMARKS = [
-    ("vLLM fleet vs HF generation (tokens/s)", "benchmarks/bench_generation.py", []),
-    ("DeepSpeed ZeRO-2/3 bf16 trainer step", "benchmarks/bench_trainer.py", []),
+    ("vLLM fleet vs HF generation (tokens/s)", "benchmarks/bench_generation.py", ["--gpu"], ["vllm", "ray"]),
+    ("DeepSpeed ZeRO-2/3 bf16 trainer step vs DDP", "benchmarks/bench_trainer.py", ["--gpu"], ["deepspeed", "ray"]),
     ("gradient features k=8192, ~1B model", "benchmarks/bench_features.py",
-     ["--hidden", "2048", "--layers", "16", "--dim", "8192"]),
-    ("selection at k=1024/8192", "benchmarks/bench_selection.py", []),
+     ["--hidden", "2048", "--layers", "16", "--dim", "8192", "--device", "cuda"], []),
+    ("selection at k=1024/8192", "benchmarks/bench_selection.py", [], []),
 ]
 
 
@@ -59,29 +64,52 @@ def matmul_tflops(dtype: torch.dtype, size: int = 8192, repeats: int = 20) -> fl
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def run_gpu_tests() -> dict[str, Any]:
-    """``pytest -m gpu`` on the whole tree; counts from its JUnit XML."""
+def run_gpu_tests(paths: list[str]) -> dict[str, Any]:
+    """``pytest -m gpu`` on ``paths``; counts from its JUnit XML."""
     with tempfile.TemporaryDirectory() as scratch:
         junit_path = Path(scratch) / "gpu-tests.xml"
-        command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", f"--junitxml={junit_path}"]
+        command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", f"--junitxml={junit_path}", *paths]
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         suite = ET.parse(junit_path).getroot().find("testsuite") if junit_path.exists() else None
-    counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")} if suite else {}
+    keys = ("tests", "failures", "errors", "skipped")
+    counts = {key: int(suite.get(key, 0)) for key in keys} if suite is not None else {}
     return {"exit_code": result.returncode, **counts, "tail": result.stdout[-3000:]}
 
 
-def run_benchmarks() -> list[dict[str, Any]]:
+def missing_modules(modules: list[str]) -> list[str]:
+    return [module for module in modules if importlib.util.find_spec(module) is None]
+
+
+def _text(stream: str | bytes | None) -> str:
+    """A captured stream as text (``TimeoutExpired`` carries bytes even when the run asked for text)."""
+    return stream.decode(errors="replace") if isinstance(stream, bytes) else stream or ""
+
+
+def run_benchmark(script: str, arguments: list[str], timeout_s: float) -> dict[str, Any]:
+    """One benchmark script in a subprocess: exit code (None when it timed out), seconds and output tail."""
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        result = subprocess.run([sys.executable, script, *arguments], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=timeout_s, env=env)
+        exit_code, output = result.returncode, result.stdout + result.stderr
+    except subprocess.TimeoutExpired as expired:
+        exit_code = None
+        output = f"{_text(expired.stdout)}{_text(expired.stderr)}\ntimed out after {timeout_s:.0f} s"
+    return {"exit_code": exit_code, "seconds": round(time.perf_counter() - start, 1), "output": output[-4000:]}
+
+
+def run_benchmarks(timeout_s: float) -> list[dict[str, Any]]:
     results = []
-    for name, script, arguments in GPU_BENCHMARKS:
+    for name, script, arguments, modules in GPU_BENCHMARKS:
+        entry: dict[str, Any] = {"name": name, "script": " ".join([script, *arguments])}
         if not (REPO_ROOT / script).exists():
-            results.append({"name": name, "script": script, "status": "not present"})
-            continue
-        start = time.perf_counter()
-        result = subprocess.run([sys.executable, script, *arguments], cwd=REPO_ROOT, capture_output=True, text=True)
-        results.append({
-            "name": name, "script": " ".join([script, *arguments]), "exit_code": result.returncode,
-            "seconds": round(time.perf_counter() - start, 1), "output": (result.stdout + result.stderr)[-4000:],
-        })
+            entry["status"] = "not present"
+        elif missing := missing_modules(modules):
+            entry["status"] = f"skipped: {', '.join(missing)} not installed"
+        else:
+            entry.update(run_benchmark(script, arguments, timeout_s))
+        results.append(entry)
     return results
 
 
@@ -103,11 +131,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     lines += ["## Benchmarks", ""]
     for bench in report["benchmarks"]:
+        lines += [f"### {bench['name']}", ""]
         if bench.get("status") == "not present":
-            lines += [f"### {bench['name']}", "", f"`{bench['script']}` is not present in this checkout.", ""]
+            lines += [f"`{bench['script']}` is not present in this checkout.", ""]
+        elif "status" in bench:
+            lines += [f"`{bench['script']}`: {bench['status']}.", ""]
         else:
-            lines += [f"### {bench['name']}", "", f"`{bench['script']}` → exit {bench['exit_code']} "
-                      f"in {bench['seconds']} s", "", "```", bench["output"].rstrip(), "```", ""]
+            outcome = "timed out" if bench["exit_code"] is None else f"exit {bench['exit_code']}"
+            lines += [f"`{bench['script']}` → {outcome} in {bench['seconds']} s", "", "```", bench["output"].rstrip(),
+                      "```", ""]
     return "\n".join(lines)
 
 
@@ -125,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--skip-tests", action="store_true", help="only the benchmarks")
+    parser.add_argument("--tests", nargs="+", default=["tests"], help="paths given to pytest -m gpu")
+    parser.add_argument("--bench-timeout", type=float, default=600.0, help="seconds each benchmark may run")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing was run and no report "
@@ -135,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "device": device_info(),
         "matmul": {"fp32_tflops": fp32, "bf16_tflops": bf16, "bf16_over_fp32": bf16 / fp32},
-        "gpu_tests": None if args.skip_tests else run_gpu_tests(),
-        "benchmarks": run_benchmarks(),
+        "gpu_tests": None if args.skip_tests else run_gpu_tests(args.tests),
+        "benchmarks": run_benchmarks(args.bench_timeout),
     }
     print(f"gpu-check: report written to {write_report(report, args.out)}")
     failed_tests = report["gpu_tests"] is not None and report["gpu_tests"]["exit_code"] not in (0, 5)
-    return 1 if failed_tests or any(b.get("exit_code") for b in report["benchmarks"]) else 0
+    failed_benchmarks = any(b.get("exit_code", 0) != 0 for b in report["benchmarks"])
+    return 1 if failed_tests or failed_benchmarks else 0
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ def test_report_files_are_named_by_date_and_gpu(tmp_path: Path) -> None:
         "gpu_tests": {"exit_code": 0, "tests": 7, "failures": 0, "errors": 0, "skipped": 1, "tail": ""},
         "benchmarks": [{"name": "selection", "script": "benchmarks/bench_selection.py", "exit_code": 0,
                         "seconds": 3.5, "output": "speedup 41.0x"},
-                       {"name": "trainer", "script": "benchmarks/bench_trainer.py", "status": "not present"}],
+                       {"name": "trainer", "script": "benchmarks/bench_trainer.py", "status": "not present"},
+                       {"name": "fleet", "script": "benchmarks/bench_generation.py --gpu",
+                        "status": "skipped: vllm not installed"},
+                       {"name": "features", "script": "benchmarks/bench_features.py", "exit_code": None,
+                        "seconds": 150.0, "output": "timed out after 150 s"}],
     }
     markdown = gpu_check.write_report(report, tmp_path)
     assert markdown.name == "2026-11-25-nvidia-h100-80gb-hbm3.md"
@@ -46,6 +50,18 @@ def test_report_files_are_named_by_date_and_gpu(tmp_path: Path) -> None:
     text = markdown.read_text()
     assert "**12.00×**" in text and "7 tests, 0 failures" in text and "speedup 41.0x" in text
     assert "`benchmarks/bench_trainer.py` is not present" in text
+    assert "`benchmarks/bench_generation.py --gpu`: skipped: vllm not installed." in text
+    assert "`benchmarks/bench_features.py` → timed out in 150.0 s" in text
+
+
+def test_a_benchmark_that_outlives_its_timeout_is_recorded_as_timed_out() -> None:
+    result = gpu_check.run_benchmark("-c", ["import time; print('started', flush=True); time.sleep(30)"], 2.0)
+    assert result["exit_code"] is None and result["seconds"] < 20
+    assert result["output"].startswith("started\n") and "timed out after 2 s" in result["output"]
+
+
+def test_missing_engines_are_named() -> None:
+    assert gpu_check.missing_modules(["torch", "no_such_module_here"]) == ["no_such_module_here"]
 
 
 @pytest.mark.gpu
