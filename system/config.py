@@ -40,6 +40,8 @@ class TinyModelConfig(Section):
     num_key_value_heads: int = Field(2, ge=1)
     max_position_embeddings: int = Field(512, ge=16)
     seed: int = 0
+    pretrain_steps: int = Field(0, ge=0)  # causal-LM steps on the built-in dialogues (0: random weights)
+    pretrain_lr: float = Field(5e-3, gt=0)
 
     @model_validator(mode="after")
     def _head_dim(self) -> TinyModelConfig:

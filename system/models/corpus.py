@@ -50,6 +50,38 @@ _GENERAL = (
 )
 
 
+# Replies that ignore the question's topic: the base model's bad habit that preference labels should remove.
+_OFF_TOPIC = (
+    "The weather is nice today, so we went outside for a long walk.",
+    "She wrote a short letter to her friend and sent it in the morning.",
+    "We read a book about the sea, the sun and the stars.",
+    "Numbers like one, two, three, four, five and ten are easy to learn.",
+    "Sorry, I do not know the answer, but I can try to find out.",
+    "Hello! How are you? I hope you have a wonderful day.",
+    "You are welcome. Please come back any time.",
+    "Good answers are clear, polite and short.",
+)
+
+
+def pretraining_dialogues() -> list[tuple[str, str]]:
+    """(question, reply) pairs the tiny model is pre-trained on when ``model.tiny.pretrain_steps`` > 0.
+
+    Every pet question is paired with each on-topic answer about the same subject and with each
+    off-topic reply, in equal numbers, so the pre-trained policy strays off topic about half the time:
+    a preference signal the offline MiniLM judge ("a sentence about pets and animals") sees clearly.
+
+    Returns:
+        ``12 subjects × 12 questions × 16 replies`` pairs, deterministic.
+    """
+    dialogues: list[tuple[str, str]] = []
+    for subject in _SUBJECTS:
+        capitalised = subject[0].upper() + subject[1:]
+        on_topic = [answer.format(s=subject, S=capitalised) for answer in _ANSWERS]
+        for question in _QUESTIONS:
+            dialogues.extend((question.format(s=subject), reply) for reply in (*on_topic, *_OFF_TOPIC))
+    return dialogues
+
+
 def builtin_corpus() -> list[str]:
     """The built-in corpus: templated questions and answers about pets plus general sentences.
 

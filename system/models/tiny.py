@@ -21,7 +21,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from system.config import TinyModelConfig
 from system.errors import ConfigError
-from system.models.corpus import builtin_corpus
+from system.models.corpus import builtin_corpus, pretraining_dialogues
+from system.models.pretrain import pretrain_on_dialogues
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def build_tiny_model(out_dir: str | Path, tiny: TinyModelConfig, corpus: Sequenc
 
     Args:
         out_dir: target directory, loadable afterwards with ``from_pretrained(out_dir)``.
-        tiny: architecture and init seed; ``vocab_size`` is the tokenizer's (and model's) vocabulary.
+        tiny: architecture, init seed and optional pre-training (``pretrain_steps`` on
+            :func:`~system.models.corpus.pretraining_dialogues`); ``vocab_size`` is the tokenizer's vocabulary.
         corpus: lines to train the tokenizer on; defaults to :func:`~system.models.corpus.builtin_corpus`.
 
     Returns:
@@ -126,6 +128,11 @@ def build_tiny_model(out_dir: str | Path, tiny: TinyModelConfig, corpus: Sequenc
     if len(tokenizer) != tiny.vocab_size:
         logger.warning("tokenizer learned %d tokens (model.tiny.vocab_size=%d)", len(tokenizer), tiny.vocab_size)
     model = build_tiny_llama(tiny, tokenizer)
+    if tiny.pretrain_steps:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tiny.seed)
+            pretrain_on_dialogues(model, tokenizer, pretraining_dialogues(), tiny.pretrain_steps, tiny.pretrain_lr,
+                                  tiny.seed)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}.build-"))
     try:
