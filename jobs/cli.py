@@ -106,7 +106,7 @@ def evaluate(
     config: Path = CONFIG_OPTION,
     adapter: Path | None = typer.Option(None, help="LoRA adapter directory to evaluate (default: the base)."),
 ) -> None:
-    """Oracle reward of greedy generations on held-out prompts and win-rate vs the reference policy."""
+    """Oracle reward of generations (greedy or sampled) on held-out prompts and win-rate vs the reference policy."""
     _dispatch("evaluate", config=_config(config, ctx), adapter=adapter)
 
 

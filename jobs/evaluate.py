@@ -1,4 +1,4 @@
-"""``activealign evaluate``: oracle reward of greedy generations and win-rate vs the reference policy."""
+"""``activealign evaluate``: oracle reward of generations (greedy or sampled) and win-rate vs the reference policy."""
 
 from __future__ import annotations
 

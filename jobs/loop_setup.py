@@ -22,7 +22,7 @@ from system.config import Config, dump_config
 from system.data import load_preferences, read_prompts
 from system.errors import ConfigError
 from system.fileio import atomic_write_bytes, atomic_write_text
-from system.generation import SamplingParams
+from system.generation import evaluation_params
 from system.loop import LoopParts, OfflinePool, offline_pool
 from system.run_state import RoundState, load_round_state
 from system.types import PromptRecord
@@ -140,19 +140,15 @@ def start_local_ray(config: Config, attempts: int = 3) -> Any:
     raise AssertionError("unreachable")
 
 
-def greedy_generator(fleet: Any, config: Config) -> Any:
-    """``greedy(prompts, version) -> [response]``: one temperature-0 response per prompt from the fleet."""
-    from actors.group import shard_evenly
+def evaluation_generator(fleet: Any, config: Config) -> Any:
+    """``respond(prompts, version) -> [response]``: the fleet's evaluation responses, prompt by prompt
+    (greedy, or ``loop.eval_samples_per_prompt`` seeded samples per prompt)."""
+    params = evaluation_params(config.generation, config.loop.eval_samples_per_prompt)
 
-    params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=config.generation.max_new_tokens,
-                            seed=config.generation.seed)
+    def respond(prompts: Sequence[PromptRecord], version: int) -> list[str]:
+        return [candidate.response for candidate in fleet.generate(prompts, policy_version=version, params=params)]
 
-    def greedy(prompts: Sequence[PromptRecord], version: int) -> list[str]:
-        shards = [shard for shard in shard_evenly(list(prompts), fleet.group.num_actors) if shard]
-        results = fleet.group.map_shards("generate", shards, params, version)
-        return [candidate.response for shard in results for candidate in shard]
-
-    return greedy
+    return respond
 
 
 class SelectionParts:
@@ -232,7 +228,7 @@ class RayParts:
             broadcast_adapter(adapter_dir, version, [fleet, selection])
 
         return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=Trainer(config),
-                         greedy=greedy_generator(fleet, config), sync=sync)
+                         respond=evaluation_generator(fleet, config), sync=sync)
 
     def shutdown(self) -> None:
         for stop in reversed(self._started):

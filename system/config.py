@@ -197,6 +197,9 @@ class LoopConfig(Section):
     prompts_per_round: int = Field(16, ge=1)
     eval_prompts_path: str | None = None
     num_eval_prompts: int = Field(8, ge=0)
+    # 0: one greedy response per held-out prompt; k > 0: k responses sampled at generation.temperature
+    # (seeded by generation.seed), their rewards averaged — smoother than greedy for small, peaked models.
+    eval_samples_per_prompt: int = Field(0, ge=0)
     pool_path: str | None = None
     run_dir: str = "runs/tiny"
     seed: int = 0

@@ -49,6 +49,14 @@ def sampling_params(cfg: GenerationConfig, n: int | None = None) -> SamplingPara
     )
 
 
+def evaluation_params(cfg: GenerationConfig, samples_per_prompt: int) -> SamplingParams:
+    """Decoding for evaluation: greedy when ``samples_per_prompt`` is 0, else that many seeded samples
+    at the generation temperature."""
+    if samples_per_prompt == 0:
+        return SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    return sampling_params(cfg, samples_per_prompt)
+
+
 def encode_prompt(
     tokenizer: PreTrainedTokenizerBase, prompt: Text, model_cfg: ModelConfig, row: str = "0"
 ) -> list[int]:

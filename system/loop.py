@@ -63,14 +63,15 @@ class PreferenceTrainer(Protocol):
 
 @dataclass
 class LoopParts:
-    """What a round talks to; ``greedy(prompts, version)`` returns one greedy response per prompt and
-    ``sync(adapter_dir, version)`` pushes an adapter to the generators and the feature workers."""
+    """What a round talks to; ``respond(prompts, version)`` returns the evaluation responses of policy
+    ``version``, the same number for every prompt, grouped by prompt; ``sync(adapter_dir, version)`` pushes an
+    adapter to the generators and the feature workers."""
 
     fleet: Generator
     selector: PairSelector
     oracle: Labeller
     trainer: PreferenceTrainer
-    greedy: Callable[[Sequence[PromptRecord], int], list[str]]
+    respond: Callable[[Sequence[PromptRecord], int], list[str]]
     sync: Callable[[Path, int], None]
 
 
@@ -263,8 +264,9 @@ class ActiveLoop:
             metrics.update(offline_metrics(self.config, self.state.adapter_path, self.pool.held_out))
         elif self.eval_prompts:
             reference = self._reference_responses()
-            responses = self.parts.greedy(self.eval_prompts, self.state.policy_version)
-            prompts = [record.prompt for record in self.eval_prompts]
+            responses = self.parts.respond(self.eval_prompts, self.state.policy_version)
+            per_prompt = len(responses) // len(self.eval_prompts)
+            prompts = [record.prompt for record in self.eval_prompts for _ in range(per_prompt)]
             metrics.update(evaluate_generations(prompts, responses, reference, self.parts.oracle.rewards).metrics())
         metrics["labels"] = float(len(self.state.labelled_pair_ids))
         metrics.update(self.timings)
@@ -286,10 +288,10 @@ class ActiveLoop:
             self.tracker.log_artifact(self.state.adapter_path, f"round_{r:03d}/adapter")
 
     def _reference_responses(self) -> list[str]:
-        """Greedy responses of the reference policy (version 0), generated once and kept in the run dir."""
+        """Evaluation responses of the reference policy (version 0), generated once and kept in the run dir."""
         path = self.run_dir / "reference_responses.json"
         if not path.exists():
             if self.state.policy_version != 0:
                 raise RuntimeError("reference responses must be generated before the first sync")
-            atomic_write_text(path, json.dumps(self.parts.greedy(self.eval_prompts, 0)))
+            atomic_write_text(path, json.dumps(self.parts.respond(self.eval_prompts, 0)))
         return list(json.loads(path.read_text()))

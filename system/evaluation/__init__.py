@@ -1,4 +1,4 @@
-"""Evaluation of a policy: oracle reward and win-rate of greedy generations (online), logit error (offline)."""
+"""Evaluation of a policy: oracle reward and win-rate of generations (online), logit error (offline)."""
 
 from system.evaluation.metrics import logit_error_metrics, mean_reward, win_rate
 from system.evaluation.online import OnlineEvaluation, evaluate_generations

@@ -1,4 +1,4 @@
-"""Online evaluation (seed 001): oracle reward of the policy's greedy responses and win-rate vs the reference."""
+"""Online evaluation (seed 001): oracle reward of the policy's responses and win-rate vs the reference."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def evaluate_generations(
     """Score both policies' responses to ``prompts`` with one oracle call.
 
     Args:
-        prompts: held-out prompts, shape [N].
-        policy_responses: the current policy's greedy response per prompt, shape [N].
-        reference_responses: the reference policy's greedy response per prompt, shape [N].
+        prompts: held-out prompts, shape [N] (a prompt repeats once per sampled response).
+        policy_responses: the current policy's response to each prompt, shape [N].
+        reference_responses: the reference policy's response to each prompt, shape [N].
         rewards: the oracle's reward function.
     """
     n = len(prompts)
