@@ -14,9 +14,9 @@ from actors.generation import GenerationFleet
 from actors.weights import broadcast_adapter
 from system.config import load_config
 from system.errors import StaleVersionError
-from system.generation import encode_prompt
 from system.models.loading import load_policy, save_adapter
 from system.types import PromptRecord
+from tests.actors.logprob_check import assert_candidate_logprobs
 
 pytest.importorskip("vllm")
 
@@ -44,21 +44,11 @@ def fleet(ray_cluster, config):
     fleet.shutdown()
 
 
-def _assert_policy_logprobs(model, tokenizer, config, candidates):
-    for candidate in candidates:
-        prompt_ids = encode_prompt(tokenizer, candidate.prompt, config.model)
-        ids = torch.tensor([prompt_ids + list(candidate.token_ids)])
-        with torch.no_grad():
-            logps = model(input_ids=ids).logits[0].float().log_softmax(-1)
-        expected = [logps[len(prompt_ids) - 1 + t, token].item() for t, token in enumerate(candidate.token_ids)]
-        assert candidate.logprobs == pytest.approx(expected, abs=2e-3)
-
-
 def test_vllm_fleet_generates_with_base_then_synced_adapter(fleet, config, tmp_path):
     base = fleet.generate(PROMPTS, n=2, policy_version=0)
     assert [c.prompt_id for c in base] == ["p0", "p0", "p1", "p1", "p2", "p2"]
     model, tokenizer = load_policy(config.model, config.lora, is_trainable=False)
-    _assert_policy_logprobs(model, tokenizer, config, base)
+    assert_candidate_logprobs(model, tokenizer, config.model, base, abs_tol=2e-3)
 
     torch.manual_seed(1)
     with torch.no_grad():
@@ -70,7 +60,7 @@ def test_vllm_fleet_generates_with_base_then_synced_adapter(fleet, config, tmp_p
         fleet.generate(PROMPTS, n=2, policy_version=0)
     tuned = fleet.generate(PROMPTS, n=2, policy_version=1)
     assert all(c.policy_version == 1 for c in tuned)
-    _assert_policy_logprobs(model, tokenizer, config, tuned)
+    assert_candidate_logprobs(model, tokenizer, config.model, tuned, abs_tol=2e-3)
     model.disable_adapter_layers()  # the adapter really changed the distribution vLLM sampled from
     with pytest.raises(AssertionError):
-        _assert_policy_logprobs(model, tokenizer, config, tuned)
+        assert_candidate_logprobs(model, tokenizer, config.model, tuned, abs_tol=2e-3)

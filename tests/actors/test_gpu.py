@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from system.config import load_config
+from tests.actors.logprob_check import assert_candidate_logprobs
 
 pytestmark = [
     pytest.mark.gpu,
@@ -21,7 +22,6 @@ pytestmark = [
 def test_vllm_engine_on_cuda_matches_hf_log_probs(ray_cluster, tiny_model_dir):
     pytest.importorskip("vllm")
     from actors.generation import GenerationFleet
-    from system.generation import encode_prompt
     from system.models.loading import load_policy
     from system.types import PromptRecord
 
@@ -32,12 +32,7 @@ def test_vllm_engine_on_cuda_matches_hf_log_probs(ray_cluster, tiny_model_dir):
     candidates = fleet.generate([PromptRecord("Tell me about the cat.", "p0")], n=2)
     fleet.shutdown()
     model, tokenizer = load_policy(config.model, config.lora, is_trainable=False)
-    for candidate in candidates:
-        prompt_ids = encode_prompt(tokenizer, candidate.prompt, config.model)
-        with torch.no_grad():
-            logps = model(input_ids=torch.tensor([prompt_ids + list(candidate.token_ids)])).logits[0].log_softmax(-1)
-        expected = [logps[len(prompt_ids) - 1 + t, tok].item() for t, tok in enumerate(candidate.token_ids)]
-        assert candidate.logprobs == pytest.approx(expected, abs=5e-3)
+    assert_candidate_logprobs(model, tokenizer, config.model, candidates, abs_tol=5e-3)
 
 
 def test_zero3_bf16_training_on_gpus(ray_cluster, tiny_model_dir, tmp_path):

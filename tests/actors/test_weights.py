@@ -12,9 +12,9 @@ from actors.weights import broadcast_adapter, pack_adapter, unpack_adapter
 from system.config import load_config
 from system.errors import StaleVersionError
 from system.features import implicit_reward_margins
-from system.generation import encode_prompt
 from system.models.loading import load_policy, save_adapter
 from system.types import CandidatePair, PromptRecord
+from tests.actors.logprob_check import assert_candidate_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,7 @@ def test_generators_and_feature_workers_use_exactly_the_synced_weights(ray_clust
 
     prompts = [PromptRecord("Tell me about the cat.", "p0"), PromptRecord("How do I play with my cat?", "p1")]
     candidates = fleet.generate(prompts, n=2, policy_version=1)
-    for candidate in candidates:
-        prompt_ids = encode_prompt(tokenizer, candidate.prompt, config.model)
-        with torch.no_grad():
-            logps = trained(input_ids=torch.tensor([prompt_ids + list(candidate.token_ids)])).logits[0].log_softmax(-1)
-        expected = [logps[len(prompt_ids) - 1 + t, tok].item() for t, tok in enumerate(candidate.token_ids)]
-        assert candidate.logprobs == pytest.approx(expected, abs=1e-5)
+    assert_candidate_logprobs(trained, tokenizer, config.model, candidates, abs_tol=1e-5)
 
     pairs = [CandidatePair(f"q{i}", "p0", "Tell me about the cat.", f"A cat {i} naps.", "Please, thank you.")
              for i in range(3)]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from system.config import LoraConfig, ModelConfig, TinyModelConfig
+from system.models.loading import load_policy
 from system.models.tiny import build_tiny_model
 
 TINY = TinyModelConfig(
@@ -34,6 +36,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def model_cfg(tiny_model_dir: Path) -> ModelConfig:
     return ModelConfig(path=str(tiny_model_dir), tiny=TINY, max_prompt_length=48, max_response_length=32)
+
+
+def perturbed_lora_policy(
+    model_cfg: ModelConfig, lora_cfg: LoraConfig, seed: int
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """The tiny policy with its LoRA weights drawn from N(0, 0.05²) (fresh adapters would equal πref)."""
+    model, tokenizer = load_policy(model_cfg, lora_cfg)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(seed))
+    return model, tokenizer
 
 
 @pytest.fixture(scope="session")

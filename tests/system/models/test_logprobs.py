@@ -8,9 +8,10 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from system.config import LoraConfig, ModelConfig
 from system.errors import DataError
-from system.models.loading import load_policy, reference_mode
+from system.models.loading import reference_mode
 from system.models.logprobs import encode_sequences, policy_and_reference_logps, sequence_logps, token_logps
 from system.types import Text
+from tests.system.models.conftest import perturbed_lora_policy
 
 PROMPTS: list[Text] = [
     "Tell me about a kitten.",
@@ -26,12 +27,7 @@ RESPONSES: list[Text] = [
 
 @pytest.fixture(scope="module")
 def perturbed_policy(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    model, tokenizer = load_policy(model_cfg, lora_cfg)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
-    return model, tokenizer
+    return perturbed_lora_policy(model_cfg, lora_cfg, seed=1)
 
 
 def _unpadded_logp(model: torch.nn.Module, ids: torch.Tensor, response_start: int) -> float:

@@ -10,10 +10,10 @@ from transformers import AutoModelForCausalLM
 
 from system.config import LoraConfig, ModelConfig
 from system.errors import DataError
-from system.models.loading import load_policy
 from system.models.logprobs import encode_sequences, sequence_logps
 from system.training import collate_preferences, preference_loss
 from system.types import PreferencePair
+from tests.system.models.conftest import perturbed_lora_policy
 from tests.system.training.conftest import training_config
 
 BETA = 0.1
@@ -21,12 +21,7 @@ BETA = 0.1
 
 @pytest.fixture(scope="module")
 def policy(model_cfg: ModelConfig, lora_cfg: LoraConfig):
-    model, tokenizer = load_policy(model_cfg, lora_cfg)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(3))
-    return model, tokenizer
+    return perturbed_lora_policy(model_cfg, lora_cfg, seed=3)
 
 
 def _single_logp(model: torch.nn.Module, tokenizer, model_cfg: ModelConfig, prompt: str, response: str) -> float:
