@@ -134,6 +134,19 @@ def _all_mean(value: float, device: torch.device) -> float:
     return float(tensor) / torch.distributed.get_world_size()
 
 
+def _sft_warmup_everywhere(
+    model: torch.nn.Module, tokenizer: Any, pairs: Sequence[PreferencePair], cfg: Config
+) -> None:
+    """The SFT warm-up on every rank (same pairs, same seed), before DeepSpeed partitions anything; rank 0's
+    trainable weights are then broadcast so that float non-determinism cannot split the ranks."""
+    from system.training import sft_warmup
+
+    sft_warmup(model, tokenizer, pairs, cfg)
+    for param in model.parameters():
+        if param.requires_grad:
+            torch.distributed.broadcast(param.data, src=0)
+
+
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
@@ -157,16 +170,18 @@ def train_worker(loop: dict[str, Any]) -> None:
     model, tokenizer = load_policy(cfg.model, cfg.lora, is_trainable=True, seed=train_cfg.seed)
     device = torch.device("cuda", torch.cuda.current_device()) if train_cfg.use_gpu else torch.device("cpu")
     model.to(device)
+    resume_from = loop.get("resume_from")
+    if not resume_from:
+        reference = _broadcast(offline_reference(model, tokenizer, pairs, cfg) if rank == 0 else None)
+        if train_cfg.sft_warmup.enabled:
+            _sft_warmup_everywhere(model, tokenizer, pairs, cfg)
     engine = _engine(model, train_cfg, world)
     first_epoch, history = 0, []
-    resume_from = loop.get("resume_from")
     if resume_from:
         engine.load_checkpoint(resume_from, tag=DS_TAG)
         record = json.loads((Path(resume_from) / EPOCH_RECORD).read_text())
         first_epoch, history = record["epoch"], record["history"]
         reference = torch.load(Path(resume_from) / REFERENCE_FILE, weights_only=False)
-    else:
-        reference = _broadcast(offline_reference(model, tokenizer, pairs, cfg) if rank == 0 else None)
     engine.module.train()
     for epoch in range(first_epoch, train_cfg.epochs):
         started, losses = time.perf_counter(), []

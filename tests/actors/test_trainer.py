@@ -59,3 +59,21 @@ def test_zero2_training_loss_falls_across_resumed_runs(ray_cluster, tiny_model_d
             reference = sequence_logps(model, batch)
     margin = (policy - reference)[:8] - (policy - reference)[8:]
     assert float(margin.mean()) > 0
+
+
+def test_sft_warmup_runs_inside_the_ray_trainer(ray_cluster, tiny_model_dir, tmp_path):
+    """A preference step too small to matter (lr 1e-9) after an SFT warm-up on the chosen responses: whatever
+    the adapter learned came from the warm-up, so the chosen responses became more likely than under πref."""
+    config = load_config("configs/tiny.yaml", [
+        f"model.path={tiny_model_dir}", "train.num_workers=1", "train.epochs=1", "train.lr=1e-9",
+        "train.deepspeed.enabled=false", "train.sft_warmup.enabled=true", "train.sft_warmup.epochs=2",
+        "train.sft_warmup.lr=1e-2", "cluster.trainer.num_cpus=1"])
+    pairs = _pairs(8)
+    adapter, _ = Trainer(config).fit(pairs, tmp_path)
+    model, tokenizer = load_policy(config.model, config.lora, adapter_path=adapter, is_trainable=False)
+    batch = encode_sequences(tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], config.model)
+    with torch.no_grad():
+        policy = sequence_logps(model, batch)
+        with model.disable_adapter():
+            reference = sequence_logps(model, batch)
+    assert bool((policy > reference + 1.0).all()), (policy - reference).tolist()
