@@ -18,7 +18,7 @@ import logging
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,8 @@ def train_worker(loop: dict[str, Any]) -> None:
     model.to(device)
     resume_from = loop.get("resume_from")
     if not resume_from:
-        reference = _broadcast(offline_reference(model, tokenizer, pairs, cfg) if rank == 0 else None)
+        known_samples = loop.get("reference_samples")
+        reference = _broadcast(offline_reference(model, tokenizer, pairs, cfg, known_samples) if rank == 0 else None)
         if train_cfg.sft_warmup.enabled:
             _sft_warmup_everywhere(model, tokenizer, pairs, cfg)
     engine = _engine(model, train_cfg, world)
@@ -233,8 +234,16 @@ class Trainer:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def fit(self, pairs: Sequence[PreferencePair], out_dir: str | Path, resume: bool = True) -> tuple[Path, list[dict]]:
+    def fit(
+        self,
+        pairs: Sequence[PreferencePair],
+        out_dir: str | Path,
+        resume: bool = True,
+        reference_samples: Mapping[str, Sequence[str]] | None = None,
+    ) -> tuple[Path, list[dict]]:
         """Train on ``pairs``; returns (adapter directory, per-epoch metrics of the whole run, resumed epochs included).
+
+        ``reference_samples``: MPO's D_ref(x) drawn earlier, by prompt key (only missing prompts are sampled).
 
         Raises:
             DataError: no pairs to train on.
@@ -254,6 +263,7 @@ class Trainer:
             train_worker,
             train_loop_config={"config": cfg.model_dump(mode="json"), "pairs": ray.put(list(pairs)),
                                "out_dir": str(out_path), "resume_from": resume_from and str(resume_from),
+                               "reference_samples": dict(reference_samples or {}),
                                "threads": max(1, int(spec.num_cpus))},
             scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                          resources_per_worker=resources),

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +29,10 @@ from system.evaluation import evaluate_generations
 from system.evaluation.offline import offline_metrics
 from system.fileio import atomic_write_text
 from system.generation import candidate_pairs
+from system.losses import get_loss
 from system.run_state import RoundState, restore_rng, round_dir, save_round_state
 from system.tracking import Tracker
+from system.training.reference import prompt_key
 from system.types import Candidate, CandidatePair, Label, PreferencePair, PromptRecord, SelectionResult, Text
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ class Labeller(Protocol):
 
 class PreferenceTrainer(Protocol):
     def fit(
-        self, pairs: Sequence[PreferencePair], out_dir: str | Path, resume: bool = True
+        self, pairs: Sequence[PreferencePair], out_dir: str | Path, resume: bool = True,
+        reference_samples: Mapping[str, Sequence[str]] | None = None,
     ) -> tuple[Any, list[dict]]: ...
 
 
@@ -147,6 +150,7 @@ class ActiveLoop:
         self.eval_prompts = list(eval_prompts)
         self.pool = pool
         self.timings: dict[str, float] = {}
+        self.reference_samples: dict[str, list[str]] | None = None
 
     def run(self) -> RoundState:
         """Bring the parts to the saved state, then run the remaining rounds."""
@@ -156,6 +160,7 @@ class ActiveLoop:
         if not self.state.done(0, "evaluated"):
             self._evaluate(0, {})
             self._save(0, "evaluated")
+        self.reference_samples = self._mpo_reference_samples()
         first = self.state.round if not self.state.done(self.state.round, "evaluated") else self.state.round + 1
         for round_index in range(max(first, 1), self.config.loop.rounds + 1):
             self._round(round_index)
@@ -248,7 +253,8 @@ class ActiveLoop:
     def _train(self, r: int, out: Path, metrics: dict[str, float]) -> None:
         metrics_path = out / "train_metrics.json"
         if not self.state.done(r, "trained"):
-            adapter_dir, history = self.parts.trainer.fit(self.all_labels(r), out / "train", resume=True)
+            adapter_dir, history = self.parts.trainer.fit(self.all_labels(r), out / "train", resume=True,
+                                                          reference_samples=self.reference_samples)
             last_epoch = history[-1] if history else {}
             numeric = {k: float(v) for k, v in last_epoch.items() if isinstance(v, (int, float))}
             atomic_write_text(metrics_path, json.dumps(numeric))
@@ -286,6 +292,22 @@ class ActiveLoop:
                 self.tracker.log_artifact(path, f"round_{r:03d}")
         if self.state.adapter_path is not None:
             self.tracker.log_artifact(self.state.adapter_path, f"round_{r:03d}/adapter")
+
+    def _mpo_reference_samples(self) -> dict[str, list[str]] | None:
+        """MPO's D_ref(x) for every training prompt, sampled once from πref (policy version 0) by the fleet
+        before round 1 and kept in the run dir; None for losses that need no reference samples and offline."""
+        if not get_loss(self.config.train.loss).reference_free or self.pool is not None:
+            return None
+        path = self.run_dir / "mpo_reference_samples.json"
+        if not path.exists():
+            if self.state.policy_version != 0:
+                raise RuntimeError("MPO reference samples must be drawn before the first sync")
+            candidates = self.parts.fleet.generate(self.prompts, self.config.train.mpo_ref_samples, 0)
+            samples: dict[str, list[str]] = {}
+            for candidate in candidates:
+                samples.setdefault(prompt_key(candidate.prompt), []).append(candidate.response)
+            atomic_write_text(path, json.dumps(samples))
+        return dict(json.loads(path.read_text()))
 
     def _reference_responses(self) -> list[str]:
         """Evaluation responses of the reference policy (version 0), generated once and kept in the run dir."""

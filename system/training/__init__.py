@@ -3,7 +3,7 @@
 from system.training.batches import PreferenceBatch, collate_preferences
 from system.training.loop import TrainResult, epoch_batches, make_batch, sft_warmup, train_preferences
 from system.training.objective import preference_loss
-from system.training.reference import MpoReference, prepare_mpo_reference, reference_pair_logps
+from system.training.reference import MpoReference, prepare_mpo_reference, prompt_key, reference_pair_logps
 
 __all__ = [
     "MpoReference",
@@ -14,6 +14,7 @@ __all__ = [
     "make_batch",
     "preference_loss",
     "prepare_mpo_reference",
+    "prompt_key",
     "reference_pair_logps",
     "sft_warmup",
     "train_preferences",

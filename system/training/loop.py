@@ -8,7 +8,7 @@ and :mod:`system.training.checkpoint`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,11 +92,16 @@ def make_batch(
 
 
 def offline_reference(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], cfg: Config
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    cfg: Config,
+    known_samples: Mapping[str, Sequence[str]] | None = None,
 ) -> OfflineReference:
-    """Everything the loss needs from πref, computed once: MPO's data or ``[N, 2]`` reference log-probs."""
+    """Everything the loss needs from πref, computed once: MPO's data (reusing ``known_samples`` of
+    D_ref(x) by prompt key) or ``[N, 2]`` reference log-probs."""
     if get_loss(cfg.train.loss).reference_free:
-        return prepare_mpo_reference(model, tokenizer, pairs, cfg)
+        return prepare_mpo_reference(model, tokenizer, pairs, cfg, known_samples)
     return reference_pair_logps(model, tokenizer, pairs, cfg.model, cfg.train.batch_size)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from system.losses import pair_preference_prob
 from system.models.loading import reference_mode, unwrap
 from system.models.logprobs import sequence_logps
 from system.training.batches import collate_preferences
-from system.types import PreferencePair, PromptRecord
+from system.types import PreferencePair, PromptRecord, Text
 
 
 @contextlib.contextmanager
@@ -93,31 +93,41 @@ class MpoReference:
         return cls(tuple(data["pair_prob_chosen"]), tuple(tuple(samples) for samples in data["samples"]))
 
 
-def _prompt_key(pair: PreferencePair) -> str:
-    return json.dumps(pair.prompt, sort_keys=True)
+def prompt_key(prompt: Text) -> str:
+    """A prompt (plain or conversational) as a string key: canonical JSON."""
+    return json.dumps(prompt, sort_keys=True)
 
 
 def prepare_mpo_reference(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], cfg: Config
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    cfg: Config,
+    known_samples: Mapping[str, Sequence[str]] | None = None,
 ) -> MpoReference:
     """Compute MPO's reference data from πref once, before training.
 
     πp_ref(y_w≻y_l|x) comes from the reference log-probs of each pair; D_ref(x) are
     ``train.mpo_ref_samples`` responses per distinct prompt sampled from πref with the
     ``generation`` settings (seeded by ``generation.seed``; the global RNG is left untouched).
+
+    Args:
+        known_samples: D_ref(x) already drawn, by :func:`prompt_key` (the loop samples every training
+            prompt once before round 1); only prompts missing here are sampled.
     """
     if not pairs:
         raise DataError("prepare_mpo_reference: no preference pairs")
     ref_logps = reference_pair_logps(model, tokenizer, pairs, cfg.model, cfg.train.batch_size)
     pair_prob = pair_preference_prob(ref_logps[:, 0], ref_logps[:, 1])
-    distinct = {_prompt_key(pair): pair.prompt for pair in pairs}
-    records = [PromptRecord(prompt=prompt, prompt_id=key) for key, prompt in distinct.items()]
-    params = sampling_params(cfg.generation, n=cfg.train.mpo_ref_samples)
-    engine = HFEngine(unwrap(model), tokenizer, cfg.model, cfg.generation.batch_size)  # type: ignore[arg-type]
-    with torch.random.fork_rng(devices=[]), as_reference(model):
-        candidates = engine.generate(records, params, policy_version=0)
-    by_prompt: dict[str, list[str]] = {}
-    for candidate in candidates:
-        by_prompt.setdefault(candidate.prompt_id, []).append(candidate.response)
-    samples = tuple(tuple(by_prompt[_prompt_key(pair)]) for pair in pairs)
+    by_prompt = {key: list(samples) for key, samples in (known_samples or {}).items()}
+    missing = {prompt_key(pair.prompt): pair.prompt for pair in pairs if prompt_key(pair.prompt) not in by_prompt}
+    if missing:
+        records = [PromptRecord(prompt=prompt, prompt_id=key) for key, prompt in missing.items()]
+        params = sampling_params(cfg.generation, n=cfg.train.mpo_ref_samples)
+        engine = HFEngine(unwrap(model), tokenizer, cfg.model, cfg.generation.batch_size)  # type: ignore[arg-type]
+        with torch.random.fork_rng(devices=[]), as_reference(model):
+            candidates = engine.generate(records, params, policy_version=0)
+        for candidate in candidates:
+            by_prompt.setdefault(candidate.prompt_id, []).append(candidate.response)
+    samples = tuple(tuple(by_prompt[prompt_key(pair.prompt)]) for pair in pairs)
     return MpoReference(tuple(pair_prob.tolist()), samples)

@@ -14,9 +14,10 @@ import pytest
 from mlflow import MlflowClient
 
 from system.config import Config, flatten_config, load_config
-from system.data import load_preferences
+from system.data import load_preferences, read_prompts
 from system.oracles import build_oracle
 from system.run_state import load_round_state
+from system.training import prompt_key
 from tests.conftest import REPO_ROOT, free_port
 
 ROUNDS = 2
@@ -116,6 +117,10 @@ def test_every_strategy_and_loss_runs_two_rounds(
     check_rounds(run_dir, config)
     metrics = json.loads((run_dir / "round_002" / "metrics.json").read_text())
     assert metrics["labels"] == 2 * BUDGET and "train/loss" in metrics
+    if loss == "mpo":  # D_ref(x) drawn once, before round 1, for every training prompt
+        samples = json.loads((run_dir / "mpo_reference_samples.json").read_text())
+        prompts = {prompt_key(record.prompt) for record in read_prompts(config.loop.prompts_path)}
+        assert set(samples) == prompts and {len(s) for s in samples.values()} == {config.train.mpo_ref_samples}
 
 
 @pytest.mark.slow
