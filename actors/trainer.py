@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import tempfile
 import time
@@ -134,6 +135,32 @@ def _all_mean(value: float, device: torch.device) -> float:
     return float(tensor) / torch.distributed.get_world_size()
 
 
+STALE_BUILD_LOCK_S = 600.0
+
+
+def clear_stale_extension_locks(max_age_s: float = STALE_BUILD_LOCK_S) -> list[Path]:
+    """Remove JIT-build locks that a killed process left behind; returns the removed paths.
+
+    On CPU, ``deepspeed.init_distributed`` JIT-compiles its shared-memory op through torch's
+    ``cpp_extension``, which serialises builders with a ``lock`` file in the extension's build
+    directory. A process killed mid-build leaves that file, and every later trainer waits on it for
+    ever. A build takes a minute or two here, so a lock older than ``max_age_s`` is stale.
+    """
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    removed = []
+    for lock in root.glob("*/*/lock"):
+        try:
+            if time.time() - lock.stat().st_mtime > max_age_s:
+                lock.unlink()
+                removed.append(lock)
+                logger.warning("removed a stale extension build lock %s (its builder was killed)", lock)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 def _sft_warmup_everywhere(
     model: torch.nn.Module, tokenizer: Any, pairs: Sequence[PreferencePair], cfg: Config
 ) -> None:
@@ -163,6 +190,7 @@ def train_worker(loop: dict[str, Any]) -> None:
     if train_cfg.deepspeed.enabled:
         import deepspeed
 
+        clear_stale_extension_locks()
         deepspeed.init_distributed(dist_backend="nccl" if train_cfg.use_gpu else "gloo")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 import torch
 
-from actors.trainer import Trainer, deepspeed_config, latest_checkpoint, rank_slice
+from actors.trainer import Trainer, clear_stale_extension_locks, deepspeed_config, latest_checkpoint, rank_slice
 from system.config import load_config
 from system.models.loading import load_policy
 from system.models.logprobs import encode_sequences, sequence_logps
@@ -77,3 +79,15 @@ def test_sft_warmup_runs_inside_the_ray_trainer(ray_cluster, tiny_model_dir, tmp
         with model.disable_adapter():
             reference = sequence_logps(model, batch)
     assert bool((policy > reference + 1.0).all()), (policy - reference).tolist()
+
+
+def test_only_stale_extension_build_locks_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    stale, fresh = tmp_path / "py311_cpu" / "old_op" / "lock", tmp_path / "py311_cpu" / "busy_op" / "lock"
+    for lock in (stale, fresh):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    assert clear_stale_extension_locks(max_age_s=600) == [stale]
+    assert not stale.exists() and fresh.exists()
