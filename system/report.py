@@ -101,7 +101,7 @@ def plot(summaries: Sequence[StrategySummary], path: Path) -> None:
             mean_arr, std_arr = np.array(mean), np.array(std)
             ax.plot(labels, mean_arr, marker="o", label=f"{summary.name} (n={summary.num_runs})")
             ax.fill_between(labels, mean_arr - std_arr, mean_arr + std_arr, alpha=0.15)
-    reward_ax.set(xlabel="labels", ylabel="oracle reward (held-out, greedy)", title="Reward vs labels")
+    reward_ax.set(xlabel="labels", ylabel="oracle reward (held-out prompts)", title="Reward vs labels")
     win_ax.set(xlabel="labels", ylabel="win-rate vs reference", title="Win-rate vs labels")
     reward_ax.legend()
     figure.tight_layout()
