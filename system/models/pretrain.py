@@ -31,18 +31,13 @@ def dialogue_rows(
 
 
 def reply_batch(rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``attention_mask`` ``[B, T]`` and ``labels`` that are −100 outside the replies
-    (Hugging Face causal-LM loss convention)."""
-    width = max(len(prompt) + len(reply) for prompt, reply in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (prompt, reply) in enumerate(rows):
-        length = len(prompt) + len(reply)
-        input_ids[i, :length] = torch.tensor(prompt + reply)
-        labels[i, len(prompt):length] = torch.tensor(reply)
-        attention_mask[i, :length] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    """Right-padded ``input_ids``/``attention_mask`` ``[B, T]`` (:func:`~system.models.logprobs.pad_rows`) and
+    ``labels`` that are −100 outside the replies (Hugging Face causal-LM loss convention)."""
+    from system.models.logprobs import pad_rows  # logprobs → loading → tiny → this module: import at call time
+
+    batch = pad_rows(rows, pad_token_id, "right")
+    labels = batch.input_ids.masked_fill(~batch.response_mask, -100)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": labels}
 
 
 def pretrain_on_dialogues(
