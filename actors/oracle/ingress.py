@@ -5,9 +5,11 @@ static files do not (the page asks for the token and sends it with every API cal
 middleware is installed, so browsers refuse cross-origin calls. Labels are written to the label
 store before they are returned; a request for pairs already labelled by this oracle returns the
 stored verdicts without judging again, which makes retried submits idempotent end to end.
-"""
 
-from __future__ import annotations
+This module must not use ``from __future__ import annotations``: ``serve.ingress`` rewrites each route's
+signature, and FastAPI ≥ 0.137 re-analyses the rewritten signature, where a postponed (string) annotation
+such as ``"LabelRequest"`` no longer resolves and the JSON body silently becomes a required query parameter.
+"""
 
 import asyncio
 import time
