@@ -80,13 +80,6 @@ def test_gpu_constraints_pin_every_requirement_inside_its_range() -> None:
     assert pinned["ray"] == ray.__version__
 
 
-def test_cpu_constraints_match_what_this_machine_runs() -> None:
-    import torch
-    pinned = pins(REPO_ROOT / "constraints" / "cpu.txt")
-    assert pinned["ray"] == ray.__version__
-    assert torch.__version__.split("+")[0] == pinned["torch"]
-
-
 @pytest.mark.parametrize("variant", DOCKERFILES)
 def test_no_credentials_and_not_root(variant: str) -> None:
     steps = instructions(DOCKERFILES[variant])
