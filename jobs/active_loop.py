@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from jobs.loop_setup import RayParts, check_config, load_pool, load_prompt_sets, prepare_run_dir, ray_session
+from jobs.loop_setup import (
+    RayParts,
+    check_config,
+    check_oracle_port,
+    load_pool,
+    load_prompt_sets,
+    prepare_run_dir,
+    ray_session,
+)
 from system.config import Config
 from system.loop import ActiveLoop
 from system.report import write_report
@@ -17,6 +25,7 @@ logger = logging.getLogger(__name__)
 def main(config: Config, resume: Path | None = None) -> int:
     """Run (or resume) the loop; returns the process exit code."""
     check_config(config)
+    check_oracle_port(config)
     prompts, eval_prompts = load_prompt_sets(config)
     pool = load_pool(config)
     run_dir, state = prepare_run_dir(config, resume)

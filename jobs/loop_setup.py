@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from system.errors import ConfigError
 from system.fileio import atomic_write_bytes, atomic_write_text
 from system.generation import evaluation_params
 from system.loop import LoopParts, OfflinePool, offline_pool
+from system.ports import ensure_port_free
 from system.run_state import RoundState, load_round_state
 from system.types import PromptRecord
 
@@ -77,20 +77,11 @@ def prepare_run_dir(config: Config, resume: Path | None) -> tuple[Path, RoundSta
     return run_dir, state or RoundState()
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex((host, port)) != 0
-
-
-def oracle_port(config: Config) -> int:
-    """``oracle.port``, or a free port when that one is taken on a local cluster."""
-    port = config.oracle.port
-    if config.cluster.address is None and not _port_free(config.oracle.host, port):
-        with socket.socket() as sock:
-            sock.bind((config.oracle.host, 0))
-            port = int(sock.getsockname()[1])
-        logger.info("oracle.port %d is taken; serving the oracle on %d", config.oracle.port, port)
-    return port
+def check_oracle_port(config: Config) -> None:
+    """On a Ray this command starts itself, stop before starting it when ``oracle.port`` is taken
+    (a cluster's port lives on its head node, where Serve reports a conflict itself)."""
+    if config.cluster.address is None and not os.environ.get("RAY_ADDRESS"):
+        ensure_port_free(config.oracle.host, config.oracle.port, "oracle.port")
 
 
 @contextmanager
@@ -217,7 +208,7 @@ class RayParts:
         selection = SelectionParts(config, self.run_dir)
         selection.restore(state.selector_state_path)
         self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown]
-        url = start_oracle_service(config, oracle_port(config))
+        url = start_oracle_service(config)
         with ThreadPoolExecutor(max_workers=2) as pool:  # actor start-ups overlap; each blocks until ready
             for future in [pool.submit(fleet.setup), pool.submit(selection.setup)]:
                 future.result()
