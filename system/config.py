@@ -212,12 +212,22 @@ class LoopConfig(Section):
 
 
 class TrackingConfig(Section):
-    """MLflow tracking: a local sqlite store by default, an ``http://`` server on a cluster."""
+    """MLflow tracking: a local sqlite store by default, an ``http://`` server on a cluster.
+
+    Each round uploads what a person reads (metrics, the picked pairs and their labels, the adapter);
+    the design state resume needs stays in the run directory (see ``upload_design_state``).
+    """
 
     enabled: bool = True
     uri: str = "sqlite:///runs/mlflow.db"
     experiment: str = "activealign"
     artifact_location: str | None = None
+    upload_design_state: bool = Field(
+        False,
+        description="Upload the design state (selector checkpoint with V and V⁻¹ in float64, feature-worker shards, "
+        "RNG states) once when the run ends, as one design_state.tar.gz; off because at k = 8192 V and V⁻¹ are "
+        "1 GiB, and resume reads them from the run directory anyway.",
+    )
 
 
 class ResourceSpec(Section):

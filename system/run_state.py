@@ -15,6 +15,7 @@ import base64
 import json
 import pickle
 import random
+import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,15 @@ PHASES = ("start", "generated", "featurized", "selected", "labelled", "trained",
 """Phases of one round in execution order; ``RoundState.phase`` names the last one finished."""
 
 STATE_FILE = "state.json"
+
+FEATURES_DIR = "features"
+"""``RUN_DIR/features/``: each feature worker's shard of pair features (``jobs.loop_setup.SelectionParts``),
+reloaded when Ray restarts a worker."""
+
+ROUND_READABLE_FILES = ("metrics.json", "train_metrics.json", "selection.json", "selected_pairs.parquet",
+                        "labels.jsonl")
+"""Files of a round directory a person reads; the rest (candidates with token log-probs, the selector
+snapshot ``selector_state.pt`` with V and V⁻¹, trainer checkpoints) is state for resume."""
 
 
 @dataclass
@@ -105,3 +115,28 @@ def load_round_state(run_dir: str | Path) -> RoundState | None:
         return RoundState(**data)
     except (json.JSONDecodeError, TypeError) as exc:
         raise DataError(f"{path}: corrupt round state ({exc})") from None
+
+
+def design_state_files(run_dir: str | Path) -> list[Path]:
+    """What a resume needs beyond the readable round files: ``state.json`` (round pointer, RNG states), the
+    selector snapshot it points to (V, V⁻¹ in float64: k² · 16 bytes) and the feature workers' shards."""
+    run_dir = Path(run_dir)
+    state = load_round_state(run_dir)
+    if state is None:
+        return []
+    files = [run_dir / STATE_FILE]
+    if state.selector_state_path is not None:
+        files.append(Path(state.selector_state_path))
+    return files + sorted(path for path in (run_dir / FEATURES_DIR).glob("*") if path.is_file())
+
+
+def archive_design_state(run_dir: str | Path, archive: str | Path) -> Path:
+    """Write :func:`design_state_files` into one gzip-compressed tar at ``archive``, named relative to ``run_dir``
+    (extracting it into a run directory restores them where resume looks). Level 1: float64 matrices barely
+    shrink at higher levels, which only cost time."""
+    root = Path(run_dir).resolve()
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for path in design_state_files(run_dir):
+            resolved = path.resolve()
+            tar.add(resolved, arcname=str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path.name)
+    return Path(archive)

@@ -4,12 +4,18 @@ The run id is stored in the run directory's round state, so a resumed loop reope
 run (:meth:`Tracker.open` with ``run_id``) and keeps logging round metrics at their round step.
 A local ``sqlite:///…`` store is the default; its artifacts go next to the database file unless
 ``tracking.artifact_location`` says otherwise. An ``http://`` URI points at a tracking server.
+
+Artifacts are what a person looks at: each round's readable files and adapter (:meth:`Tracker.log_round`),
+the report and the final model. The design state (V and V⁻¹ in float64, 1 GiB at k = 8192, plus the
+feature shards and RNG states) stays in the run directory for resume and is uploaded only on request,
+once, compressed (:meth:`Tracker.log_design_state`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
 from system.config import Config, TrackingConfig, flatten_config
+from system.run_state import ROUND_READABLE_FILES, archive_design_state
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +119,22 @@ class Tracker:
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_round(self, round_path: Path, round_index: int, adapter_dir: str | Path | None) -> None:
+        """Round ``round_index``'s readable files (:data:`~system.run_state.ROUND_READABLE_FILES`) under
+        ``round_NNN/`` and its adapter under ``round_NNN/adapter``; trainer checkpoints, candidates and
+        the selector snapshot stay on disk."""
+        artifact_path = f"round_{round_index:03d}"
+        for name in ROUND_READABLE_FILES:
+            if (round_path / name).is_file():
+                self.log_artifact(round_path / name, artifact_path)
+        if adapter_dir is not None:
+            self.log_artifact(adapter_dir, f"{artifact_path}/adapter")
+
+    def log_design_state(self, run_dir: str | Path) -> None:
+        """The run's design state as one ``design_state/design_state.tar.gz`` (staged inside ``run_dir``)."""
+        with tempfile.TemporaryDirectory(dir=run_dir, prefix=".design-upload-") as staging:
+            self.log_artifact(archive_design_state(run_dir, Path(staging) / "design_state.tar.gz"), "design_state")
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED, FAILED or KILLED."""
