@@ -10,6 +10,7 @@ cluster) failed, 130 interrupted, 1 anything unexpected.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 
 import typer
 
-from system.config import Config, load_config, overrides_from_args
+from system.config import Config, dump_config, load_config, overrides_from_args
+from system.config_docs import config_markdown
 from system.errors import ActiveAlignError
 
 app = typer.Typer(
@@ -130,6 +132,21 @@ def export(
 ) -> None:
     """Export collected labels (TRL, Label Studio, Argilla) or the latest trained adapter."""
     _dispatch("export", config=_config(config, ctx), out=out, what=what, fmt=fmt, run_dir=run_dir)
+
+
+@app.command("config", context_settings=WITH_OVERRIDES)
+def show_config(
+    ctx: typer.Context,
+    config: Path = CONFIG_OPTION,
+    schema: bool = typer.Option(False, "--schema", help="Print the JSON Schema of the whole config instead."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the reference page (docs/config.md) instead."),
+) -> None:
+    """Print the validated config (file + overrides, defaults filled in) as YAML, its JSON Schema, or its reference."""
+    if schema:
+        text = json.dumps(Config.model_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = config_markdown() if markdown else dump_config(_config(config, ctx))
+    typer.echo(text, nl=False)
 
 
 def main() -> None:
