@@ -189,6 +189,11 @@ class GenerationConfig(Section):
 class FeaturesConfig(Section):
     """Pair features for selection: projected LoRA gradients or last-layer embeddings."""
 
+    kind: Literal["gradient", "embedding"] = Field(
+        "gradient",
+        description="Not read by the pipeline: the selection strategy decides which features it gets "
+        "(activedpo: gradient; adpo, adpo_plus, random: embedding; apo: a frozen encoder's embeddings).",
+    )
     projection_dim: int = Field(
         256, ge=1,
         description="Dimension k of the seeded random projection of the LoRA gradients (gradient features only; "
@@ -251,18 +256,7 @@ class SelectionConfig(Section):
         description="Ridge strength of the logistic DPO fit θ̂ that gives ADPO+'s plug-in weights μ(1 − μ) in "
         "offline selection (activealign select); > 0 keeps the fit finite on separable labels.",
     )
-    seed: int = Field(0, description="Seed of the random strategy's uniform picks; round r draws with seed + r.")
-
-    @field_validator("strategy")
-    @classmethod
-    def _registered_strategy(cls, name: str) -> str:
-        from system.selection import get_strategy  # imported here: the selection package imports this module
-
-        try:
-            get_strategy(name)
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("selection.strategy: ")) from None
-        return name
+    seed: int = Field(0, description="Seed of the random strategy's uniform picks.")
 
 
 class OracleConfig(Section):
@@ -398,7 +392,7 @@ class SftWarmupConfig(Section):
 class TrainConfig(Section):
     """Preference optimisation: loss by registered name and its hyper-parameters."""
 
-    loss: str = Field(
+    loss: Literal["dpo", "ipo", "mpo"] = Field(
         "dpo",
         description="Preference loss: 'dpo' (sigmoid, optional cDPO label smoothing), 'ipo' (TRL's convention) or "
         "'mpo' (reference-free: πref enters only through precomputed pair probabilities and samples).",
