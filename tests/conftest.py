@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,7 +17,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+STORE_BACKENDS = ("sqlite", "postgresql")
+"""Label-store backends the store, export and oracle-service tests run on (``store_url`` fixture params)."""
 
 
 def free_port() -> int:
@@ -27,3 +35,34 @@ def free_port() -> int:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session, started the first time a test asks for it."""
+    from tests.postgres import postgres_server
+
+    with postgres_server(free_port()) as server:
+        yield server
+
+
+def store_url_factory(request: pytest.FixtureRequest, directory: Path) -> Callable[[], str]:
+    """Fresh empty label-store URLs on the backend named by ``request.param``: SQLite files in ``directory``
+    or new databases on the session's PostgreSQL server."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.create_database
+    numbers = itertools.count()
+    return lambda: f"sqlite:///{directory / f'labels-{next(numbers)}.db'}"
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def new_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Factory of empty label stores (one per call) on each backend in turn."""
+    return store_url_factory(request, tmp_path)
+
+
+@pytest.fixture
+def store_url(new_store_url: Callable[[], str]) -> str:
+    """An empty label store's URL, on each backend in turn."""
+    return new_store_url()
