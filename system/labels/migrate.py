@@ -3,11 +3,17 @@
 Alembic runs programmatically (no ``alembic.ini``): the scripts live in ``system/labels/migrations``.
 SQLite connections get WAL journaling, a busy timeout and ``synchronous=NORMAL`` (durable against a
 killed process; WAL keeps readers and the single writer from blocking each other).
+
+Several processes and threads may open a fresh store at once (oracle replicas, trainers): a migration
+runs under the database's schema lock (SQLite's write lock, a PostgreSQL advisory lock) and a
+process-wide thread lock (alembic keeps its running migration in module globals), and re-reads the
+revision once it holds them, so exactly one opener migrates and the others find the schema ready.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -24,6 +30,8 @@ from system.labels.schema import SCHEMA_REVISION
 
 logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SCHEMA_LOCK_KEY = 0x6C6162656C73  # "labels": the PostgreSQL advisory lock held while migrating
+_alembic_lock = threading.Lock()
 
 
 def absolute_store_url(url: str, base: str | Path | None = None) -> str:
@@ -70,6 +78,14 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def _lock_schema(connection: Connection) -> None:
+    """Hold the database's schema lock until ``connection``'s transaction ends (other openers wait for it)."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+
+
 def upgrade_schema(engine: Engine) -> None:
     """Run every pending migration, then check the database is at :data:`SCHEMA_REVISION`.
 
@@ -84,10 +100,13 @@ def upgrade_schema(engine: Engine) -> None:
     try:
         found = current_revision(engine)
         if found != SCHEMA_REVISION:
-            logger.info("label store %s: migrating schema %s -> %s", where, found, SCHEMA_REVISION)
-            with engine.begin() as connection:
-                alembic_cfg.attributes["connection"] = connection
-                command.upgrade(alembic_cfg, SCHEMA_REVISION)
+            with _alembic_lock, engine.begin() as connection:
+                _lock_schema(connection)
+                found = MigrationContext.configure(connection).get_current_revision()
+                if found != SCHEMA_REVISION:  # another opener may have migrated while we waited
+                    logger.info("label store %s: migrating schema %s -> %s", where, found, SCHEMA_REVISION)
+                    alembic_cfg.attributes["connection"] = connection
+                    command.upgrade(alembic_cfg, SCHEMA_REVISION)
         found = current_revision(engine)
     except SQLAlchemyError as exc:
         raise LabelStoreError(f"label store {where}: cannot migrate ({exc.__class__.__name__}: {exc})") from None

@@ -1,11 +1,17 @@
-"""Label store on a real SQLite file: idempotent writes, paging, schema revision, durability across reopen."""
+"""Label store on a real SQLite file and a real PostgreSQL server: idempotent writes, paging, schema revision,
+durability across reopen, concurrent writers."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from system.errors import LabelStoreError
 from system.labels import HumanQueue, LabelStore
@@ -27,9 +33,16 @@ def label(pair_id: str, preferred: int = 1, oracle: str = "reward_model", annota
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LabelStore:
-    with LabelStore(f"sqlite:///{tmp_path / 'labels.db'}") as opened:
+def store(store_url: str) -> LabelStore:
+    with LabelStore(store_url) as opened:
         yield opened
+
+
+def duplicated_keys(store: LabelStore) -> list[tuple]:
+    """(pair_id, oracle, annotator, count) of every key stored more than once, straight from the table."""
+    with store.engine.connect() as connection:
+        return list(connection.execute(text(
+            "select pair_id, oracle, annotator, count(*) from labels group by 1, 2, 3 having count(*) > 1")))
 
 
 def test_put_is_idempotent_on_pair_oracle_annotator(store: LabelStore) -> None:
@@ -42,9 +55,7 @@ def test_put_is_idempotent_on_pair_oracle_annotator(store: LabelStore) -> None:
     records = store.labels()
     assert len(records) == 5
     assert [r.preferred for r in records[:3]] == [1, 1, 1]
-    rows = sqlite3.connect(store.engine.url.database).execute(
-        "select pair_id, oracle, annotator, count(*) from labels group by 1, 2, 3 having count(*) > 1").fetchall()
-    assert rows == []
+    assert duplicated_keys(store) == []
 
 
 def test_labels_filters_and_pages_by_seq(store: LabelStore) -> None:
@@ -78,26 +89,26 @@ def test_conversational_prompt_round_trips(store: LabelStore) -> None:
     assert store.labels()[0].prompt == conversation
 
 
-def test_labels_survive_reopen_and_schema_is_stamped(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'sub' / 'labels.db'}"
+def test_labels_survive_reopen_and_schema_is_stamped(store_url: str) -> None:
     pairs = make_pairs(2)
-    with LabelStore(url) as store:
+    with LabelStore(store_url) as store:
         store.put([label(p.pair_id) for p in pairs], pairs, round=1)
-    with LabelStore(url) as store:
+    with LabelStore(store_url) as store:
         assert [r.pair_id for r in store.labels()] == ["p0", "p1"]
-    connection = sqlite3.connect(tmp_path / "sub" / "labels.db")
-    assert connection.execute("select version_num from alembic_version").fetchall() == [(SCHEMA_REVISION,)]
-    assert connection.execute("pragma journal_mode").fetchone() == ("wal",)
+        with store.engine.connect() as connection:
+            assert list(connection.execute(text("select version_num from alembic_version"))) == [(SCHEMA_REVISION,)]
 
 
-def test_unknown_schema_revision_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "labels.db"
-    LabelStore(f"sqlite:///{db}").close()
-    connection = sqlite3.connect(db)
-    connection.execute("update alembic_version set version_num = '9999'")
-    connection.commit()
+def test_sqlite_store_is_created_in_wal_mode_with_its_directory(tmp_path: Path) -> None:
+    LabelStore(f"sqlite:///{tmp_path / 'sub' / 'labels.db'}").close()
+    assert sqlite3.connect(tmp_path / "sub" / "labels.db").execute("pragma journal_mode").fetchone() == ("wal",)
+
+
+def test_unknown_schema_revision_is_refused(store_url: str) -> None:
+    with LabelStore(store_url) as store, store.engine.begin() as connection:
+        connection.execute(text("update alembic_version set version_num = '9999'"))
     with pytest.raises(LabelStoreError, match="9999"):
-        LabelStore(f"sqlite:///{db}")
+        LabelStore(store_url)
 
 
 @pytest.mark.parametrize(("url", "match"), [("nonsense://", "nonsense"), ("not a url", "not a database URL")])
@@ -126,3 +137,30 @@ def test_human_queue_enqueue_skip_answer(store: LabelStore) -> None:
     assert [t.pair_id for t in [queue.next_task()]] == ["p2"]
     with pytest.raises(LabelStoreError, match="task_id 99"):
         queue.answer(99, 1, "ann")
+
+
+def write_in_batches(url: str, pair_count: int, seed: int) -> int:
+    """Open the store at ``url`` and put one label for each of ``pair_count`` pairs, in a seeded order, 4 per
+    transaction; returns how many of the writes were new."""
+    pairs = make_pairs(pair_count)
+    random.Random(seed).shuffle(pairs)
+    with LabelStore(url) as store:
+        return sum(store.put([label(p.pair_id) for p in pairs[i:i + 4]], pairs[i:i + 4], round=seed)
+                   for i in range(0, pair_count, 4))
+
+
+@pytest.mark.parametrize("pool", [
+    lambda workers: ThreadPoolExecutor(workers),
+    lambda workers: ProcessPoolExecutor(workers, mp_context=get_context("spawn")),
+], ids=["threads", "processes"])
+def test_concurrent_writers_store_every_label_exactly_once(store_url: str, pool: Callable[[int], Executor]) -> None:
+    """Writers racing on one fresh store (schema creation included) over the same keys: every key is stored
+    once, and the writers' "new" counts add up to exactly the number of keys."""
+    workers, pair_count = 4, 40
+    with pool(workers) as executor:
+        new_counts = list(executor.map(write_in_batches, [store_url] * workers, [pair_count] * workers,
+                                       range(workers)))
+    assert sum(new_counts) == pair_count
+    with LabelStore(store_url) as store:
+        assert sorted(r.pair_id for r in store.labels()) == sorted(p.pair_id for p in make_pairs(pair_count))
+        assert duplicated_keys(store) == []
