@@ -1,8 +1,9 @@
-"""Exports to TRL / Label Studio / Argilla and imports back into a fresh store (round trips)."""
+"""Exports to TRL / Label Studio / Argilla and imports back into a fresh store (round trips), SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,8 @@ PAIRS = [
 ]
 
 
-def filled_store(path: Path) -> LabelStore:
-    store = LabelStore(f"sqlite:///{path}")
+def filled_store(url: str) -> LabelStore:
+    store = LabelStore(url)
     store.put([Label("p0", 1, 0.81, "reward_model", "all-MiniLM-L6-v2"),
                Label("p1", 2, 0.27, "reward_model", "all-MiniLM-L6-v2")], PAIRS, round=1)
     queue = HumanQueue(store)
@@ -36,20 +37,20 @@ def comparable(store: LabelStore) -> list[tuple]:
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("label-studio", "tasks.json"), ("argilla", "records.jsonl")])
-def test_full_fidelity_round_trip(tmp_path: Path, fmt: str, name: str) -> None:
-    source = filled_store(tmp_path / "a.db")
+def test_full_fidelity_round_trip(tmp_path: Path, new_store_url: Callable[[], str], fmt: str, name: str) -> None:
+    source = filled_store(new_store_url())
     out = tmp_path / name
     assert export_labels(source, out, fmt) == (2 if fmt == "label-studio" else 3)
-    with LabelStore(f"sqlite:///{tmp_path / 'b.db'}") as target:
+    with LabelStore(new_store_url()) as target:
         assert import_labels(target, out, fmt) == 3
         assert import_labels(target, out, fmt) == 0  # idempotent
         assert comparable(target) == comparable(source)
         assert target.preference_pairs() == source.preference_pairs()
 
 
-def test_label_studio_shapes(tmp_path: Path) -> None:
+def test_label_studio_shapes(tmp_path: Path, store_url: str) -> None:
     out = tmp_path / "tasks.json"
-    export_labels(filled_store(tmp_path / "a.db"), out, "label-studio")
+    export_labels(filled_store(store_url), out, "label-studio")
     first = json.loads(out.read_text())[0]
     assert first["data"]["pair_id"] == "p0"
     assert first["predictions"][0]["result"][0]["value"] == {"choices": ["response_1"]}
@@ -58,8 +59,9 @@ def test_label_studio_shapes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("fmt", "name"), [("trl-jsonl", "prefs.jsonl"), ("trl-parquet", "prefs.parquet")])
 @pytest.mark.parametrize("conversational", [False, True])
-def test_trl_round_trip_keeps_the_preference(tmp_path: Path, fmt: str, name: str, conversational: bool) -> None:
-    source = LabelStore(f"sqlite:///{tmp_path / 'a.db'}")
+def test_trl_round_trip_keeps_the_preference(tmp_path: Path, new_store_url: Callable[[], str], fmt: str, name: str,
+                                             conversational: bool) -> None:
+    source = LabelStore(new_store_url())
     pairs = [CandidatePair(p.pair_id, p.prompt_id, [{"role": "user", "content": "q"}] if conversational else "q",
                            p.response_1, p.response_2) for p in PAIRS]
     source.put([Label("p0", 1, 0.81, "reward_model"), Label("p1", 2, 0.27, "reward_model")], pairs, round=1)
@@ -72,7 +74,7 @@ def test_trl_round_trip_keeps_the_preference(tmp_path: Path, fmt: str, name: str
     assert (rows["p0"].chosen, rows["p0"].rejected) == (wrap("no."), wrap("hi!"))
     assert (rows["p1"].chosen, rows["p1"].rejected) == (wrap("Rex"), wrap("Tom"))
     assert rows["p1"].score_chosen == pytest.approx(0.73)
-    with LabelStore(f"sqlite:///{tmp_path / 'b.db'}") as target:
+    with LabelStore(new_store_url()) as target:
         assert import_labels(target, out, fmt, round=3) == 2
         back = {pair.pair_id: pair for pair in target.preference_pairs()}
         assert {k: (v.prompt, v.chosen, v.rejected) for k, v in back.items()} == {
@@ -80,8 +82,8 @@ def test_trl_round_trip_keeps_the_preference(tmp_path: Path, fmt: str, name: str
         assert {r.round for r in target.labels()} == {3}
 
 
-def test_bad_inputs_are_named(tmp_path: Path) -> None:
-    store = filled_store(tmp_path / "a.db")
+def test_bad_inputs_are_named(tmp_path: Path, store_url: str) -> None:
+    store = filled_store(store_url)
     with pytest.raises(DataError, match="'csv'"):
         export_labels(store, tmp_path / "x.csv", "csv")
     with pytest.raises(DataError, match="writes a .jsonl file"):
