@@ -45,7 +45,7 @@ def _reference_loss(
             "rewards/margin": margins.mean().item(),
             "rewards/accuracy": (margins > 0).float().mean().item(),
         }
-    return losses.mean(), metrics
+    return losses, metrics
 
 
 def _reference_free_loss(
@@ -62,7 +62,7 @@ def _reference_free_loss(
             "ref_samples/logp": sample_logps.mean().item(),
             "rewards/accuracy": (pair_prob > batch.ref_pair_prob_chosen).float().mean().item(),
         }
-    return losses.mean(), metrics
+    return losses, metrics
 
 
 def preference_loss(
@@ -72,7 +72,19 @@ def preference_loss(
     length_normalize: bool = False,
     reference_logps: ReferenceLogps | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Mean preference loss of one batch under ``train.loss``, and metrics for logging.
+    """Mean preference loss of one batch: :func:`preference_losses` averaged over its B pairs."""
+    losses, metrics = preference_losses(model, batch, train_cfg, length_normalize, reference_logps)
+    return losses.mean(), metrics
+
+
+def preference_losses(
+    model: torch.nn.Module,
+    batch: PreferenceBatch,
+    train_cfg: TrainConfig,
+    length_normalize: bool = False,
+    reference_logps: ReferenceLogps | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Per-pair preference losses of one batch under ``train.loss``, and mean metrics for logging.
 
     One policy forward scores all rows (chosen, rejected, MPO's πref samples). For DPO/IPO the
     reference log-probs are the batch's precomputed ones, else ``reference_logps(batch.pair_sequences)``,
@@ -87,8 +99,8 @@ def preference_loss(
         reference_logps: optional callable giving ``[2B]`` reference log-probs of the pair rows.
 
     Returns:
-        ``(loss, metrics)``: the scalar mean over the B pairs (differentiable) and float metrics
-        (``loss``, implicit rewards, margin and accuracy, or MPO's pair probabilities).
+        ``(losses, metrics)``: the ``[B]`` per-pair losses (differentiable; the caller reduces them) and
+        float means over the batch (``loss``, implicit rewards, margin and accuracy, or MPO's pair probabilities).
     """
     spec = get_loss(train_cfg.loss)
     pairs = batch.num_pairs
@@ -96,7 +108,7 @@ def preference_loss(
         logps = sequence_logps(model, batch.sequences, length_normalize)
         sample_logps = logps[2 * pairs :].view(pairs, batch.samples_per_pair)
         chosen, rejected = logps[:pairs], logps[pairs : 2 * pairs]
-        loss, metrics = _reference_free_loss(spec, chosen, rejected, sample_logps, batch, train_cfg)
+        losses, metrics = _reference_free_loss(spec, chosen, rejected, sample_logps, batch, train_cfg)
     else:
         if batch.ref_chosen_logps is not None and batch.ref_rejected_logps is not None:
             logps = sequence_logps(model, batch.pair_sequences, length_normalize)
@@ -109,6 +121,6 @@ def preference_loss(
             logps, ref_logps = policy_and_reference_logps(model, batch.pair_sequences, length_normalize)
             ref_chosen, ref_rejected = ref_logps.split(pairs)
         chosen, rejected = logps.split(pairs)
-        loss, metrics = _reference_loss(spec, chosen, rejected, ref_chosen, ref_rejected, train_cfg)
-    metrics["loss"] = loss.item()
-    return loss, metrics
+        losses, metrics = _reference_loss(spec, chosen, rejected, ref_chosen, ref_rejected, train_cfg)
+    metrics["loss"] = losses.mean().item()
+    return losses, metrics
