@@ -86,6 +86,15 @@ def _lock_schema(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
 
 
+def run_migrations(connection: Connection, revision: str) -> None:
+    """Upgrade the database behind ``connection`` to alembic ``revision``, inside the connection's transaction."""
+    alembic_cfg = AlembicConfig()
+    alembic_cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    alembic_cfg.attributes["connection"] = connection
+    with _alembic_lock:
+        command.upgrade(alembic_cfg, revision)
+
+
 def upgrade_schema(engine: Engine) -> None:
     """Run every pending migration, then check the database is at :data:`SCHEMA_REVISION`.
 
@@ -94,19 +103,16 @@ def upgrade_schema(engine: Engine) -> None:
             (written by a newer activealign).
     """
     where = engine.url.render_as_string()
-    alembic_cfg = AlembicConfig()
-    alembic_cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     found: str | None = None
     try:
         found = current_revision(engine)
         if found != SCHEMA_REVISION:
-            with _alembic_lock, engine.begin() as connection:
+            with engine.begin() as connection:
                 _lock_schema(connection)
                 found = MigrationContext.configure(connection).get_current_revision()
                 if found != SCHEMA_REVISION:  # another opener may have migrated while we waited
                     logger.info("label store %s: migrating schema %s -> %s", where, found, SCHEMA_REVISION)
-                    alembic_cfg.attributes["connection"] = connection
-                    command.upgrade(alembic_cfg, SCHEMA_REVISION)
+                    run_migrations(connection, SCHEMA_REVISION)
         found = current_revision(engine)
     except SQLAlchemyError as exc:
         raise LabelStoreError(f"label store {where}: cannot migrate ({exc.__class__.__name__}: {exc})") from None
