@@ -1,7 +1,8 @@
 """Setting up an active-loop run: run directory, early checks, Ray connection, and the Ray-backed parts.
 
-Everything that can fail on bad input (config plugins, prompt files) is checked here before any
-actor starts, so a typo costs one error line rather than a cluster start-up.
+Everything that can fail on bad input is checked before any actor starts — plugin names (strategy,
+loss, oracle kind) when the config loads (:mod:`system.config`), input files here — so a typo costs one
+error line rather than a cluster start-up.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 def check_config(config: Config) -> None:
-    """Fail fast on names the registries do not know (strategy, loss) and on missing input files."""
-    from system.losses import get_loss
-    from system.selection import get_strategy
-
-    get_strategy(config.selection.strategy)
-    get_loss(config.train.loss)
+    """Fail fast on missing input files and on an oracle the loop cannot use (registry names were checked when
+    the config loaded)."""
+    if config.oracle.kind == "human" and config.loop.mode == "online" and config.loop.num_eval_prompts:
+        raise ConfigError("oracle.kind: 'human' has no reward function to evaluate generations with; "
+                          "set loop.num_eval_prompts=0 or use a machine oracle")
     for key in ("prompts_path", "eval_prompts_path", "pool_path"):
         value = getattr(config.loop, key)
         if value is not None and not Path(value).exists():

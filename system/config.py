@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from system.errors import ConfigError
 
@@ -189,11 +189,6 @@ class GenerationConfig(Section):
 class FeaturesConfig(Section):
     """Pair features for selection: projected LoRA gradients or last-layer embeddings."""
 
-    kind: Literal["gradient", "embedding"] = Field(
-        "gradient",
-        description="Not read by the pipeline: the selection strategy decides which features it gets "
-        "(activedpo: gradient; adpo, adpo_plus, random: embedding; apo: a frozen encoder's embeddings).",
-    )
     projection_dim: int = Field(
         256, ge=1,
         description="Dimension k of the seeded random projection of the LoRA gradients (gradient features only; "
@@ -256,7 +251,18 @@ class SelectionConfig(Section):
         description="Ridge strength of the logistic DPO fit θ̂ that gives ADPO+'s plug-in weights μ(1 − μ) in "
         "offline selection (activealign select); > 0 keeps the fit finite on separable labels.",
     )
-    seed: int = Field(0, description="Seed of the random strategy's uniform picks.")
+    seed: int = Field(0, description="Seed of the random strategy's uniform picks; round r draws with seed + r.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, name: str) -> str:
+        from system.selection import get_strategy  # imported here: the selection package imports this module
+
+        try:
+            get_strategy(name)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("selection.strategy: ")) from None
+        return name
 
 
 class OracleConfig(Section):
@@ -392,7 +398,7 @@ class SftWarmupConfig(Section):
 class TrainConfig(Section):
     """Preference optimisation: loss by registered name and its hyper-parameters."""
 
-    loss: Literal["dpo", "ipo", "mpo"] = Field(
+    loss: str = Field(
         "dpo",
         description="Preference loss: 'dpo' (sigmoid, optional cDPO label smoothing), 'ipo' (TRL's convention) or "
         "'mpo' (reference-free: πref enters only through precomputed pair probabilities and samples).",
@@ -453,6 +459,17 @@ class TrainConfig(Section):
         "estimate the point-wise KL term.",
     )
 
+
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, name: str) -> str:
+        from system.losses import get_loss  # imported here: keeps torch out of importing the config
+
+        try:
+            get_loss(name)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("train.loss: ")) from None
+        return name
 
 class LoopConfig(Section):
     """The active loop: rounds of generate → featurise → select → label → train → sync → evaluate."""
@@ -609,6 +626,18 @@ class Config(Section):
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow tracking.")
     cluster: ClusterConfig = Field(ClusterConfig(), description="Ray cluster and per-actor resources.")
 
+
+    @model_validator(mode="after")
+    def _weights_need_logistic_curvature(self) -> Config:
+        from system.selection import get_strategy
+
+        if self.train.loss == "ipo" and get_strategy(self.selection.strategy).needs_weights:
+            raise ValueError(
+                f"selection.strategy={self.selection.strategy} weights pairs by μ(1−μ), the curvature of a logistic "
+                "loss (DPO, MPO); train.loss=ipo is a squared loss with constant curvature, where those weights "
+                "would be wrong (use adpo: with constant weights ADPO+ is ADPO)"
+            )
+        return self
 
 def overrides_from_args(args: Sequence[str]) -> list[str]:
     """Turn CLI tokens ``--train.lr 1e-4 --loop.rounds=3`` into ``["train.lr=1e-4", "loop.rounds=3"]``."""

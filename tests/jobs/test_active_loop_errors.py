@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,6 @@ from tests.conftest import REPO_ROOT
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("selection.strategy=bogus", "selection.strategy"),
         ("loop.prompts_path=missing/prompts.jsonl", "loop.prompts_path: missing/prompts.jsonl does not exist"),
         ("loop.eval_prompts_path=nope.jsonl", "loop.eval_prompts_path"),
     ],
@@ -31,12 +31,37 @@ def test_bad_config_fails_before_ray_starts(tmp_path: Path, override: str, messa
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+def test_human_oracle_without_a_reward_function_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    config = load_config(REPO_ROOT / "configs/tiny.yaml", ["oracle.kind=human", f"loop.run_dir={tmp_path}/run"])
+    with pytest.raises(ConfigError, match="oracle.kind: 'human' has no reward function"):
+        main(config)
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["selection.strategy=bogus"], r"selection.strategy: .*unknown strategy 'bogus' \(known: activedpo, adpo"),
+        (["selection.strategy=no_such_module:rule"], r"selection.strategy: .*cannot import 'no_such_module'"),
+        (["train.loss=kto"], r"train.loss: .*unknown loss 'kto'"),
+        (["selection.strategy=adpo_plus", "train.loss=ipo"], r"adpo_plus weights pairs by μ\(1−μ\).*train.loss=ipo"),
+    ],
+)
+def test_unknown_or_unsupported_names_are_refused_when_the_config_loads(overrides: list[str], message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO_ROOT / "configs/tiny.yaml", overrides)
+    assert time.perf_counter() - started < 2.0  # no model, no Ray: registry look-ups only
+
+
+@pytest.mark.parametrize(("option", "key"), [(["--train.loss", "kto"], "train.loss"),
+                                             (["--selection.strategy", "bogus"], "selection.strategy")])
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path, option: list[str], key: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "run", "--config", "configs/tiny.yaml", "--train.loss", "kto",
+        [sys.executable, "-m", "jobs.cli", "run", "--config", "configs/tiny.yaml", *option,
          "--loop.run_dir", str(tmp_path / "run")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: configs/tiny.yaml + overrides: train.loss")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: configs/tiny.yaml + overrides: {key}")
     assert "Traceback" not in result.stderr and "Started a local Ray" not in result.stderr
