@@ -26,7 +26,7 @@ import torch
 from system.errors import DataError
 from system.fileio import atomic_write_text
 
-PHASES = ("start", "generated", "featurized", "selected", "labelled", "trained", "synced", "evaluated")
+PHASES = ("start", "generated", "selected", "labelled", "trained", "synced", "evaluated")
 """Phases of one round in execution order; ``RoundState.phase`` names the last one finished."""
 
 STATE_FILE = "state.json"
@@ -53,8 +53,6 @@ class RoundState:
         mlflow_run_id: MLflow run the loop logs into.
         labelled_pair_ids: ids of every pair labelled so far, in labelling order.
         selector_state_path: the selector's saved design state (V⁻¹ …) after the last selection.
-        warmup_done: whether the optional SFT warm-up has run.
-        mpo_reference_path: precomputed MPO reference statistics, when the loss is MPO.
         rng: pickled RNG states of python/numpy/torch (base64), captured at save time.
     """
 
@@ -65,8 +63,6 @@ class RoundState:
     mlflow_run_id: str | None = None
     labelled_pair_ids: list[str] = field(default_factory=list)
     selector_state_path: str | None = None
-    warmup_done: bool = False
-    mpo_reference_path: str | None = None
     rng: str = ""
 
     def done(self, round_index: int, phase: str) -> bool:
