@@ -1,4 +1,5 @@
-"""``activealign evaluate`` on the base policy and ``activealign export --what adapter``."""
+"""``activealign evaluate`` on the base policy and ``activealign export`` of labels (SQLite and PostgreSQL stores)
+and of the adapter."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import pytest
 
 from jobs.export import main as export_main
 from system.config import load_config
+from system.data import load_preferences
 from system.errors import DataError
 from system.evaluation.local import evaluate_adapter
 from system.generation import evaluation_params
+from system.labels import LabelStore
 from system.run_state import RoundState, save_round_state
+from system.types import CandidatePair, Label
 from tests.conftest import REPO_ROOT
 
 
@@ -35,6 +39,18 @@ def test_sampled_evaluation_scores_every_sample_and_is_seeded(tmp_path: Path) ->
     params = evaluation_params(config.generation, 3)
     assert (params.n, params.temperature, params.greedy) == (3, config.generation.temperature, False)
     assert evaluation_params(config.generation, 0).greedy
+
+
+def test_export_labels_writes_the_stored_preferences(tmp_path: Path, store_url: str) -> None:
+    config = load_config(REPO_ROOT / "configs/tiny.yaml", [f"oracle.label_store_url={store_url}"])
+    pairs = [CandidatePair(f"p{i}", f"x{i}", f"prompt {i}", f"a{i}", f"b{i}") for i in range(2)]
+    with LabelStore(store_url) as store:
+        store.put([Label("p0", 1, 0.9, "reward_model"), Label("p1", 2, 0.2, "reward_model")], pairs, round=1)
+    assert export_main(config, tmp_path / "prefs.jsonl", what="labels") == 0
+    rows = load_preferences(tmp_path / "prefs.jsonl")
+    assert sorted((row.pair_id, row.prompt, row.chosen, row.rejected) for row in rows) == [
+        ("p0", "prompt 0", "a0", "b0"), ("p1", "prompt 1", "b1", "a1")]
+    assert sorted(row.score_chosen for row in rows) == pytest.approx([0.8, 0.9])
 
 
 def test_export_adapter_copies_the_latest_adapter(tmp_path: Path) -> None:
