@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 WORDS = [
     "please", "thank", "you", "kindly", "the", "answer", "is", "here", "bread", "flour", "water", "yeast", "oven",
     "bake", "slowly", "cells", "mitochondria", "energy", "protein", "polite", "sorry", "help", "sure", "happy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from actors.oracle.security import configured_token
 from jobs.loop_setup import (
     RayParts,
     check_config,
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 def main(config: Config, resume: Path | None = None) -> int:
     """Run (or resume) the loop; returns the process exit code."""
     check_config(config)
+    configured_token(config.oracle)  # a too-short oracle token stops here, before Ray starts
     check_oracle_port(config)
     prompts, eval_prompts = load_prompt_sets(config)
     pool = load_pool(config)

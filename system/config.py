@@ -8,6 +8,7 @@ value raises :class:`~system.errors.ConfigError` naming the key path and the fil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -726,16 +727,30 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
+MIN_TOKEN_CHARS = 16
+"""Shortest bearer token the oracle service accepts in ``$<oracle.token_env>``."""
+
+REDACTED = "<redacted>"
+
+
 def flatten_config(config: Config) -> dict[str, str]:
-    """``{"train.lr": "0.0001", ...}`` for logging every setting as an MLflow param."""
+    """``{"train.lr": "0.0001", ...}`` for logging every setting as an MLflow param.
+
+    The oracle token never becomes a param: a setting named like ``oracle.token_env`` (e.g.
+    ``cluster.runtime_env.env_vars.ACTIVEALIGN_API_TOKEN``) or whose value contains that variable's
+    token reads :data:`REDACTED`.
+    """
     flat: dict[str, str] = {}
+    token = os.environ.get(config.oracle.token_env, "")
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict) and value:
             for key, item in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), item)
         else:
-            flat[prefix] = str(value)
+            secret = prefix.rsplit(".", 1)[-1] == config.oracle.token_env
+            secret |= len(token) >= MIN_TOKEN_CHARS and token in str(value)
+            flat[prefix] = REDACTED if secret else str(value)
 
     walk("", config.model_dump(mode="json"))
     return flat

@@ -1,9 +1,10 @@
 """Bearer-token auth, the request-size limit and the loopback rule for running without a configured token.
 
-The token comes from the environment variable named by ``oracle.token_env``. With none set, the
-service refuses to start on a non-loopback host; on a loopback host it generates a random token
-for this run and puts it into that variable (so a client in the same process finds it) — the
-caller prints it once.
+The token comes from the environment variable named by ``oracle.token_env`` and must have at least
+:data:`MIN_TOKEN_CHARS` characters. With none set, the service refuses to start on a non-loopback host;
+on a loopback host it generates a random token for this run and puts it into that variable (so a
+client in the same process finds it) — the caller prints it once. No error or log line here names
+the token itself, only the variable; tokens are compared in constant time (``hmac.compare_digest``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.responses import JSONResponse
 
-from system.config import OracleConfig
-from system.errors import OracleError
+from system.config import MIN_TOKEN_CHARS, OracleConfig
+from system.errors import ConfigError, OracleError
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ def resolve_token(oracle_cfg: OracleConfig, allow_generate: bool = True) -> tupl
     """The service token and whether it was generated here.
 
     Raises:
+        ConfigError: ``$<oracle.token_env>`` is set but shorter than :data:`MIN_TOKEN_CHARS`.
         OracleError: no token in ``$<oracle.token_env>`` and the host is not loopback (or generating is not allowed).
     """
-    token = os.environ.get(oracle_cfg.token_env, "")
+    token = configured_token(oracle_cfg)
     if token:
         return token, False
     if not is_loopback(oracle_cfg.host):
@@ -54,6 +56,21 @@ def resolve_token(oracle_cfg: OracleConfig, allow_generate: bool = True) -> tupl
     os.environ[oracle_cfg.token_env] = token
     logger.warning("no $%s set: generated a token for this run", oracle_cfg.token_env)
     return token, True
+
+
+def configured_token(oracle_cfg: OracleConfig) -> str:
+    """``$<oracle.token_env>`` ('' when unset).
+
+    Raises:
+        ConfigError: the token is set but shorter than :data:`MIN_TOKEN_CHARS` (the message names the variable only).
+    """
+    token = os.environ.get(oracle_cfg.token_env, "")
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"${oracle_cfg.token_env} is shorter than {MIN_TOKEN_CHARS} characters: set a longer bearer token, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
+    return token
 
 
 def require_token(request: Request) -> None:

@@ -31,6 +31,16 @@ def test_bad_config_fails_before_ray_starts(tmp_path: Path, override: str, messa
     assert not (tmp_path / "run").exists()
 
 
+def test_a_short_oracle_token_fails_before_ray_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTIVEALIGN_API_TOKEN", "fifteen-chars-x")
+    config = load_config(REPO_ROOT / "configs/tiny.yaml", [f"loop.run_dir={tmp_path}/run"])
+    with pytest.raises(ConfigError, match=r"^\$ACTIVEALIGN_API_TOKEN is shorter than 16 characters") as refused:
+        main(config)
+    assert "fifteen-chars-x" not in str(refused.value) and refused.value.exit_code == 2
+    assert not ray.is_initialized()
+    assert not (tmp_path / "run").exists()
+
+
 def test_human_oracle_without_a_reward_function_is_refused_before_ray_starts(tmp_path: Path) -> None:
     config = load_config(REPO_ROOT / "configs/tiny.yaml", ["oracle.kind=human", f"loop.run_dir={tmp_path}/run"])
     with pytest.raises(ConfigError, match="oracle.kind: 'human' has no reward function"):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import secrets
 import tarfile
 from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pytest
 import torch
 from mlflow import MlflowClient
 
-from system.config import Config, TrackingConfig, flatten_config, load_config
+from system.config import REDACTED, Config, TrackingConfig, flatten_config, load_config
 from system.data import write_preferences, write_rows
 from system.generation import candidate_pairs
 from system.loop import labelled_pairs
@@ -50,6 +52,25 @@ def test_params_metrics_artifacts_and_reopen(tmp_path: Path) -> None:
     assert [a.path for a in client.list_artifacts(tracker.run_id, "round_001")] == ["round_001/pairs.jsonl"]
     assert len(client.search_runs([run.info.experiment_id])) == 1
     assert (tmp_path / "mlartifacts").is_dir()
+
+
+def test_the_oracle_token_never_becomes_an_mlflow_param(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = secrets.token_urlsafe(24)
+    monkeypatch.setenv("ACTIVEALIGN_API_TOKEN", token)
+    config = load_config(None, [f"cluster.runtime_env.env_vars.ACTIVEALIGN_API_TOKEN={token}",
+                                f"oracle.label_store_url=postgresql+psycopg://labeller:{token}@db/labels",
+                                "cluster.runtime_env.env_vars.HF_HOME=/cache", "train.lr=0.003"])
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="secrets")
+    tracker = Tracker.open(cfg, run_name="loop")
+
+    tracker.log_config(config)
+
+    params = MlflowClient(tracking_uri=cfg.uri).get_run(tracker.run_id).data.params
+    assert not [item for item in params.items() if token in item[0] or token in item[1]]
+    assert params["cluster.runtime_env.env_vars.ACTIVEALIGN_API_TOKEN"] == REDACTED
+    assert params["oracle.label_store_url"] == REDACTED
+    assert params["cluster.runtime_env.env_vars.HF_HOME"] == "/cache" and params["train.lr"] == "0.003"
+    assert params["oracle.token_env"] == "ACTIVEALIGN_API_TOKEN"
 
 
 def _uploaded_bytes(client: MlflowClient, run_id: str, artifact_path: str) -> dict[str, int]:

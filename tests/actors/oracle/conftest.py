@@ -12,7 +12,7 @@ import pytest
 from system.config import Config, config_from_dict
 from tests.conftest import REPO_ROOT, free_port
 
-TOKEN = "test-token-123"
+TOKEN = "test-token-0123456789"
 PORT = free_port()  # one Serve HTTP proxy serves every module's app in turn (Serve keeps its first http_options)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
