@@ -1,18 +1,17 @@
 """HTTP client of the oracle service, used by the active-loop driver and by evaluation.
 
-Requests go out in chunks of ``batch_size`` pairs, each with an ``Idempotency-Key`` derived from
-(round, pair ids) so a retried chunk is recognisable. Connection failures, timeouts, 429 and 5xx
+Requests and answers are the pydantic models of :mod:`system.api`, the same ones the service validates and
+publishes. Requests go out in chunks of ``batch_size`` pairs. Connection failures, timeouts, 429 and 5xx
 answers (and the plain-text 404 of a Serve proxy whose app is still deploying) are retried with
-exponential backoff until ``retry_deadline_s``; the service's label store
-is keyed by (pair_id, oracle, annotator), so a chunk retried after the service died mid-request is
-stored once and answered with the stored verdicts. Other 4xx answers raise :class:`OracleError`
-with the service's one-line detail. For the human oracle the pairs are queued (HTTP 202) and the
+exponential backoff until ``retry_deadline_s``; the service's label store is keyed by (pair_id, oracle,
+annotator), so a chunk retried after the service died mid-request is stored once and answered with the
+stored verdicts: the pair id is the idempotency key. Other 4xx answers raise :class:`OracleError` with the
+service's one-line detail. For the human oracle the pairs are queued (HTTP 202) and the
 client polls ``GET /v1/labels`` until every pair has a label or ``human_timeout_s`` passes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 from tqdm import tqdm
 
+from system.api import LabelRequest, LabelResponse, LabelsPage, PairIn, RewardRequest, RewardResponse
 from system.config import OracleConfig
 from system.errors import OracleError
 from system.types import CandidatePair, Label, Text
@@ -48,23 +48,6 @@ class RetryableStatus(Exception):
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.TransportError, RetryableStatus))
-
-
-def idempotency_key(round: int, pair_ids: Sequence[str]) -> str:
-    """Stable key of a labelling chunk: sha256 of the round and the pair ids."""
-    return hashlib.sha256(f"{round}\n".encode() + "\n".join(pair_ids).encode()).hexdigest()[:32]
-
-
-def label_from_json(row: dict[str, Any]) -> Label:
-    return Label(
-        pair_id=row["pair_id"], preferred=1 if row["preferred"] == 1 else 2, prob_1=float(row["prob_1"]),
-        oracle=row["oracle"], model_version=row.get("model_version", ""), annotator=row.get("annotator", ""),
-    )
-
-
-def pair_json(pair: CandidatePair) -> dict[str, Any]:
-    return {"pair_id": pair.pair_id, "prompt_id": pair.prompt_id, "prompt": pair.prompt,
-            "response_1": pair.response_1, "response_2": pair.response_2}
 
 
 class OracleClient:
@@ -162,14 +145,13 @@ class OracleClient:
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start:start + self.batch_size]
             ids = [pair.pair_id for pair in chunk]
-            response = self.request(
-                "POST", "/v1/label", json={"pairs": [pair_json(pair) for pair in chunk], "round": round},
-                headers={"Idempotency-Key": idempotency_key(round, ids)},
-            )
+            body = LabelRequest(pairs=[PairIn.from_pair(pair) for pair in chunk], round=round)
+            response = self.request("POST", "/v1/label", json=body.model_dump(mode="json", exclude_none=True))
             if response.status_code == 202:
                 queued += ids
             else:
-                found.update((row["pair_id"], label_from_json(row)) for row in response.json()["labels"])
+                found.update((row.pair_id, row.to_label())
+                             for row in LabelResponse.model_validate_json(response.content).labels)
         if queued:
             found.update(self.wait_for_labels(queued, round, allow_partial))
         return [found[pair.pair_id] for pair in pairs if pair.pair_id in found]
@@ -185,15 +167,15 @@ class OracleClient:
                 params: dict[str, Any] = {"round": round, "limit": 1000}
                 if since is not None:
                     params["since"] = since
-                page = self.request("GET", "/v1/labels", params=params).json()
-                for row in page["labels"]:
-                    if row["pair_id"] in wanted and row["pair_id"] not in found:
-                        found[row["pair_id"]] = label_from_json(row)
+                page = LabelsPage.model_validate_json(self.request("GET", "/v1/labels", params=params).content)
+                for row in page.labels:
+                    if row.pair_id in wanted and row.pair_id not in found:
+                        found[row.pair_id] = row.to_label()
                         bar.update(1)
-                since = page["next_since"]
+                since = page.next_since
                 if len(found) == len(wanted):
                     return found
-                if page["labels"]:
+                if page.labels:
                     continue  # more pages may be waiting
                 if time.monotonic() >= deadline:
                     break
@@ -210,8 +192,10 @@ class OracleClient:
             raise OracleError(f"oracle rewards: {len(prompts)} prompts but {len(responses)} responses")
         rewards: list[float] = []
         for start in range(0, len(prompts), self.batch_size):
-            items = [{"prompt": prompt, "response": response}
-                     for prompt, response in zip(prompts[start:start + self.batch_size],
-                                                 responses[start:start + self.batch_size], strict=True)]
-            rewards += self.request("POST", "/v1/reward", json={"items": items}).json()["rewards"]
+            body = RewardRequest.model_validate({"items": [
+                {"prompt": prompt, "response": response}
+                for prompt, response in zip(prompts[start:start + self.batch_size],
+                                            responses[start:start + self.batch_size], strict=True)]})
+            answer = self.request("POST", "/v1/reward", json=body.model_dump(mode="json"))
+            rewards += RewardResponse.model_validate_json(answer.content).rewards
         return rewards

@@ -15,19 +15,22 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.oracle.metrics import OracleMetrics
-from actors.oracle.schemas import (
+from actors.oracle.security import BodySizeLimit, require_token
+from system.api import (
     AnswerIn,
     AnswerOut,
+    ErrorOut,
     LabelOut,
     LabelRequest,
     LabelResponse,
@@ -39,7 +42,6 @@ from actors.oracle.schemas import (
     RewardResponse,
     TaskOut,
 )
-from actors.oracle.security import BodySizeLimit, require_token
 from system.config import OracleConfig
 from system.errors import LabelStoreError, OracleError
 from system.labels import HumanQueue, LabelRecord, LabelStore
@@ -49,10 +51,22 @@ from system.types import CandidatePair
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_PAGE = 10_000
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in [
+        (400, "malformed JSON body"), (401, "missing or wrong bearer token"), (404, "unknown pair or task"),
+        (409, "schema-valid but not possible here: duplicate pair ids, another oracle, no reward function"),
+        (413, "request body too large"), (422, "invalid request: `detail` names the first bad field"),
+    ]
+}
+"""Published for every route (replacing FastAPI's default 422 schema), so clients generated from the OpenAPI
+document can parse every error this service sends."""
+
 app = FastAPI(
     title="activealign oracle",
     version="1",
     description="Preference labels from machine oracles and human annotators, stored durably.",
+    responses=ERROR_RESPONSES,
 )
 app.add_middleware(BodySizeLimit)
 app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -98,7 +112,8 @@ class OracleIngress:
     def healthz(self) -> dict[str, str]:
         return {"status": "ok", "oracle": self.kind}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     def metrics(self) -> Response:
         done, total = self.queue.progress()
         body = self.metrics.render(self.store.counts_by_oracle(), total - done)
@@ -112,12 +127,10 @@ class OracleIngress:
         """Label pairs (machine oracles) or queue them for annotators (human oracle, HTTP 202)."""
         started = time.perf_counter()
         if body.oracle is not None and body.oracle != self.kind:
-            raise HTTPException(422, f"body.oracle: unknown oracle {body.oracle!r} (this service runs {self.kind!r})")
-        pairs = [
-            CandidatePair(pair_id=pair.pair_id, prompt_id=pair.prompt_id, prompt=pair.prompt_value(),
-                          response_1=pair.response_1, response_2=pair.response_2)
-            for pair in body.pairs
-        ]
+            raise HTTPException(409, f"body.oracle: unknown oracle {body.oracle!r} (this service runs {self.kind!r})")
+        if duplicates := body.duplicate_ids():
+            raise HTTPException(409, f"body.pairs: duplicate pair_id {duplicates[0]!r}")
+        pairs = [pair.to_pair() for pair in body.pairs]
         if self.judge is None:
             task_ids = await asyncio.to_thread(self.queue.enqueue, pairs, body.round)
             response.status_code = 202

@@ -1,0 +1,173 @@
+"""Request and response bodies of the oracle HTTP API, shared by the service and its client.
+
+The service (``actors/oracle/ingress.py``) validates requests and publishes these models in its OpenAPI
+schema (``/docs``); the client (:mod:`system.oracle_client`) builds its requests from them and parses
+the answers with them, so both sides agree on one definition. Pure pydantic: no web framework imported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from system.types import CandidatePair, Label
+
+PAIR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
+MAX_PAIRS_PER_REQUEST = 4096
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` takes any whole number, ``77.0`` included (never a boolean or a string)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestBody(Body):
+    """What clients send: strict types (``"round": false`` or ``"1"`` is refused, as the published schema says)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: ``detail`` is one line naming the field or the problem
+    (e.g. ``body.pairs.0.response_1: Value error, empty``); a 422 also lists pydantic's ``errors``."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class MessageIn(RequestBody):
+    role: str = Field(min_length=1)
+    content: str
+
+
+NonBlank = Annotated[str, Field(pattern=r"\S", description="text with at least one non-whitespace character")]
+"""Non-blank text, as a JSON-Schema ``pattern`` (unanchored search, as pydantic applies it), so the published
+schema refuses exactly what the service refuses."""
+Conversation = Annotated[list[MessageIn], Field(min_length=1)]
+
+
+class PairIn(RequestBody):
+    """One pair to judge: responses must be non-blank; ``pair_id`` is 1–128 URL-safe characters."""
+
+    pair_id: str = Field(pattern=PAIR_ID_PATTERN)
+    prompt: NonBlank | Conversation
+    response_1: NonBlank
+    response_2: NonBlank
+    prompt_id: str = ""
+
+    def prompt_value(self) -> Any:
+        return self.prompt if isinstance(self.prompt, str) else [message.model_dump() for message in self.prompt]
+
+    @classmethod
+    def from_pair(cls, pair: CandidatePair) -> PairIn:
+        return cls.model_validate({"pair_id": pair.pair_id, "prompt_id": pair.prompt_id, "prompt": pair.prompt,
+                                   "response_1": pair.response_1, "response_2": pair.response_2})
+
+    def to_pair(self) -> CandidatePair:
+        return CandidatePair(pair_id=self.pair_id, prompt_id=self.prompt_id, prompt=self.prompt_value(),
+                             response_1=self.response_1, response_2=self.response_2)
+
+
+class LabelRequest(RequestBody):
+    """``pairs`` to label in ``round``; ``oracle``, when given, must name the oracle this service runs."""
+
+    pairs: list[PairIn] = Field(min_length=1, max_length=MAX_PAIRS_PER_REQUEST)
+    round: Integer = Field(0, ge=0)
+    oracle: str | None = None
+
+    def duplicate_ids(self) -> list[str]:
+        """Pair ids given more than once (JSON Schema cannot say "unique by pair_id": the service answers 409)."""
+        counts = Counter(pair.pair_id for pair in self.pairs)
+        return [pair_id for pair_id, count in counts.items() if count > 1]
+
+
+class LabelOut(Body):
+    """A stored label (``seq`` is the store's row number, the paging cursor of ``GET /v1/labels``)."""
+
+    seq: int
+    pair_id: str
+    round: int
+    prompt: Any
+    response_1: str
+    response_2: str
+    preferred: Literal[1, 2]
+    prob_1: float
+    oracle: str
+    model_version: str
+    annotator: str
+    created_at: str
+
+    def to_label(self) -> Label:
+        return Label(pair_id=self.pair_id, preferred=self.preferred, prob_1=self.prob_1, oracle=self.oracle,
+                     model_version=self.model_version, annotator=self.annotator)
+
+
+class LabelResponse(Body):
+    labels: list[LabelOut]
+
+
+class QueuedResponse(Body):
+    """Human oracle: the pairs were queued for annotators (HTTP 202)."""
+
+    task_ids: list[int]
+    pair_ids: list[str]
+
+
+class LabelsPage(Body):
+    labels: list[LabelOut]
+    next_since: int | None
+
+
+class RewardItem(RequestBody):
+    prompt: str | list[MessageIn]
+    response: NonBlank
+
+    def prompt_value(self) -> Any:
+        return self.prompt if isinstance(self.prompt, str) else [message.model_dump() for message in self.prompt]
+
+
+class RewardRequest(RequestBody):
+    items: list[RewardItem] = Field(min_length=1, max_length=MAX_PAIRS_PER_REQUEST)
+
+
+class RewardResponse(Body):
+    rewards: list[float]
+    model_version: str
+
+
+class Progress(Body):
+    done: int
+    total: int
+
+
+class TaskOut(Body):
+    task_id: int
+    pair_id: str
+    round: int
+    prompt: Any
+    response_1: str
+    response_2: str
+
+
+class NextTask(Body):
+    task: TaskOut | None
+    progress: Progress
+
+
+class AnswerIn(RequestBody):
+    choice: Annotated[Literal[1, 2, "skip"], BeforeValidator(_integral)]
+    annotator: str = Field("annotator", min_length=1, max_length=128)
+
+
+class AnswerOut(Body):
+    label: LabelOut | None
+    progress: Progress
