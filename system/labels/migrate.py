@@ -5,9 +5,9 @@ SQLite connections get WAL journaling, a busy timeout and ``synchronous=NORMAL``
 killed process; WAL keeps readers and the single writer from blocking each other).
 
 Several processes and threads may open a fresh store at once (oracle replicas, trainers): a migration
-runs under the database's schema lock (SQLite's write lock, a PostgreSQL advisory lock) and a
-process-wide thread lock (alembic keeps its running migration in module globals), and re-reads the
-revision once it holds them, so exactly one opener migrates and the others find the schema ready.
+runs under the store's write lock (:func:`lock_store`) and a process-wide thread lock (alembic keeps
+its running migration in module globals), and re-reads the revision once it holds them, so exactly
+one opener migrates and the others find the schema ready.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from system.labels.schema import SCHEMA_REVISION
 
 logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SCHEMA_LOCK_KEY = 0x6C6162656C73  # "labels": the PostgreSQL advisory lock held while migrating
+STORE_LOCK_KEY = 0x6C6162656C73  # "labels": the PostgreSQL advisory lock held by migrations and writers
 _alembic_lock = threading.Lock()
 
 
@@ -78,12 +78,18 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def _lock_schema(connection: Connection) -> None:
-    """Hold the database's schema lock until ``connection``'s transaction ends (other openers wait for it)."""
+def lock_store(connection: Connection) -> None:
+    """Take the store's single write lock until ``connection``'s transaction ends; other writers wait for it.
+
+    SQLite: ``BEGIN IMMEDIATE`` (its database write lock, now rather than at the first write).
+    PostgreSQL: a transaction-scoped advisory lock. Serialised writers cannot deadlock on each other's
+    unique keys, and ``seq`` values become visible in commit order, so a reader paging by ``seq`` never
+    skips a row that an earlier-numbered writer committed late.
+    """
     if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORE_LOCK_KEY})
 
 
 def run_migrations(connection: Connection, revision: str) -> None:
@@ -108,7 +114,7 @@ def upgrade_schema(engine: Engine) -> None:
         found = current_revision(engine)
         if found != SCHEMA_REVISION:
             with engine.begin() as connection:
-                _lock_schema(connection)
+                lock_store(connection)
                 found = MigrationContext.configure(connection).get_current_revision()
                 if found != SCHEMA_REVISION:  # another opener may have migrated while we waited
                     logger.info("label store %s: migrating schema %s -> %s", where, found, SCHEMA_REVISION)

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from system.errors import LabelStoreError
+from system.labels.migrate import lock_store
 from system.labels.schema import tasks_table
 from system.labels.store import LabelRecord, LabelStore, decode_text, encode_text, insert_ignoring_duplicates
 from system.types import CandidatePair, Label, Text
@@ -69,6 +70,7 @@ class HumanQueue:
             return []
         try:
             with self.store.engine.begin() as connection:
+                lock_store(connection)
                 connection.execute(insert_ignoring_duplicates(self.store.engine, tasks_table), rows)
                 found = connection.execute(
                     select(tasks_table.c.pair_id, tasks_table.c.task_id)

@@ -2,7 +2,9 @@
 
 A label is written once per (pair_id, oracle, annotator): a retried submit hits the unique key and
 ``INSERT … ON CONFLICT DO NOTHING`` leaves the first row in place, so the store never duplicates and
-the first verdict wins. Reads page by ``seq``, the store's monotonically increasing row number.
+the first verdict wins. Reads page by ``seq``, the store's monotonically increasing row number; writers
+take the store's write lock (:func:`~system.labels.migrate.lock_store`), so rows become visible in
+``seq`` order on PostgreSQL too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from system.errors import LabelStoreError
-from system.labels.migrate import create_store_engine, upgrade_schema
+from system.labels.migrate import create_store_engine, lock_store, upgrade_schema
 from system.labels.schema import labels_table
 from system.types import CandidatePair, Label, PreferencePair, Text
 
@@ -100,7 +102,7 @@ class LabelStore:
     """Labels in SQLite (WAL, the default) or PostgreSQL, by SQLAlchemy URL.
 
     Opening a store creates or migrates its schema. All methods are safe to call from several
-    processes at once (SQLite serialises writers; PostgreSQL handles conflicts on the unique key).
+    threads and processes at once: writers take turns under the store's write lock.
 
     Args:
         url: e.g. ``sqlite:///runs/labels.db`` (relative paths resolve against the cwd) or
@@ -155,6 +157,7 @@ class LabelStore:
         statement = insert_ignoring_duplicates(self.engine, labels_table)
         try:
             with self.engine.begin() as connection:
+                lock_store(connection)
                 inserted = connection.execute(statement.returning(labels_table.c.seq), rows).all()
         except SQLAlchemyError as exc:
             raise LabelStoreError(f"label store {self.url}: write failed ({exc.__class__.__name__})") from exc

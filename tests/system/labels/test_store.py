@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
@@ -140,13 +141,28 @@ def test_human_queue_enqueue_skip_answer(store: LabelStore) -> None:
 
 
 def write_in_batches(url: str, pair_count: int, seed: int) -> int:
-    """Open the store at ``url`` and put one label for each of ``pair_count`` pairs, in a seeded order, 4 per
+    """Open the store at ``url`` and put one label for each of ``pair_count`` pairs, in a seeded order, 3 per
     transaction; returns how many of the writes were new."""
     pairs = make_pairs(pair_count)
     random.Random(seed).shuffle(pairs)
     with LabelStore(url) as store:
-        return sum(store.put([label(p.pair_id) for p in pairs[i:i + 4]], pairs[i:i + 4], round=seed)
-                   for i in range(0, pair_count, 4))
+        return sum(store.put([label(p.pair_id) for p in pairs[i:i + 3]], pairs[i:i + 3], round=seed)
+                   for i in range(0, pair_count, 3))
+
+
+def page_while_written(url: str, total: int, timeout_s: float = 120.0) -> list[int]:
+    """Page through the store by ``seq`` (as the oracle client pages ``/v1/labels``) while writers run, until all
+    ``total`` rows are in and a last page comes back empty; returns the seq of every row seen, in order seen."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    with LabelStore(url) as store:
+        while time.monotonic() < deadline:
+            all_in = sum(store.counts_by_oracle().values()) == total  # before the page: it then sees every row
+            page = store.labels(since=seen[-1] if seen else None)
+            seen += [record.seq for record in page]
+            if all_in and not page:
+                break
+    return seen
 
 
 @pytest.mark.parametrize("pool", [
@@ -154,13 +170,18 @@ def write_in_batches(url: str, pair_count: int, seed: int) -> int:
     lambda workers: ProcessPoolExecutor(workers, mp_context=get_context("spawn")),
 ], ids=["threads", "processes"])
 def test_concurrent_writers_store_every_label_exactly_once(store_url: str, pool: Callable[[int], Executor]) -> None:
-    """Writers racing on one fresh store (schema creation included) over the same keys: every key is stored
-    once, and the writers' "new" counts add up to exactly the number of keys."""
-    workers, pair_count = 4, 40
-    with pool(workers) as executor:
+    """Writers racing on one fresh store (schema creation included) over the same keys in different orders, and
+    a reader paging by ``seq`` meanwhile: every key is stored once, the writers' "new" counts add up to the
+    number of keys, and the reader saw every row once, in ``seq`` order (no row committed behind its cursor)."""
+    workers, pair_count = 6, 120
+    with pool(workers) as executor, ThreadPoolExecutor(1) as reader:
+        pages = reader.submit(page_while_written, store_url, pair_count)
         new_counts = list(executor.map(write_in_batches, [store_url] * workers, [pair_count] * workers,
                                        range(workers)))
+        seen = pages.result()
     assert sum(new_counts) == pair_count
     with LabelStore(store_url) as store:
-        assert sorted(r.pair_id for r in store.labels()) == sorted(p.pair_id for p in make_pairs(pair_count))
+        records = store.labels()
         assert duplicated_keys(store) == []
+    assert sorted(r.pair_id for r in records) == sorted(p.pair_id for p in make_pairs(pair_count))
+    assert seen == [r.seq for r in records]
