@@ -66,3 +66,9 @@ def new_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[]
 def store_url(new_store_url: Callable[[], str]) -> str:
     """An empty label store's URL, on each backend in turn."""
     return new_store_url()
+
+
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def module_store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty label store's URL shared by a whole test module, which runs once per backend."""
+    return store_url_factory(request, tmp_path_factory.mktemp("labels"))()

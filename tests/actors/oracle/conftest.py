@@ -1,4 +1,4 @@
-"""Helpers for the oracle-service tests: a config on a free loopback port and a SQLite store on disk."""
+"""Helpers for the oracle-service tests: a config on a free loopback port and its label store."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ PORT = free_port()  # one Serve HTTP proxy serves every module's app in turn (Se
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def oracle_config(store_path: Path, **oracle: Any) -> Config:
-    settings = {"label_store_url": f"sqlite:///{store_path}", "port": PORT, "host": "127.0.0.1",
+def oracle_config(store: Path | str, **oracle: Any) -> Config:
+    """Oracle settings for the tests; ``store`` is a SQLite file or a label-store URL."""
+    store_url = store if isinstance(store, str) else f"sqlite:///{store}"
+    settings = {"label_store_url": store_url, "port": PORT, "host": "127.0.0.1",
                 "max_batch_size": 16, "batch_wait_timeout_s": 0.05, **oracle}
     return config_from_dict({"oracle": settings, "cluster": {"oracle": {"num_cpus": 0.5}}})
 
