@@ -1,11 +1,14 @@
 """Sharded pair-feature workers: each holds the policy (base + LoRA), the seeded projection and its shard of φ.
 
-φ never travels to the driver: a worker featurises its shard of candidate pairs, keeps the rows
-x_i (φ_i, or √w_i·φ_i for weighted strategies) and their cached scores s_i = x_iᵀV⁻¹x_i, and serves
-the worker side of the distributed greedy (science.md): propose its local argmax (index, score,
-x row), apply a broadcast (z, c) with one mat-vec. A worker writes its shard to ``state_dir`` after
-featurising, so a worker that Ray restarts reloads it in ``setup()`` and the selector can replay
-the round's updates onto it.
+φ never travels to the driver: every round a worker runs the strategy's worker side
+(:func:`system.features.strategy_rows`: its features, plug-in weights, row transform) under the adapter it
+holds, on its shard of the round's candidate pairs AND its shard of every pair labelled in earlier rounds
+(their features are recomputed under the current policy, seed 001 Prop. 1). It keeps the candidate rows
+x_i and their cached scores s_i = x_iᵀV⁻¹x_i (a :class:`~system.selection.shards.Shard`) and serves the
+worker side of the distributed greedy (science.md): propose its best row, apply a broadcast (z, c)
+with one mat-vec. The labelled rows go to the selector once per round. A worker writes its rows to
+``state_dir`` after featurising, so a worker that Ray restarts reloads them in ``setup()`` and the
+selector can replay the round's updates onto it.
 """
 
 from __future__ import annotations
@@ -21,20 +24,17 @@ from torch import Tensor
 from actors.group import ActorGroup, ActorNotReadyError, shard_evenly
 from actors.weights import AdapterPayload, VersionedAdapter, load_adapter_weights
 from system.config import Config
-from system.features import FEATURES_BY_KIND, implicit_reward_margins, plugin_weights
+from system.features import implicit_reward_margins, strategy_rows
 from system.fileio import atomic_output
-from system.selection import get_strategy
-from system.selection.shards import score_shard, shard_argmax, update_shard_scores
+from system.selection import Proposal, Shard, get_strategy
+from system.selection.shards import blocked_rows
 from system.types import CandidatePair
 
 logger = logging.getLogger(__name__)
 
-Proposal = tuple[int, float, str, Tensor]
-"""A worker's local argmax: (local index, score, pair id, its feature row x [k])."""
-
 
 class FeatureWorker(VersionedAdapter):
-    """One shard of the pool: features, cached scores, local argmax and rank-one score updates."""
+    """One shard of the pool: candidate and labelled rows, cached scores, best row and rank-one score updates."""
 
     def __init__(self, rank: int, config: Config, state_dir: str) -> None:
         super().__init__()
@@ -46,8 +46,8 @@ class FeatureWorker(VersionedAdapter):
         self._adapter_dir: Path | None = None
         self.pair_ids: list[str] = []
         self.rows = torch.zeros(0, 0)
-        self.scores = torch.zeros(0)
-        self.taken = torch.zeros(0, dtype=torch.bool)
+        self.labelled = torch.zeros(0, 0)
+        self.shard = Shard(self.rows)
 
     def setup(self) -> int:
         """Load the policy (and, after a restart, the last adapter and feature shard); returns the version held."""
@@ -59,7 +59,7 @@ class FeatureWorker(VersionedAdapter):
             if saved["adapter_dir"] is not None:
                 self._apply_adapter(Path(saved["adapter_dir"]), saved["version"])
             self.policy_version = saved["version"]
-            self.pair_ids, self.rows = saved["pair_ids"], saved["rows"]
+            self.pair_ids, self.rows, self.labelled = saved["pair_ids"], saved["rows"], saved["labelled"]
             logger.info("feature worker %d restored %d rows of version %d", self.rank, len(self.pair_ids),
                         self.policy_version)
         return self.policy_version
@@ -73,18 +73,20 @@ class FeatureWorker(VersionedAdapter):
             self.model = load_policy(self.config.model, self.config.lora, adapter_dir, is_trainable=False)[0]
         self._adapter_dir = adapter_dir
 
-    def featurize(self, pairs: Sequence[CandidatePair], policy_version: int, strategy: str) -> int:
-        """Compute and keep this shard's rows x_i for ``strategy``'s feature kind; returns how many are zero."""
+    def featurize(
+        self, pairs: Sequence[CandidatePair], labelled: Sequence[CandidatePair], policy_version: int, strategy: str
+    ) -> int:
+        """Rows x_i of ``strategy`` for this shard's candidate ``pairs`` and ``labelled`` pairs under the version
+        held (one pass over both); returns how many candidate rows are zero."""
         if self.model is None:
             raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
         self.require_version(policy_version)
-        rule = get_strategy(strategy)
-        phi = FEATURES_BY_KIND[rule.feature_kind](self.model, self.tokenizer, pairs, self.config)
-        if rule.needs_weights:  # ADPO+: x_i = √w_i·φ_i, w_i = μ_i(1 − μ_i) from the current implicit-reward margin
-            margins = implicit_reward_margins(self.model, self.tokenizer, pairs, self.config)
-            phi = phi * plugin_weights(margins).sqrt().unsqueeze(-1).to(phi.dtype)
-        self.set_features([pair.pair_id for pair in pairs], phi)
-        return int(self.blocked_mask().sum())
+        both = [*pairs, *labelled]
+        rows = torch.zeros(0, 0)  # an empty shard: fewer pairs than workers, or a pool drawn once ran out (APO)
+        if both:
+            rows = strategy_rows(get_strategy(strategy), self.model, self.tokenizer, both, self.config)
+        self.set_features([pair.pair_id for pair in pairs], rows[: len(pairs)], rows[len(pairs) :])
+        return int(blocked_rows(self.rows).sum())
 
     def reward_margins(self, pairs: Sequence[CandidatePair], policy_version: int) -> Tensor:
         """Implicit-reward margins h_i = r_θ(x, y1) − r_θ(x, y2) under the version held → [N_w]."""
@@ -93,54 +95,47 @@ class FeatureWorker(VersionedAdapter):
         self.require_version(policy_version)
         return implicit_reward_margins(self.model, self.tokenizer, pairs, self.config)
 
-    def set_features(self, pair_ids: Sequence[str], rows: Tensor) -> int:
-        """Hold precomputed rows (an offline pool's φ) instead of featurising; persisted for restarts."""
+    def set_features(self, pair_ids: Sequence[str], rows: Tensor, labelled: Tensor | None = None) -> int:
+        """Hold precomputed candidate rows [N_w, k] and labelled rows [L_w, k] (default none) instead of
+        featurising (offline pools, tests); persisted for restarts."""
         self.pair_ids, self.rows = list(pair_ids), rows
+        self.labelled = rows[:0] if labelled is None else labelled
         with atomic_output(self.state_file) as staging:
-            torch.save({"pair_ids": self.pair_ids, "rows": rows, "version": self.policy_version,
-                        "adapter_dir": self._adapter_dir and str(self._adapter_dir)}, staging)
+            torch.save({"pair_ids": self.pair_ids, "rows": rows, "labelled": self.labelled,
+                        "version": self.policy_version, "adapter_dir": self._adapter_dir and str(self._adapter_dir)},
+                       staging)
         return len(self.pair_ids)
 
-    def begin_round(self, v_inv: Tensor) -> Proposal | None:
-        """Score every row under V⁻¹ [k, k] (zero rows blocked) and propose the local argmax."""
+    def begin_round(self, v_inv: Tensor, offset: int) -> Proposal | None:
+        """Score every row under V⁻¹ [k, k] (zero rows blocked) and propose the best; this shard's rows have
+        global indices ``offset`` + local index."""
         if self.model is None:
             raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
-        self.scores = score_shard(self.rows, v_inv)
-        self.taken = self.blocked_mask()
-        return self._proposal()
+        self.shard = Shard(self.rows, offset)
+        return self.shard.begin(v_inv)
 
-    def apply_update(self, z: Tensor, c: float, taken_index: int | None) -> Proposal | None:
-        """s_i ← s_i − (x_iᵀz)²/c after the selector's Sherman–Morrison step; mark our pick; propose again."""
-        if taken_index is not None:
-            self.taken[taken_index] = True
-        self.scores = update_shard_scores(self.scores, self.rows, z, c)
-        return self._proposal()
+    def apply_update(self, z: Tensor, c: float, taken: int) -> Proposal | None:
+        """s_i ← s_i − (x_iᵀz)²/c after the selector's Sherman–Morrison step; mark ``taken`` if ours; propose again."""
+        return self.shard.update(z, c, taken)
 
-    def replay(self, v_inv: Tensor, history: Sequence[tuple[Tensor, float, int | None]]) -> Proposal | None:
+    def replay(self, v_inv: Tensor, offset: int, history: Sequence[tuple[Tensor, float, int]]) -> Proposal | None:
         """Rebuild this round's cached scores after a restart: ``begin_round`` then every update so far."""
-        proposal = self.begin_round(v_inv)
-        for z, c, taken_index in history:
-            proposal = self.apply_update(z, c, taken_index)
+        proposal = self.begin_round(v_inv, offset)
+        for z, c, taken in history:
+            proposal = self.apply_update(z, c, taken)
         return proposal
 
-    def _proposal(self) -> Proposal | None:
-        best = shard_argmax(self.scores, self.taken)
-        if best is None:
-            return None
-        index, score = best
-        return index, score, self.pair_ids[index], self.rows[index]
+    def shard_info(self) -> tuple[list[str], Tensor, int]:
+        """(pair ids of the candidate rows, [N_w] bool mask of zero rows, feature dimension k)."""
+        return self.pair_ids, blocked_rows(self.rows), self.rows.shape[1]
 
-    def shard_info(self) -> tuple[int, int, int]:
-        """(rows held, zero rows, feature dimension k)."""
-        return len(self.pair_ids), int(self.blocked_mask().sum()), self.rows.shape[1]
+    def labelled_rows(self) -> Tensor:
+        """Rows [L_w, k] of this shard of the pairs labelled in earlier rounds, under the version held."""
+        return self.labelled
 
-    def blocked_mask(self) -> Tensor:
-        """[N_w] bool: rows that carry no information (all-zero features) and are never picked."""
-        return self.rows.abs().amax(dim=1) == 0
-
-    def row(self, index: int) -> tuple[str, Tensor]:
-        """(pair id, feature row) of local row ``index``."""
-        return self.pair_ids[index], self.rows[index]
+    def row(self, index: int) -> Tensor:
+        """Candidate row ``index`` (local) [k]."""
+        return self.rows[index]
 
 
 class FeatureWorkerGroup:
@@ -178,24 +173,32 @@ class FeatureWorkerGroup:
         self._adapter = (adapter, version)
         self.group.call_all("load_adapter", adapter, version)
 
-    def featurize(self, pairs: Sequence[CandidatePair], policy_version: int, strategy: str) -> int:
-        """Shard ``pairs`` contiguously across workers and featurise; returns the number of zero-feature pairs."""
+    def featurize(
+        self, pairs: Sequence[CandidatePair], labelled: Sequence[CandidatePair], policy_version: int, strategy: str
+    ) -> int:
+        """Shard the round's candidate ``pairs`` and the earlier rounds' ``labelled`` pairs contiguously across
+        workers and featurise both; returns the number of zero-feature candidate pairs."""
         shards = shard_evenly(list(pairs), len(self.workers))
-        return sum(self.group.call_each("featurize", [(s, policy_version, strategy) for s in shards]))
+        labelled_shards = shard_evenly(list(labelled), len(self.workers))
+        args = [(s, old, policy_version, strategy) for s, old in zip(shards, labelled_shards, strict=True)]
+        return sum(self.group.call_each("featurize", args))
 
     def reward_margins(self, pairs: Sequence[CandidatePair], policy_version: int) -> Tensor:
         """h_i for every pair, computed on the workers' shards → [N] in input order."""
         shards = [shard for shard in shard_evenly(list(pairs), len(self.workers)) if shard]
         return torch.cat(self.group.map_shards("reward_margins", shards, policy_version))
 
-    def set_features(self, pair_ids: Sequence[str], phi: Tensor) -> None:
-        """Distribute precomputed features [N, k] (offline pools, benchmarks) in contiguous shards."""
+    def set_features(self, pair_ids: Sequence[str], phi: Tensor, labelled: Tensor | None = None) -> None:
+        """Distribute precomputed rows [N, k] and labelled rows [L, k] (offline pools, benchmarks, tests) in
+        contiguous shards."""
         id_shards = shard_evenly(list(pair_ids), len(self.workers))
         bounds = [0]
         for shard in id_shards:
             bounds.append(bounds[-1] + len(shard))
-        spans = zip(id_shards, bounds, bounds[1:], strict=False)
-        self.group.call_each("set_features", [(ids, phi[start:stop]) for ids, start, stop in spans])
+        old = phi[:0] if labelled is None else labelled
+        old_shards = torch.tensor_split(old, len(self.workers))
+        spans = zip(id_shards, bounds[:-1], bounds[1:], old_shards, strict=True)
+        self.group.call_each("set_features", [(ids, phi[start:stop], rows) for ids, start, stop, rows in spans])
 
     def shutdown(self) -> None:
         self.group.shutdown()

@@ -1,20 +1,33 @@
-"""The selector actor: holds the design state (V⁻¹, selected ids, round) and runs the distributed greedy.
+"""The selector actor: builds the round's design state V⁻¹ and runs a strategy's pick step over the workers.
 
-One pick (science.md, "Distributed greedy selection"): every feature worker proposes its local
-argmax (index, score, x row); the selector keeps :func:`~system.selection.shards.merge_argmax` of
-the proposals, folds the winner into V⁻¹ (``DesignState.update`` → (z, c)), and broadcasts (z, c)
-once through the object store; each worker updates its cached scores with one mat-vec and proposes
-again. Per pick the selector sends z (k float64) and receives W rows (k each): O(W·k) bytes, never
-O(N·k). V⁻¹ never leaves the selector except once per round to seed the workers' scores.
+Every round starts from V = λI + Σ_j x_j x_jᵀ over EVERY pair labelled in earlier rounds, with x_j
+recomputed by the feature workers under the current (synced) adapter (seed 001, Prop. 1): old picks do
+not keep the feature — or, for ADPO+, the weight w = μ(1 − μ) — they had when picked. The round's picks
+then update V one at a time.
 
-The design state is checkpointed after every round (atomic write) and reloaded in ``setup()``, so a
-selector that Ray restarts continues where the last finished round left it. A feature worker that
-dies mid-round is restarted by Ray, reloads its shard from disk, and gets the round's (z, c) history
-replayed, so the round finishes with the same picks.
+Traffic for that rebuild: the workers send their labelled rows (L rows of k float32, L·k·4 bytes in all)
+and the selector forms the Gram itself (O(L·k²), one Cholesky). The alternative — each of the W workers
+sending its partial Gram Σ x xᵀ (k × k float64, W·k²·8 bytes) — is independent of L but far larger at
+the sizes of seed 001: k = 8192, 50 labels per round, after 10 rounds L = 500 → rows 16.4 MB vs
+W = 4 partial Grams 2.1 GB. Rows stay smaller while L < 2·W·k (65,536 labels for W = 4, k = 8192).
+
+One greedy pick (science.md, "Distributed greedy selection"), through :class:`WorkerPool` — the
+:class:`~system.selection.shards.ShardedPool` over the workers that every strategy's ``pick`` receives:
+every worker proposes its best row (global index, score, x row); the selector keeps
+:func:`~system.selection.shards.merge_argmax`, folds the winner into V⁻¹ (``DesignState.update`` → (z, c))
+and broadcasts (z, c) once through the object store; each worker updates its cached scores with one
+mat-vec and proposes again. Per pick the selector sends z (k float64) to each worker and receives W rows
+(k each): O(W·k) bytes, never O(N·k). V⁻¹ leaves the selector once per round to seed the workers' scores.
+
+After every round the selector checkpoints its record (round, selected ids, the round's final V) with an
+atomic write and reloads it in ``setup()``. A selector that Ray restarts mid-round reruns the round from
+the workers' rows, which gives the same picks. A feature worker that dies mid-round is restarted by Ray,
+reloads its rows from disk, and gets the round's (z, c) history replayed.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,24 +36,89 @@ import ray
 import torch
 from torch import Tensor
 
-from actors.features import FeatureWorkerGroup, Proposal
+from actors.features import FeatureWorkerGroup
 from actors.group import ACTOR_FAILURES, ActorGroup, wait_restarted
 from system.config import Config
 from system.errors import SelectionError
 from system.fileio import atomic_output
-from system.selection import DesignState, get_strategy, merge_argmax
-from system.selection.strategies.dopt import AdpoPlusStrategy, DOptimalStrategy
-from system.selection.strategies.uniform import UniformStrategy
+from system.selection import DesignState, Proposal, check_budget, get_strategy
 from system.types import SelectionResult
 
 logger = logging.getLogger(__name__)
 
-History = list[tuple[Tensor, float, int, int]]
-"""This round's updates so far: (z, c, winning worker, its local index)."""
+
+class WorkerPool:
+    """The :class:`~system.selection.shards.ShardedPool` over Ray feature workers (worker w holds the global
+    rows ``offsets[w]`` … in order); counts the bytes of every pick and the worker restarts it waited for."""
+
+    def __init__(self, workers: list[Any]) -> None:
+        self.workers = workers
+        self.restarts = 0
+        self.bytes_moved = 0
+        infos = [self.call(rank, "shard_info") for rank in range(len(workers))]
+        self.pair_ids: list[str] = [pair_id for info in infos for pair_id in info[0]]
+        self._blocked = torch.cat([info[1] for info in infos])
+        self.dim = max(int(info[2]) for info in infos)  # 0 for a worker whose shards were empty
+        sizes = [len(info[0]) for info in infos]
+        self.offsets = [sum(sizes[:rank]) for rank in range(len(sizes))]
+        self._v_ref: Any = None
+        self._history: list[tuple[Tensor, float, int]] = []
+        self._proposals: list[Proposal | None] = []
+
+    def call(self, rank: int, method: str, *args: Any) -> Any:
+        """A stateless query of worker ``rank``, waiting for Ray to restart it if it died."""
+        worker = self.workers[rank]
+        try:
+            return ray.get(getattr(worker, method).remote(*args))
+        except ACTOR_FAILURES:
+            self.restarts += 1
+            wait_restarted(worker, lambda actor: actor.setup.remote())
+            return ray.get(getattr(worker, method).remote(*args))
+
+    def labelled_rows(self) -> Tensor:
+        """Rows [L, k] of every pair labelled in earlier rounds, under the workers' current adapter."""
+        shards = [self.call(rank, "labelled_rows") for rank in range(len(self.workers))]
+        return torch.cat([rows.reshape(-1, self.dim) for rows in shards])
+
+    def blocked(self) -> Tensor:
+        return self._blocked
+
+    def row(self, index: int) -> Tensor:
+        rank = bisect.bisect_right(self.offsets, index) - 1
+        return self.call(rank, "row", index - self.offsets[rank])
+
+    def begin(self, v_inv: Tensor) -> list[Proposal | None]:
+        self._v_ref = ray.put(v_inv.clone())
+        self._history = []
+        refs = [w.begin_round.remote(self._v_ref, offset) for w, offset in zip(self.workers, self.offsets, strict=True)]
+        return self._gather(refs)
+
+    def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
+        self._history.append((z, c, taken))
+        received = sum(proposal[2].nbytes for proposal in self._proposals if proposal is not None)
+        self.bytes_moved += z.nbytes * len(self.workers) + received
+        z_ref = ray.put(z)  # one copy in the object store, read by every worker
+        return self._gather([w.apply_update.remote(z_ref, c, taken) for w in self.workers])
+
+    def _gather(self, refs: list[Any]) -> list[Proposal | None]:
+        """Proposals of every worker; one that died is waited for, reloaded from disk and replayed to this pick."""
+        proposals = []
+        for rank, ref in enumerate(refs):
+            try:
+                proposals.append(ray.get(ref))
+            except ACTOR_FAILURES:
+                self.restarts += 1
+                logger.warning("feature worker %d died mid-round; restoring it and replaying %d updates", rank,
+                               len(self._history))
+                wait_restarted(self.workers[rank], lambda actor: actor.setup.remote())
+                replay = self.workers[rank].replay.remote(self._v_ref, self.offsets[rank], self._history)
+                proposals.append(ray.get(replay))
+        self._proposals = proposals
+        return proposals
 
 
 class SelectorActor:
-    """The role inside the Ray actor: design state + the global greedy loop over the workers."""
+    """The role inside the Ray actor: the round's design state + a strategy's pick step over the workers."""
 
     def __init__(self, rank: int, config: Config, checkpoint_path: str) -> None:
         self.config = config
@@ -49,7 +127,6 @@ class SelectorActor:
         self.round = 0
         self.selected_ids: list[str] = []
         self.worker_restarts = 0
-        self.bytes_moved = 0
 
     def setup(self) -> int:
         """Reload the last checkpoint when there is one; returns the next round index."""
@@ -68,102 +145,33 @@ class SelectorActor:
             torch.save({"design": self.state.state_dict(), "round": self.round,
                         "selected_ids": self.selected_ids}, staging)
 
-    def _design(self, dim: int) -> DesignState:
-        if self.state is None:
-            selection = self.config.selection
-            self.state = DesignState(dim, selection.reg, refactor_every=selection.refactor_every)
-        if self.state.dim != dim:
-            raise SelectionError(f"features have dimension {dim} but the design state has {self.state.dim}")
-        return self.state
-
     def select(self, workers: list[Any], budget: int, strategy: str, round_index: int) -> SelectionResult:
-        """Pick ``budget`` pairs from the workers' shards with ``strategy``; checkpoint; return them in pick order."""
+        """Pick ``budget`` pairs from the workers' shards with ``strategy``; checkpoint; return them in pick order.
+
+        V starts as λI + Σ x xᵀ over the workers' labelled rows; the strategy's seed is
+        ``selection.seed + round_index``, so a seeded strategy draws differently every round.
+        """
         rule = get_strategy(strategy)
         if round_index < self.round:
             raise SelectionError(f"round {round_index} was already selected (selector is at round {self.round})")
-        if not isinstance(rule, (DOptimalStrategy, AdpoPlusStrategy, UniformStrategy)):
-            raise SelectionError(f"strategy {strategy!r} is not a greedy design; run it in-process (select_pairs)")
-        infos = [self._call(worker, "shard_info") for worker in workers]
-        state = self._design(infos[0][2])
-        skipped = sum(info[1] for info in infos)
-        selectable = sum(info[0] for info in infos) - skipped
-        if budget > selectable:
-            raise SelectionError(f"budget {budget} exceeds the {selectable} selectable pairs ({skipped} zero-norm)")
-        self.bytes_moved = 0
-        if isinstance(rule, UniformStrategy):
-            pair_ids, scores = self._uniform(workers, budget, state, [info[0] for info in infos])
-        else:
-            pair_ids, scores = self._greedy(workers, budget, state)
+        pool = WorkerPool(workers)
+        selection = self.config.selection
+        state = DesignState(pool.dim, selection.reg, refactor_every=selection.refactor_every)
+        state.rebuild(pool.labelled_rows())
+        skipped = check_budget(budget, len(pool.pair_ids), int(pool.blocked().sum()))
+        picks = rule.pick(pool, budget, state, selection.seed + round_index)
+        pair_ids = [pool.pair_ids[index] for index in picks.indices]
+        self.state = state
+        self.worker_restarts += pool.restarts
         self.selected_ids.extend(pair_ids)
         self.round = round_index + 1
         self._checkpoint()
         return SelectionResult(
-            pair_ids=tuple(pair_ids), scores=tuple(scores), strategy=rule.name, round=round_index,
+            pair_ids=tuple(pair_ids), scores=tuple(picks.scores), strategy=rule.name, round=round_index,
             skipped_zero_norm=skipped,
             extra={"logdet": state.logdet(), "worker_restarts": float(self.worker_restarts),
-                   "bytes_per_pick": self.bytes_moved / max(1, len(pair_ids))},
+                   "bytes_per_pick": pool.bytes_moved / max(1, len(pair_ids))},
         )
-
-    def _greedy(self, workers: list[Any], budget: int, state: DesignState) -> tuple[list[str], list[float]]:
-        v_start_ref = ray.put(state.v_inv.clone())
-        history: History = []
-        proposals = self._gather(workers, [w.begin_round.remote(v_start_ref) for w in workers], v_start_ref, history)
-        pair_ids: list[str] = []
-        scores: list[float] = []
-        for _ in range(budget):
-            winner, index, score = merge_argmax([(r, p[0], p[1]) for r, p in enumerate(proposals) if p is not None])
-            _, _, pair_id, row = proposals[winner]
-            pair_ids.append(pair_id)
-            scores.append(score)
-            z, c = state.update(row)
-            history.append((z, c, winner, index))
-            self.bytes_moved += z.nbytes * len(workers) + sum(p[3].nbytes for p in proposals if p is not None)
-            z_ref = ray.put(z)  # one copy in the object store, read by every worker
-            refs = [w.apply_update.remote(z_ref, c, index if r == winner else None) for r, w in enumerate(workers)]
-            proposals = self._gather(workers, refs, v_start_ref, history)
-        return pair_ids, scores
-
-    def _uniform(
-        self, workers: list[Any], budget: int, state: DesignState, sizes: list[int]
-    ) -> tuple[list[str], list[float]]:
-        """Seeded uniform picks over the concatenated index space (as single-process ``random``); V still updated."""
-        blocked = torch.cat([self._call(worker, "blocked_mask") for worker in workers])
-        offsets = [sum(sizes[:rank]) for rank in range(len(sizes))]
-        generator = torch.Generator().manual_seed(self.config.selection.seed)
-        allowed = torch.nonzero(~blocked).flatten()
-        order = allowed[torch.randperm(allowed.numel(), generator=generator)[:budget]].tolist()
-        pair_ids, scores = [], []
-        for global_index in order:
-            rank = max(r for r in range(len(workers)) if offsets[r] <= global_index)
-            pair_id, row = self._call(workers[rank], "row", global_index - offsets[rank])
-            scores.append(float(state.score(row.unsqueeze(0))[0]))
-            state.update(row)
-            pair_ids.append(pair_id)
-        return pair_ids, scores
-
-    def _call(self, worker: Any, method: str, *args: Any) -> Any:
-        """A stateless query of one worker, waiting for Ray to restart it if it died."""
-        try:
-            return ray.get(getattr(worker, method).remote(*args))
-        except ACTOR_FAILURES:
-            self.worker_restarts += 1
-            wait_restarted(worker, lambda actor: actor.setup.remote())
-            return ray.get(getattr(worker, method).remote(*args))
-
-    def _gather(self, workers: list[Any], refs: list[Any], v_start_ref: Any, history: History) -> list[Proposal | None]:
-        """Proposals of every worker; one that died is waited for, reloaded from disk and replayed to this pick."""
-        proposals = []
-        for rank, ref in enumerate(refs):
-            try:
-                proposals.append(ray.get(ref))
-            except ACTOR_FAILURES:
-                self.worker_restarts += 1
-                logger.warning("feature worker %d died mid-round; restoring it and replaying %d updates", rank,
-                               len(history))
-                wait_restarted(workers[rank], lambda actor: actor.setup.remote())
-                own = [(z, c, index if winner == rank else None) for z, c, winner, index in history]
-                proposals.append(ray.get(workers[rank].replay.remote(v_start_ref, own)))
-        return proposals
 
     def design_state(self) -> dict[str, Any]:
         """The design state and selection record (for inspection and tests)."""

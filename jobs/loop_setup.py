@@ -173,8 +173,8 @@ class SelectionParts:
     def load_adapter(self, adapter: Any, version: int) -> None:
         self.features.load_adapter(adapter, version)
 
-    def featurize(self, pairs: Sequence[Any], policy_version: int) -> int:
-        return self.features.featurize(pairs, policy_version, self.config.selection.strategy)
+    def featurize(self, pairs: Sequence[Any], labelled: Sequence[Any], policy_version: int) -> int:
+        return self.features.featurize(pairs, labelled, policy_version, self.config.selection.strategy)
 
     def select(self, budget: int, round_index: int) -> Any:
         return self.selector.select(self.features, budget, self.config.selection.strategy, round_index)

@@ -1,11 +1,14 @@
 """The active loop's round logic, independent of how its parts run (Ray actors in ``jobs/active_loop.py``).
 
 One round r (seed 001, online): generate ``m`` responses per prompt with policy version r−1 → all
-C(m,2) candidate pairs per prompt → features on the workers → select ``b`` pairs (design matrix V
-carried across rounds) → labels from the oracle → train on every label so far → sync the new adapter
-(version r) → evaluate → log. Offline mode (seed 000) replaces generation by the unselected pairs of a
-fixed pool. Every finished phase is persisted (:mod:`system.run_state`) so a killed loop resumes where
-it stopped and, with fixed seeds, selects exactly the pairs an uninterrupted run selects.
+C(m,2) candidate pairs per prompt → features on the workers, of the candidates and of every pair
+labelled in rounds < r (recomputed under version r−1) → select ``b`` pairs (V = λI + Σ over the
+labelled pairs' recomputed rows, then updated pick by pick) → labels from the oracle → train on every
+label so far → sync the new adapter (version r) → evaluate → log. Offline mode (seed 000) replaces
+generation by the unselected pairs of a fixed pool, and a strategy that does not regenerate (APO)
+draws its pool once, in round 1. Every finished phase is persisted (:mod:`system.run_state`) so a
+killed loop resumes where it stopped and, with fixed seeds, selects exactly the pairs an
+uninterrupted run selects.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from system.fileio import atomic_write_text
 from system.generation import candidate_pairs
 from system.losses import get_loss
 from system.run_state import RoundState, restore_rng, round_dir, save_round_state
+from system.selection import get_strategy
 from system.tracking import Tracker
 from system.training.reference import prompt_key
 from system.types import Candidate, CandidatePair, Label, PreferencePair, PromptRecord, SelectionResult, Text
@@ -45,9 +49,12 @@ class Generator(Protocol):
 
 
 class PairSelector(Protocol):
-    """Feature workers + selector: featurise the round's pairs, pick ``budget`` of them, snapshot V."""
+    """Feature workers + selector: featurise the round's candidates and the earlier rounds' labelled pairs,
+    pick ``budget`` candidates, snapshot V."""
 
-    def featurize(self, pairs: Sequence[CandidatePair], policy_version: int) -> Any: ...
+    def featurize(
+        self, pairs: Sequence[CandidatePair], labelled: Sequence[CandidatePair], policy_version: int
+    ) -> int: ...
     def select(self, budget: int, round_index: int) -> SelectionResult: ...
     def save_state(self, path: Path) -> None: ...
 
@@ -197,11 +204,16 @@ class ActiveLoop:
         self._save(r, "evaluated")
 
     def _candidates(self, r: int, out: Path, metrics: dict[str, float]) -> list[CandidatePair]:
-        """This round's candidate pairs: freshly generated (online) or the pool's unlabelled pairs (offline)."""
-        if self.pool is None:
+        """This round's candidate pairs: freshly generated, or the unlabelled pairs of a pool drawn once — the
+        offline pool, or round 1's candidates when the strategy does not regenerate (APO)."""
+        if self.pool is not None:
+            pool = self.pool.candidates
+        elif r == 1 or get_strategy(self.config.selection.strategy).regenerates:
             return candidate_pairs(self._generate(r, out, metrics))
+        else:
+            pool = candidate_pairs(self._generate(1, round_dir(self.run_dir, 1), metrics))
         labelled = set(self.state.labelled_pair_ids)
-        return [pair for pair in self.pool.candidates if pair.pair_id not in labelled]
+        return [pair for pair in pool if pair.pair_id not in labelled]
 
     def _generate(self, r: int, out: Path, metrics: dict[str, float]) -> list[Candidate]:
         path = out / "candidates.jsonl"
@@ -220,8 +232,11 @@ class ActiveLoop:
     def _select(self, r: int, out: Path, pairs: list[CandidatePair], metrics: dict[str, float]) -> SelectionResult:
         path = out / "selection.json"
         if not self.state.done(r, "selected"):
-            self.parts.selector.featurize(pairs, self.state.policy_version)
-            budget = min(self.config.selection.budget, len(pairs))
+            zero = self.parts.selector.featurize(pairs, self.labelled_candidates(r - 1), self.state.policy_version)
+            budget = min(self.config.selection.budget, len(pairs) - zero)  # zero-feature pairs are never picked
+            if budget < self.config.selection.budget:
+                logger.warning("round %d: only %d selectable candidate pairs for a budget of %d", r, budget,
+                               self.config.selection.budget)
             result = self.parts.selector.select(budget, r)
             selector_path = out / "selector_state.pt"
             self.parts.selector.save_state(selector_path)
@@ -244,6 +259,11 @@ class ActiveLoop:
             write_rows(out / "selected_pairs.parquet", [asdict(pair) for pair in chosen])
             self.state.labelled_pair_ids.extend(selection.pair_ids)
             self._save(r, "labelled")
+
+    def labelled_candidates(self, upto: int) -> list[CandidatePair]:
+        """Every pair labelled in rounds 1…``upto`` as its candidate pair (text only), in labelling order."""
+        paths = [round_dir(self.run_dir, i) / "selected_pairs.parquet" for i in range(1, upto + 1)]
+        return [CandidatePair(**row) for path in paths for row in read_rows(path)]
 
     def all_labels(self, upto: int) -> list[PreferencePair]:
         """Every labelled pair of rounds 1…``upto``, in labelling order."""

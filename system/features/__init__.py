@@ -10,12 +10,13 @@ from system.features.embeddings import (
     embedding_features,
     fixed_encoder_features,
     implicit_reward_margins,
+    plugin_margins,
     pooled_hidden_states,
-    prompt_entropy,
 )
 from system.features.gradients import gradient_features, lora_modules, projected_gradients, projection_for
 from system.features.projection import ModuleShape, SeededProjection
 from system.selection.plugin import plugin_weights
+from system.selection.registry import Strategy
 from system.types import CandidatePair
 
 PairFeatures = Callable[[torch.nn.Module, PreTrainedTokenizerBase, Sequence[CandidatePair], Config], torch.Tensor]
@@ -26,6 +27,17 @@ FEATURES_BY_KIND: dict[str, PairFeatures] = {
 }
 """The feature function for each ``Strategy.feature_kind``."""
 
+
+def strategy_rows(
+    rule: Strategy, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[CandidatePair],
+    cfg: Config,
+) -> torch.Tensor:
+    """The worker side of ``rule``: its features φ [N, k] of ``pairs`` under ``model`` (and, when it
+    ``needs_weights``, w = μ(1 − μ) of :func:`plugin_margins`), turned into design rows by ``rule.design_rows``."""
+    phi = FEATURES_BY_KIND[rule.feature_kind](model, tokenizer, pairs, cfg)
+    weights = plugin_weights(plugin_margins(model, tokenizer, pairs, cfg)) if rule.needs_weights else None
+    return rule.design_rows(phi, weights)
+
 __all__ = [
     "FEATURES_BY_KIND",
     "ModuleShape",
@@ -35,9 +47,10 @@ __all__ = [
     "gradient_features",
     "implicit_reward_margins",
     "lora_modules",
+    "plugin_margins",
     "plugin_weights",
     "pooled_hidden_states",
     "projected_gradients",
     "projection_for",
-    "prompt_entropy",
+    "strategy_rows",
 ]

@@ -1,8 +1,16 @@
-"""ADPO/ADPO+ features: last-layer hidden-state differences, and the plug-in signals selection needs.
+"""ADPO/ADPO+ features: last-layer hidden-state differences, and the plug-in margins ADPO+ weights by.
 
 Seed 000 linearises the policy at its last layer: log πθ(y|x) ≈ Σ_t θ_{y_t}ᵀ h_{t−1} − log Z, with h the
 final (normed) hidden state that feeds the LM head. The pair feature is φ = e(x, y1) − e(x, y2), where
 e pools h over the positions that predict response tokens (``mean``) or takes the last real token (``last``).
+
+Each pooled e is unit-normalised, ê = e/‖e‖, before the difference, so ‖φ‖ ≤ 2 exactly — the bound seed 000
+assumes (‖φ‖ ≤ L) and the same bound as ActiveDPO's unit-normalised gradient features. Hence one ridge λ
+(``selection.reg``, in units of ‖φ‖²) means the same for every strategy: unnormalised final hidden states
+have ‖e‖² ≈ d (RMS-normed), so λ would otherwise have to be scaled by d for ADPO/APO. Per-sequence
+normalisation is chosen over per-coordinate standardisation because it does not depend on the pool:
+a labelled pair keeps the same feature whichever round's candidates sit beside it, so V rebuilt from
+labelled pairs (seed 001, Prop. 1) and the round's candidates are on one scale.
 """
 
 from __future__ import annotations
@@ -14,11 +22,11 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from system.config import Config
-from system.errors import DataError
 from system.features.pairs import pair_differences
+from system.losses import get_loss
 from system.models.loading import reference_mode
-from system.models.logprobs import SequenceBatch, policy_and_reference_logps
-from system.types import Candidate, CandidatePair
+from system.models.logprobs import SequenceBatch, policy_and_reference_logps, sequence_logps
+from system.types import CandidatePair
 
 
 def pooled_hidden_states(model: torch.nn.Module, batch: SequenceBatch, pooling: str) -> Tensor:
@@ -46,9 +54,13 @@ def pooled_hidden_states(model: torch.nn.Module, batch: SequenceBatch, pooling: 
 def embedding_features(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[CandidatePair], cfg: Config
 ) -> Tensor:
-    """ADPO pair features φ_i = e(x_i, y_i1) − e(x_i, y_i2) → [N, d] float32 (pooling ``features.pooling``)."""
+    """ADPO pair features φ_i = ê(x_i, y_i1) − ê(x_i, y_i2), ê = e/‖e‖ → [N, d] float32 (``features.pooling``)."""
     pooling = cfg.features.pooling
-    return pair_differences(model, tokenizer, pairs, cfg, lambda batch: pooled_hidden_states(model, batch, pooling))
+
+    def unit_embeddings(batch: SequenceBatch) -> Tensor:
+        return torch.nn.functional.normalize(pooled_hidden_states(model, batch, pooling), dim=-1)
+
+    return pair_differences(model, tokenizer, pairs, cfg, unit_embeddings)
 
 
 def fixed_encoder_features(
@@ -72,22 +84,22 @@ def implicit_reward_margins(
     return pair_differences(model, tokenizer, pairs, cfg, rewards)
 
 
-def prompt_entropy(pairs: Sequence[CandidatePair], candidates: Sequence[Candidate]) -> Tensor:
-    """APLP's predictive entropy of each pair's prompt, Ĥ(x) = −mean over sampled y of log π(y|x) → [N].
+def plugin_margins(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[CandidatePair], cfg: Config
+) -> Tensor:
+    """ADPO+'s plug-in logits h_i [N]: σ(h_i) is the trained model's probability that y1 is preferred.
 
-    Args:
-        pairs: candidate pairs.
-        candidates: the policy's samples, with per-token ``logprobs`` (log π(y|x) = their sum).
-
-    Raises:
-        DataError: a pair's prompt has no sampled candidate with log-probs.
+    The weight μ(1 − μ), μ = σ(h), is the curvature of the loss actually trained in h:
+    DPO's −log σ(h) with h the implicit-reward margin (:func:`implicit_reward_margins`); MPO's pair policy
+    πp_θ(y1≻y2|x) = σ(log πθ(y1|x) − log πθ(y2|x)) is a Bernoulli with logit h = that log-ratio (no β, no
+    reference), whose Fisher information is again μ(1 − μ). IPO's squared loss has constant curvature in h,
+    so ADPO+ under IPO would equal ADPO: the config refuses that combination.
     """
-    by_prompt: dict[str, list[float]] = {}
-    for candidate in candidates:
-        if candidate.logprobs:
-            by_prompt.setdefault(candidate.prompt_id, []).append(sum(candidate.logprobs))
-    missing = {pair.prompt_id for pair in pairs} - set(by_prompt)
-    if missing:
-        raise DataError(f"prompt_id {sorted(missing)[0]!r}: no sampled candidate with token logprobs (APLP entropy)")
-    entropy = {prompt_id: -sum(values) / len(values) for prompt_id, values in by_prompt.items()}
-    return torch.tensor([entropy[pair.prompt_id] for pair in pairs], dtype=torch.float64)
+    if not get_loss(cfg.train.loss).reference_free:
+        return implicit_reward_margins(model, tokenizer, pairs, cfg)
+
+    def log_ratio(batch: SequenceBatch) -> Tensor:
+        with torch.no_grad():
+            return sequence_logps(model, batch, cfg.model.length_normalize)
+
+    return pair_differences(model, tokenizer, pairs, cfg, log_ratio)

@@ -124,6 +124,19 @@ class DesignState:
             self.refactor()
         return z, c
 
+    def rebuild(self, rows: Tensor) -> None:
+        """Replace the design by V = λI + Σ_j x_j x_jᵀ over ``rows`` [L, k] (one GEMM + one Cholesky).
+
+        How a round starts (seed 001, Prop. 1): the rows are the labelled pairs' features recomputed
+        under the current policy, not the features they had when picked.
+        """
+        features = self._as_features(rows).reshape(-1, self.dim)
+        self._num_pending = 0
+        self._v = torch.eye(self.dim, dtype=self.dtype, device=self._v.device) * self.reg
+        self._v.addmm_(features.T, features)
+        self.num_updates = features.shape[0]
+        self.refactor()
+
     def refactor(self) -> None:
         """Recompute V⁻¹ and log det V from the accumulated V (Cholesky), discarding rank-one drift."""
         chol, info = torch.linalg.cholesky_ex(self.v)

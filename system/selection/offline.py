@@ -112,8 +112,10 @@ def select_offline(
     """Select ``budget`` rows of ``pool`` in batches of ``batch_size``, revealing labels after each batch.
 
     For strategies that need plug-in weights (ADPO+), before each batch θ̂ is refit by logistic DPO on
-    the labels revealed so far (θ̂ = 0, i.e. w = 1/4 everywhere, before any label), and w_i = μ_i(1 − μ_i)
-    with μ_i = σ(θ̂ᵀφ_i). Other strategies reveal nothing (labels are copied to the output only if present).
+    the labels revealed so far (θ̂ = 0, i.e. w = 1/4 everywhere, before any label), w_i = μ_i(1 − μ_i)
+    with μ_i = σ(θ̂ᵀφ_i), and V is rebuilt as λI + Σ_j w_j φ_jφ_jᵀ over every pair picked so far with
+    the weights at the new θ̂ (never the weights a pair had when it was picked). Other strategies reveal
+    nothing (labels are copied to the output only if present).
 
     Returns:
         The selected rows in pick order, each with ``rank``, ``score``, ``reveal_batch`` and (if the pool has
@@ -124,6 +126,7 @@ def select_offline(
     if budget > selectable:
         raise SelectionError(f"budget {budget} exceeds the {selectable} selectable pairs of {pool.path}")
     remaining = list(range(phi.shape[0]))
+    picked: list[int] = []
     revealed: dict[int, bool] = {}
     selected: list[dict[str, Any]] = []
     batch = 0
@@ -133,7 +136,9 @@ def select_offline(
         if strategy.needs_weights:
             known = list(revealed)
             theta = fit_linear_dpo(phi[known], torch.tensor([revealed[i] for i in known], dtype=torch.bool), plugin_l2)
-            weights = plugin_weights(phi[subset] @ theta)
+            all_weights = plugin_weights(phi @ theta)
+            state.rebuild(strategy.design_rows(phi[picked], all_weights[picked]))
+            weights = all_weights[subset]
         take = min(batch_size, budget - len(selected))
         picks, _ = run_strategy(PoolInputs(phi[subset], weights), take, state, strategy, seed + batch)
         for local, score in zip(picks.indices, picks.scores, strict=True):
@@ -144,6 +149,7 @@ def select_offline(
                 revealed[index] = pool.reveal(index)
                 row["label"] = 1 if revealed[index] else 2
             selected.append(row)
+        picked.extend(remaining[local] for local in picks.indices)
         taken = {remaining[local] for local in picks.indices}
         remaining = [index for index in remaining if index not in taken]
         logger.info("batch %d: %d picked, %d labels revealed, log det V = %.3f", batch, len(selected), len(revealed),

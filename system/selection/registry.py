@@ -1,10 +1,18 @@
 """Selection strategies by registered name: a user adds one with ``@register_strategy`` in a single file.
 
-A strategy sees the whole candidate pool (:class:`PoolInputs`), the design state carried across
-rounds, and a mask of pairs it may not pick (zero-norm features); it returns picks in order and the
-score each had when picked, and folds every pick into the design state so V stays comparable across
-strategies. ``get_strategy("pkg.module:name")`` imports ``pkg.module`` first, so a strategy defined
-outside this package is found by its dotted path.
+The contract is sharded by construction, so every strategy — built-in or a user's ``module:name`` —
+runs the same way in one process and on the selector actor over W feature workers:
+
+1. worker side (:meth:`Strategy.design_rows`): which features the workers compute (``feature_kind``;
+   ``needs_weights`` adds the plug-in weights w_i) and how each pair's design row x_i is formed from
+   its feature φ_i (φ_i itself, or √w_i·φ_i for ADPO+). Workers keep the rows; the design matrix is
+   V = λI + Σ_j x_j x_jᵀ over labelled pairs.
+2. pick side (:meth:`Strategy.pick`): ``budget`` picks over a :class:`~system.selection.shards.ShardedPool`
+   (the rows split over W shards, W = 1 in one process), folding every pick into the design state so
+   log det V stays comparable across strategies.
+
+``get_strategy("pkg.module:name")`` imports ``pkg.module`` first, so a strategy defined outside this
+package is found by its dotted path.
 """
 
 from __future__ import annotations
@@ -13,31 +21,30 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from torch import Tensor
 
 from system.errors import ConfigError
 from system.selection.design import DesignState
 
+if TYPE_CHECKING:
+    from system.selection.shards import ShardedPool
+
 FeatureKind = Literal["gradient", "embedding", "fixed"]
 
 
 @dataclass(frozen=True)
 class PoolInputs:
-    """What a strategy may look at, one entry per candidate pair (N pairs).
+    """A candidate pool in one process, one entry per candidate pair (N pairs).
 
     Attributes:
         phi: [N, k] pair features φ_i (validated finite).
         weights: [N] ADPO+ plug-in weights μ_i(1 − μ_i) ≥ 0, or None.
-        prompt_entropy: [N] predictive entropy of the pair's prompt under the policy (APLP), or None.
-        reward_margin: [N] implicit-reward margin r(x, y1) − r(x, y2) (APLP), or None.
     """
 
     phi: Tensor
     weights: Tensor | None = None
-    prompt_entropy: Tensor | None = None
-    reward_margin: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,16 @@ class Picks:
 
 
 class Strategy(ABC):
-    """A pair-selection rule. Class attributes tell the active loop what to compute for it.
+    """A pair-selection rule: a worker-side row transform and a pick step over a sharded pool.
 
     Attributes:
         name: registered name.
-        feature_kind: which φ it expects: projected LoRA gradients, last-layer embeddings, or a fixed encoder's.
-        needs_weights: whether ``PoolInputs.weights`` (ADPO+ plug-in weights) must be given.
-        regenerates: whether candidates are re-sampled from the current policy each round (APO: no).
+        feature_kind: which φ the workers compute: projected LoRA gradients, last-layer embeddings of the
+            current policy, or the frozen reference model's embeddings (``fixed``).
+        needs_weights: whether the workers also compute plug-in weights w_i = μ_i(1 − μ_i) for
+            :meth:`design_rows`.
+        regenerates: whether the loop samples fresh candidates from the current policy every round;
+            False draws the pool once (round 1) and selects from its unlabelled pairs ever after (APO).
     """
 
     name: ClassVar[str]
@@ -63,9 +73,17 @@ class Strategy(ABC):
     needs_weights: ClassVar[bool] = False
     regenerates: ClassVar[bool] = True
 
+    def design_rows(self, phi: Tensor, weights: Tensor | None) -> Tensor:
+        """Worker side: the design rows x_i [N, k] of features φ [N, k] (weights [N] when ``needs_weights``)."""
+        return phi
+
     @abstractmethod
-    def select(self, pool: PoolInputs, budget: int, state: DesignState, blocked: Tensor, seed: int) -> Picks:
-        """Pick ``budget`` distinct indices with ``blocked[i]`` False, updating ``state`` with each pick."""
+    def pick(self, pool: ShardedPool, budget: int, state: DesignState, seed: int) -> Picks:
+        """Pick ``budget`` distinct unblocked rows of ``pool`` (global indices), updating ``state`` with each pick.
+
+        ``seed`` changes every round (``selection.seed`` + round); the caller has checked that ``budget``
+        unblocked rows exist.
+        """
 
 
 StrategyT = TypeVar("StrategyT", bound=type[Strategy])

@@ -1,4 +1,8 @@
-"""Entry points of selection: validate the pool, skip zero-norm pairs, run the named strategy."""
+"""Entry points of selection in one process: validate the pool, skip zero-norm pairs, run the named strategy.
+
+A one-process pool is a :class:`~system.selection.shards.LocalPool` (one shard) of the strategy's design
+rows, so the same ``Strategy.pick`` runs here and on the selector actor over W workers.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from torch import Tensor
 from system.errors import SelectionError
 from system.selection.design import DesignState
 from system.selection.registry import Picks, PoolInputs, Strategy, get_strategy
+from system.selection.shards import LocalPool, blocked_rows
 from system.types import SelectionResult
 
 logger = logging.getLogger(__name__)
@@ -41,12 +46,10 @@ def validate_pool(pool: PoolInputs, state: DesignState) -> Tensor:
     bad_rows = torch.nonzero(~torch.isfinite(phi).all(dim=1)).flatten()
     if bad_rows.numel():
         raise SelectionError(f"features: NaN/inf in row {int(bad_rows[0])} ({bad_rows.numel()} rows affected)")
-    num_pairs = phi.shape[0]
-    for name in ("weights", "prompt_entropy", "reward_margin"):
-        _check_vector(name, getattr(pool, name), num_pairs)
+    _check_vector("weights", pool.weights, phi.shape[0])
     if pool.weights is not None and bool((pool.weights < 0).any()):
         raise SelectionError(f"weights: negative plug-in weight at row {int(torch.nonzero(pool.weights < 0)[0])}")
-    return phi.abs().amax(dim=1) == 0
+    return blocked_rows(phi)
 
 
 def run_strategy(
@@ -58,20 +61,30 @@ def run_strategy(
         SelectionError: bad features/weights (see :func:`validate_pool`), or more picks asked than selectable rows.
     """
     rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    zero_norm = validate_pool(pool, state)
-    skipped = int(zero_norm.sum())
-    selectable = pool.phi.shape[0] - skipped
+    validate_pool(pool, state)
+    rows = rule.design_rows(pool.phi.to(state.dtype), pool.weights)
+    zero_norm = blocked_rows(rows)  # as on the workers: a row is blocked when the strategy's row is zero
+    skipped = check_budget(budget, rows.shape[0], int(zero_norm.sum()))
+    return rule.pick(LocalPool(rows, zero_norm), budget, state, seed), skipped
+
+
+def check_budget(budget: int, num_pairs: int, skipped: int) -> int:
+    """Check that ``budget`` picks fit the ``num_pairs − skipped`` selectable pairs; returns ``skipped``.
+
+    Raises:
+        SelectionError: negative budget or more picks than selectable pairs.
+    """
+    selectable = num_pairs - skipped
     if budget < 0:
         raise SelectionError(f"budget must be ≥ 0 (got {budget})")
     if budget > selectable:
         raise SelectionError(
             f"budget {budget} exceeds the {selectable} selectable pairs "
-            f"(pool of {pool.phi.shape[0]}, {skipped} zero-norm skipped)"
+            f"(pool of {num_pairs}, {skipped} zero-norm skipped)"
         )
     if skipped:
         logger.warning("skipping %d zero-norm pairs (identical features)", skipped)
-    picks = rule.select(pool, budget, state, zero_norm, seed)
-    return picks, skipped
+    return skipped
 
 
 def select_batch(
@@ -81,14 +94,12 @@ def select_batch(
     strategy: str | Strategy,
     weights: Tensor | None = None,
     seed: int = 0,
-    prompt_entropy: Tensor | None = None,
-    reward_margin: Tensor | None = None,
 ) -> list[int]:
     """Indices of ``budget`` pairs of ``phi`` [N, k] in pick order; ``state`` is updated with each pick.
 
     Zero-norm rows are never picked. See :func:`select_pairs` for ids, scores and the skipped count.
     """
-    pool = PoolInputs(phi, weights, prompt_entropy, reward_margin)
+    pool = PoolInputs(phi, weights)
     return run_strategy(pool, budget, state, strategy, seed)[0].indices
 
 

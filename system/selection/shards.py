@@ -1,23 +1,49 @@
-"""Pure functions of cached-score greedy selection, shaped for a selector plus W sharded workers.
+"""A candidate pool split over W shards, and the pure functions of cached-score greedy on it.
 
-A worker holds a shard Φ_w [N_w, k] and its cached scores s_i = φ_iᵀV⁻¹φ_i; the selector alone
-holds V⁻¹. One pick (science.md, "Distributed greedy selection"):
+A shard holds rows X_w [N_w, k] (contiguous global indices) and its cached scores s_i = x_iᵀV⁻¹x_i;
+the selector alone holds V⁻¹. One greedy pick (science.md, "Distributed greedy selection"):
 
-1. every worker proposes :func:`shard_argmax` of its untaken rows; the selector keeps
-   :func:`merge_argmax` of the proposals (largest score, ties → smallest (worker, index));
+1. every shard proposes :func:`shard_argmax` of its untaken rows; the selector keeps
+   :func:`merge_argmax` of the proposals (largest score, ties → smallest global index);
 2. the selector folds the winner into V⁻¹ (``DesignState.update``) and broadcasts (z, c);
-3. every worker calls :func:`update_shard_scores`: s_i ← s_i − (φ_iᵀz)²/c, one mat-vec.
+3. every shard calls :func:`update_shard_scores`: s_i ← s_i − (x_iᵀz)²/c, one mat-vec.
 
-By Sherman–Morrison, φᵀ(V⁻¹ − zzᵀ/c)φ = φᵀV⁻¹φ − (φᵀz)²/c, so the cached scores stay exact and the
-single-process greedy is the same procedure with W = 1: both return the same pick order.
+By Sherman–Morrison, xᵀ(V⁻¹ − zzᵀ/c)x = xᵀV⁻¹x − (xᵀz)²/c, so the cached scores stay exact.
+:class:`ShardedPool` is what a strategy's pick step sees; :class:`LocalPool` is the one-shard pool of a
+single process and the selector actor implements it over Ray feature workers, so the single-process
+greedy is the same procedure with W = 1 and both return the same pick order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
+
+Proposal = tuple[int, float, Tensor]
+"""A shard's best untaken row: (global index, score x_iᵀV⁻¹x_i, row x_i [k])."""
+
+
+class ShardedPool(Protocol):
+    """N design rows x_i [k] split over shards; indices are global (shard offset + local index)."""
+
+    def blocked(self) -> Tensor:
+        """[N] bool: rows that may not be picked (zero features: they carry no information)."""
+        ...
+
+    def row(self, index: int) -> Tensor:
+        """Row x_index [k]."""
+        ...
+
+    def begin(self, v_inv: Tensor) -> list[Proposal | None]:
+        """Every shard scores its rows under V⁻¹ [k, k], blocks its zero rows, and proposes its best row."""
+        ...
+
+    def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
+        """Every shard applies s_i ← s_i − (x_iᵀz)²/c, marks ``taken`` if it holds it, and proposes again."""
+        ...
 
 
 def score_shard(phi_shard: Tensor, v_inv: Tensor) -> Tensor:
@@ -43,12 +69,63 @@ def shard_argmax(scores: Tensor, taken: Tensor) -> tuple[int, float] | None:
     return first, best
 
 
-def merge_argmax(candidates: Sequence[tuple[int, int, float]]) -> tuple[int, int, float]:
-    """The winning ``(worker, index, score)``: largest score, ties broken by smallest (worker, index).
+def merge_argmax(proposals: Sequence[Proposal | None]) -> Proposal | None:
+    """The winning proposal: largest score, ties broken by smallest global index; None when all are None."""
+    live = [proposal for proposal in proposals if proposal is not None]
+    return min(live, key=lambda proposal: (-proposal[1], proposal[0])) if live else None
 
-    Raises:
-        ValueError: when no worker proposed anything (every row taken).
-    """
-    if not candidates:
-        raise ValueError("merge_argmax: no candidates (every pair already taken)")
-    return min(candidates, key=lambda cand: (-cand[2], cand[0], cand[1]))
+
+def blocked_rows(rows: Tensor) -> Tensor:
+    """[N] bool: all-zero rows of ``rows`` [N, k]."""
+    return rows.abs().amax(dim=1) == 0 if rows.shape[1] else torch.ones(rows.shape[0], dtype=torch.bool)
+
+
+class Shard:
+    """One shard's rows [N_w, k] at global ``offset``, its cached scores and taken mask."""
+
+    def __init__(self, rows: Tensor, offset: int = 0) -> None:
+        self.rows, self.offset = rows, offset
+        self.scores = torch.zeros(0)
+        self.taken = torch.zeros(0, dtype=torch.bool)
+
+    def begin(self, v_inv: Tensor, blocked: Tensor | None = None) -> Proposal | None:
+        """Score every row under V⁻¹; block zero rows (and ``blocked``); propose the best row (None if empty)."""
+        self.taken = blocked_rows(self.rows) if blocked is None else blocked.clone()
+        if self.rows.shape[0]:
+            self.scores = score_shard(self.rows, v_inv)
+        return self.proposal()
+
+    def update(self, z: Tensor, c: float, taken: int | None) -> Proposal | None:
+        """Sherman–Morrison score update; ``taken`` is a global index (ignored when another shard holds it)."""
+        if taken is not None and 0 <= taken - self.offset < self.rows.shape[0]:
+            self.taken[taken - self.offset] = True
+        if self.rows.shape[0]:
+            self.scores = update_shard_scores(self.scores, self.rows, z, c)
+        return self.proposal()
+
+    def proposal(self) -> Proposal | None:
+        best = shard_argmax(self.scores, self.taken) if self.rows.shape[0] else None
+        if best is None:
+            return None
+        index, score = best
+        return self.offset + index, score, self.rows[index]
+
+
+class LocalPool:
+    """The :class:`ShardedPool` of one process: all rows [N, k] in one shard; ``blocked`` [N] bool."""
+
+    def __init__(self, rows: Tensor, blocked: Tensor) -> None:
+        self.shard = Shard(rows)
+        self._blocked = blocked
+
+    def blocked(self) -> Tensor:
+        return self._blocked
+
+    def row(self, index: int) -> Tensor:
+        return self.shard.rows[index]
+
+    def begin(self, v_inv: Tensor) -> list[Proposal | None]:
+        return [self.shard.begin(v_inv, self._blocked)]
+
+    def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
+        return [self.shard.update(z, c, taken)]

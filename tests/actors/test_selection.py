@@ -1,4 +1,5 @@
-"""Distributed greedy (feature workers + selector actor) against single-process selection, with failures."""
+"""Distributed selection (feature workers + selector actor) against single-process selection and against V
+recomputed from scratch, with failures, a synced adapter between rounds and a user's strategy."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import torch
 
 from actors.features import FeatureWorkerGroup
 from actors.selector import Selector
+from actors.weights import broadcast_adapter
 from system.config import load_config
 from system.features import gradient_features
 from system.models.loading import load_policy
 from system.selection import DesignState, PoolInputs, select_pairs
 from system.types import CandidatePair
+from tests.actors.adapters import perturbed_adapter
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +45,22 @@ def _pool(num_pairs: int, dim: int, seed: int = 0) -> tuple[list[str], torch.Ten
     return [f"pair-{i}" for i in range(num_pairs)], phi
 
 
-def _single_process(config, pair_ids, phi, budget, strategy, rounds=1):
+def _text_pairs(count: int, tag: str = "q") -> list[CandidatePair]:
+    return [CandidatePair(f"{tag}{i}", f"{tag}-p{i // 3}", f"Tell me about cat {i // 3}.", f"A cat {i} sleeps.",
+                          f"Thank you, cat {i} plays {'a lot' * (i % 3)}.") for i in range(count)]
+
+
+def _single_process(config, pair_ids, phi, budget, strategy, labelled=None, round_index=0):
+    """One round in one process: V = λI + Σ over ``labelled`` rows, then ``budget`` picks from ``phi``."""
     state = DesignState(phi.shape[1], config.selection.reg, refactor_every=config.selection.refactor_every)
-    return [select_pairs(pair_ids, PoolInputs(phi), budget, state, strategy, seed=config.selection.seed)
-            for _ in range(rounds)]
+    state.rebuild(phi[:0] if labelled is None else labelled)
+    return select_pairs(pair_ids, PoolInputs(phi), budget, state, strategy, seed=config.selection.seed + round_index)
+
+
+def _design(config, rows):
+    """λI + Σ x xᵀ in float64, from scratch."""
+    rows = rows.double()
+    return config.selection.reg * torch.eye(rows.shape[1], dtype=torch.float64) + rows.T @ rows
 
 
 @pytest.mark.parametrize("strategy", ["activedpo", "random"])
@@ -54,7 +69,7 @@ def test_sharded_selection_equals_single_process(workers, config, tmp_path, stra
     workers.set_features(pair_ids, phi)
     selector = Selector(config, tmp_path / "selector.pt")
     assert selector.setup() == 0
-    expected = _single_process(config, pair_ids, phi, 40, strategy)[0]
+    expected = _single_process(config, pair_ids, phi, 40, strategy)
     result = selector.select(workers, budget=40, strategy=strategy, round_index=0)
     assert result.pair_ids == expected.pair_ids
     assert result.scores == pytest.approx(expected.scores, rel=1e-9, abs=1e-12)
@@ -71,7 +86,7 @@ def test_worker_killed_mid_round_is_restored_and_the_round_matches(workers, conf
     workers.set_features(pair_ids, phi)
     selector = Selector(config, tmp_path / "selector.pt")
     selector.setup()
-    expected = _single_process(config, pair_ids, phi, 150, "activedpo")[0]
+    expected = _single_process(config, pair_ids, phi, 150, "activedpo")
     killer = threading.Thread(target=lambda: (time.sleep(1.0), ray.kill(workers.workers[1], no_restart=False)))
     killer.start()
     result = selector.select(workers, budget=150, strategy="activedpo", round_index=0)
@@ -83,7 +98,7 @@ def test_worker_killed_mid_round_is_restored_and_the_round_matches(workers, conf
 
 
 @pytest.mark.slow  # waits for Ray to restart the selector actor
-def test_selector_restart_restores_the_design_state(workers, config, tmp_path):
+def test_selector_restart_restores_its_record(workers, config, tmp_path):
     pair_ids, phi = _pool(200, 32, seed=2)
     workers.set_features(pair_ids, phi)
     selector = Selector(config, tmp_path / "selector.pt")
@@ -91,9 +106,13 @@ def test_selector_restart_restores_the_design_state(workers, config, tmp_path):
     first = selector.select(workers, budget=10, strategy="activedpo", round_index=0)
     before = selector.design_state()
     ray.kill(selector.actor, no_restart=False)
+    picked = [pair_ids.index(pair_id) for pair_id in first.pair_ids]
+    rest = [i for i in range(len(pair_ids)) if i not in picked]
+    workers.set_features([pair_ids[i] for i in rest], phi[rest], labelled=phi[picked])
     second = selector.select(workers, budget=10, strategy="activedpo", round_index=1)  # waits for the restart
-    expected = _single_process(config, pair_ids, phi, 10, "activedpo", rounds=2)
-    assert (first.pair_ids, second.pair_ids) == (expected[0].pair_ids, expected[1].pair_ids)
+    expected = _single_process(config, [pair_ids[i] for i in rest], phi[rest], 10, "activedpo", labelled=phi[picked])
+    assert first.pair_ids == _single_process(config, pair_ids, phi, 10, "activedpo").pair_ids
+    assert second.pair_ids == expected.pair_ids
     after = selector.design_state()
     assert after["round"] == 2 and after["selected_ids"] == list(first.pair_ids + second.pair_ids)
     assert before["round"] == 1
@@ -101,16 +120,79 @@ def test_selector_restart_restores_the_design_state(workers, config, tmp_path):
 
 
 def test_featurized_shards_select_like_in_process_features(workers, config, tmp_path):
-    pairs = [CandidatePair(f"q{i}", f"p{i // 3}", f"Tell me about cat {i // 3}.", f"A cat {i} sleeps.",
-                           f"Thank you, cat {i} plays {'a lot' * (i % 3)}.") for i in range(14)]
-    zero = workers.featurize(pairs, policy_version=0, strategy="activedpo")
+    pairs = _text_pairs(14)
+    zero = workers.featurize(pairs, [], policy_version=0, strategy="activedpo")
     assert zero == 0
     selector = Selector(config, tmp_path / "selector.pt")
     selector.setup()
     result = selector.select(workers, budget=5, strategy="activedpo", round_index=0)
     model, tokenizer = load_policy(config.model, config.lora, is_trainable=False)
     phi = gradient_features(model, tokenizer, pairs, config)
-    expected = _single_process(config, [p.pair_id for p in pairs], phi, 5, "activedpo")[0]
+    expected = _single_process(config, [p.pair_id for p in pairs], phi, 5, "activedpo")
     assert result.pair_ids == expected.pair_ids
     assert result.scores == pytest.approx(expected.scores, rel=1e-4)
     selector.shutdown()
+
+
+def test_random_draws_with_a_new_seed_every_round(workers, config, tmp_path):
+    pair_ids, phi = _pool(301, 32)
+    workers.set_features(pair_ids, phi)
+    selector = Selector(config, tmp_path / "selector.pt")
+    selector.setup()
+    rounds = [selector.select(workers, budget=10, strategy="random", round_index=r) for r in (0, 1)]
+    assert rounds[0].pair_ids != rounds[1].pair_ids
+    for r, result in enumerate(rounds):
+        assert result.pair_ids == _single_process(config, pair_ids, phi, 10, "random", round_index=r).pair_ids
+    selector.shutdown()
+
+
+def test_user_strategy_runs_on_the_workers_and_the_selector(workers, config, tmp_path):
+    name = "tests.actors.user_strategy:half_greedy"
+    pairs = _text_pairs(14)
+    workers.featurize(pairs, [], policy_version=0, strategy=name)
+    selector = Selector(config, tmp_path / "selector.pt")
+    selector.setup()
+    result = selector.select(workers, budget=5, strategy=name, round_index=0)
+    model, tokenizer = load_policy(config.model, config.lora, is_trainable=False)
+    phi = gradient_features(model, tokenizer, pairs, config).double()
+    pair_ids = [pair.pair_id for pair in pairs]
+    assert result.strategy == "half_greedy"
+    assert result.pair_ids == _single_process(config, pair_ids, phi, 5, name).pair_ids
+    picked = phi[[pair_ids.index(pair_id) for pair_id in result.pair_ids]]
+    torch.testing.assert_close(selector.design_state()["design"]["v"], _design(config, 0.5 * picked),
+                               rtol=1e-4, atol=1e-5)  # the workers ran the user's row transform
+    selector.shutdown()
+
+
+def test_round_two_rebuilds_v_from_labelled_pairs_under_the_synced_adapter(ray_cluster, config, tmp_path):
+    """Seed 001, Prop. 1: after round 2, V = λI + Σ φφᵀ over the round-1 and round-2 picks, every φ under the
+    round-2 policy (version 1) — recomputed here from scratch — not the φ round 1 picked with."""
+    group = FeatureWorkerGroup(config, tmp_path / "state")  # its own workers: they move to version 1
+    group.setup()
+    selector = Selector(config, tmp_path / "selector.pt")
+    selector.setup()
+    first_pool, second_pool = _text_pairs(12, "a"), _text_pairs(12, "b")
+    group.featurize(first_pool, [], policy_version=0, strategy="activedpo")
+    first = selector.select(group, budget=4, strategy="activedpo", round_index=0)
+    adapter = perturbed_adapter(config, tmp_path / "adapter", seed=1)
+    broadcast_adapter(adapter, 1, [group])
+    labelled = [pair for pair_id in first.pair_ids for pair in first_pool if pair.pair_id == pair_id]
+    group.featurize(second_pool, labelled, policy_version=1, strategy="activedpo")
+    second = selector.select(group, budget=4, strategy="activedpo", round_index=1)
+    v = selector.design_state()["design"]["v"]
+    group.shutdown()
+    selector.shutdown()
+
+    model, tokenizer = load_policy(config.model, config.lora, adapter_path=adapter, is_trainable=False)
+    by_id = {pair.pair_id: pair for pair in second_pool}
+    picked = labelled + [by_id[pair_id] for pair_id in second.pair_ids]
+    torch.testing.assert_close(v, _design(config, gradient_features(model, tokenizer, picked, config)),
+                               rtol=1e-4, atol=1e-5)
+    old_model, _ = load_policy(config.model, config.lora, is_trainable=False)
+    frozen = torch.cat([gradient_features(old_model, tokenizer, labelled, config),
+                        gradient_features(model, tokenizer, picked[len(labelled):], config)])
+    assert not torch.allclose(v, _design(config, frozen), rtol=1e-3, atol=1e-3)  # picked-time features differ
+    phi_second = gradient_features(model, tokenizer, second_pool, config)
+    expected = _single_process(config, list(by_id), phi_second, 4, "activedpo",
+                               labelled=gradient_features(model, tokenizer, labelled, config), round_index=1)
+    assert second.pair_ids == expected.pair_ids

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import ray
-import torch
 
 from actors.features import FeatureWorkerGroup
 from actors.generation import GenerationFleet
@@ -12,8 +11,9 @@ from actors.weights import broadcast_adapter, pack_adapter, unpack_adapter
 from system.config import load_config
 from system.errors import StaleVersionError
 from system.features import implicit_reward_margins
-from system.models.loading import load_policy, save_adapter
+from system.models.loading import load_policy
 from system.types import CandidatePair, PromptRecord
+from tests.actors.adapters import perturbed_adapter
 from tests.actors.logprob_check import assert_candidate_logprobs
 
 
@@ -27,19 +27,8 @@ def config(tiny_model_dir):
     )
 
 
-def _trained_adapter(config, out_dir, seed):
-    """An adapter as the trainer writes it (save_adapter), with non-zero LoRA B so it changes the policy."""
-    model, _ = load_policy(config.model, config.lora, is_trainable=True, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return save_adapter(model, out_dir)
-
-
 def test_pack_unpack_round_trip(config, tmp_path):
-    adapter = _trained_adapter(config, tmp_path / "adapter", seed=3)
+    adapter = perturbed_adapter(config, tmp_path / "adapter", seed=3)
     payload = pack_adapter(adapter, version=4)
     restored = unpack_adapter(payload, tmp_path / "copy")
     assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in adapter.iterdir())
@@ -50,7 +39,7 @@ def test_generators_and_feature_workers_use_exactly_the_synced_weights(ray_clust
     fleet, features = GenerationFleet(config), FeatureWorkerGroup(config, tmp_path / "state")
     fleet.setup()
     features.setup()
-    adapter = _trained_adapter(config, tmp_path / "adapter", seed=1)
+    adapter = perturbed_adapter(config, tmp_path / "adapter", seed=1)
     size = broadcast_adapter(adapter, 1, [fleet, features])
     assert size > 0
     trained, tokenizer = load_policy(config.model, config.lora, adapter_path=adapter, is_trainable=False)

@@ -68,6 +68,24 @@ def check_rounds(run_dir: Path, config: Config) -> None:
         assert all(c >= r - 1e-6 for c, r in zip(chosen, rejected, strict=True))  # argmax oracle
 
 
+def check_design_rebuilt(run_dir: Path, config: Config) -> None:
+    """Seed 001, Prop. 1: the selector's V after round 2 = λI + Σ φφᵀ over every pair labelled in rounds 1 and 2,
+    each φ recomputed here from scratch under the round-2 policy (round 1's adapter), not the φ it was picked with."""
+    import torch
+
+    from system.features import gradient_features
+    from system.models.loading import load_policy
+    from system.types import CandidatePair
+
+    design = torch.load(run_dir / "round_002" / "selector_state.pt", weights_only=False)["design"]
+    pairs = [CandidatePair(**row) for index in (1, 2) for row in _selected_rows(run_dir / f"round_{index:03d}")]
+    model, tokenizer = load_policy(config.model, config.lora, adapter_path=run_dir / "round_001" / "train" / "adapter",
+                                   is_trainable=False)
+    phi = gradient_features(model, tokenizer, pairs, config).double()
+    expected = config.selection.reg * torch.eye(phi.shape[1], dtype=torch.float64) + phi.T @ phi
+    torch.testing.assert_close(design["v"], expected, rtol=1e-4, atol=1e-5)
+
+
 def _selected_rows(round_dir: Path) -> list[dict]:
     from system.data import read_rows
 
@@ -83,6 +101,7 @@ def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_m
     assert state is not None and (state.round, state.phase, state.policy_version) == (ROUNDS, "evaluated", ROUNDS)
     assert len(state.labelled_pair_ids) == ROUNDS * BUDGET
     check_rounds(run_dir, config)
+    check_design_rebuilt(run_dir, config)
 
     client = MlflowClient(tracking_uri=config.tracking.uri)
     run = client.get_run(state.mlflow_run_id)

@@ -1,7 +1,7 @@
 """Greedy D-optimal design strategies: ActiveDPO, ADPO, APO (unweighted) and ADPO+ (Fisher-weighted).
 
 All maximise the log-det gain log(1 + xᵀV⁻¹x) with x = φ (unweighted) or x = √w·φ, w = μ(1 − μ)
-(ADPO+, seed 000); they differ in which features φ the active loop computes for them.
+(ADPO+, seed 000); they differ in which features φ the workers compute for them.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from torch import Tensor
 
 from system.errors import SelectionError
 from system.selection.design import DesignState
-from system.selection.greedy import greedy_select
-from system.selection.registry import Picks, PoolInputs, Strategy, register_strategy
+from system.selection.greedy import greedy_pick
+from system.selection.registry import Picks, Strategy, register_strategy
+from system.selection.shards import ShardedPool
 
 
 class DOptimalStrategy(Strategy):
-    """argmax φᵀV⁻¹φ greedily, V updated after every pick (seed 001 Eq. 4)."""
+    """argmax xᵀV⁻¹x greedily over the shards, V updated after every pick (seed 001 Eq. 4)."""
 
-    def select(self, pool: PoolInputs, budget: int, state: DesignState, blocked: Tensor, seed: int) -> Picks:
-        return greedy_select(pool.phi, budget, state, blocked)
+    def pick(self, pool: ShardedPool, budget: int, state: DesignState, seed: int) -> Picks:
+        return greedy_pick(pool, budget, state)
 
 
 @register_strategy("activedpo")
@@ -37,21 +38,22 @@ class AdpoStrategy(DOptimalStrategy):
 
 @register_strategy("apo")
 class ApoStrategy(DOptimalStrategy):
-    """APO-style: fixed linear reward features from a frozen encoder; candidates are not regenerated."""
+    """APO-style: fixed linear reward features from a frozen encoder; the pool is drawn once, never regenerated."""
 
     feature_kind = "fixed"
     regenerates = False
 
 
 @register_strategy("adpo_plus")
-class AdpoPlusStrategy(Strategy):
-    """Seed 000 ADPO+: score w·φᵀV⁻¹φ and update V with √w·φ, w = μ(1 − μ) from the plug-in estimate."""
+class AdpoPlusStrategy(DOptimalStrategy):
+    """Seed 000 ADPO+: rows x = √w·φ, w = μ(1 − μ) at the current plug-in estimate, so the greedy scores
+    w·φᵀV⁻¹φ and V = λI + Σ w_j φ_jφ_jᵀ. The workers recompute w for every term of V (labelled pairs too)
+    whenever the estimate is refitted (each round), so weights are never frozen at pick time."""
 
     feature_kind = "embedding"
     needs_weights = True
 
-    def select(self, pool: PoolInputs, budget: int, state: DesignState, blocked: Tensor, seed: int) -> Picks:
-        if pool.weights is None:
+    def design_rows(self, phi: Tensor, weights: Tensor | None) -> Tensor:
+        if weights is None:
             raise SelectionError("strategy adpo_plus needs plug-in weights μ(1-μ) (none given)")
-        scaled = pool.phi.to(state.dtype) * pool.weights.to(state.dtype).sqrt().unsqueeze(-1)
-        return greedy_select(scaled, budget, state, blocked)
+        return phi * weights.to(phi.dtype).sqrt().unsqueeze(-1)

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from system.selection.design import DesignState
-from system.selection.registry import Picks, PoolInputs, Strategy, register_strategy
+from system.selection.registry import Picks, Strategy, register_strategy
+from system.selection.shards import ShardedPool
 
 
 @register_strategy("random")
 class UniformStrategy(Strategy):
-    """Uniformly random pairs (seeded); V is still updated so log det V is comparable across strategies."""
+    """Uniformly random unblocked pairs, seeded by the round's seed (so rounds differ); V is still
+    updated so log det V is comparable across strategies."""
 
     feature_kind = "embedding"
 
-    def select(self, pool: PoolInputs, budget: int, state: DesignState, blocked: Tensor, seed: int) -> Picks:
+    def pick(self, pool: ShardedPool, budget: int, state: DesignState, seed: int) -> Picks:
         generator = torch.Generator().manual_seed(seed)
-        allowed = torch.nonzero(~blocked).flatten()
+        allowed = torch.nonzero(~pool.blocked()).flatten()
         order = allowed[torch.randperm(allowed.numel(), generator=generator)[:budget]].tolist()
         scores = []
         for index in order:
-            scores.append(float(state.score(pool.phi[index : index + 1])[0]))
-            state.update(pool.phi[index])
+            row = pool.row(index)
+            scores.append(float(state.score(row.unsqueeze(0))[0]))
+            state.update(row)
         return Picks(order, scores)

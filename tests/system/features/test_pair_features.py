@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from system.errors import DataError
 from system.features import (
     embedding_features,
     fixed_encoder_features,
     gradient_features,
     implicit_reward_margins,
+    plugin_margins,
     projected_gradients,
     projection_for,
-    prompt_entropy,
+    strategy_rows,
 )
 from system.models.loading import reference_mode
 from system.models.logprobs import encode_sequences, sequence_logps
-from system.types import Candidate, CandidatePair
+from system.selection import get_strategy
+from system.types import CandidatePair
 
 PAIRS = [
     CandidatePair("p0", "x0", "Say hello.", "Hello there, friend!", "No."),
@@ -59,8 +60,10 @@ def test_embedding_features_match_unpadded_per_sequence_hidden_states(tiny_polic
             with torch.no_grad():
                 hidden = model(input_ids=batch.input_ids, output_hidden_states=True).hidden_states[-1][0]
             response_positions = torch.nonzero(batch.response_mask[0]).flatten()
-            pooled.append(hidden[response_positions - 1].mean(0))  # states that predict the response tokens
+            mean = hidden[response_positions - 1].mean(0)  # states that predict the response tokens
+            pooled.append(mean / mean.norm())
         torch.testing.assert_close(row, pooled[0] - pooled[1], rtol=1e-4, atol=1e-5)
+    assert bool((features.norm(dim=1) <= 2 + 1e-5).all())  # bounded like the unit gradient features
 
 
 def test_last_token_pooling_uses_the_final_real_token(tiny_policy) -> None:
@@ -72,7 +75,8 @@ def test_last_token_pooling_uses_the_final_real_token(tiny_policy) -> None:
     for response in (pair.response_1, pair.response_2):
         batch = _single(model, tokenizer, cfg, pair.prompt, response)
         with torch.no_grad():
-            states.append(model(input_ids=batch.input_ids, output_hidden_states=True).hidden_states[-1][0, -1])
+            state = model(input_ids=batch.input_ids, output_hidden_states=True).hidden_states[-1][0, -1]
+            states.append(state / state.norm())
     torch.testing.assert_close(features[1], states[0] - states[1], rtol=1e-4, atol=1e-5)
 
 
@@ -92,18 +96,6 @@ def test_implicit_reward_margins_are_beta_scaled_policy_reference_differences(ti
     assert float(margins[2]) == 0.0 and abs(float(margins[0])) > 1e-3
 
 
-def test_prompt_entropy_is_mean_negative_sample_logprob() -> None:
-    candidates = [
-        Candidate("x0", "p", "a", logprobs=(-1.0, -2.0)),
-        Candidate("x0", "p", "b", logprobs=(-5.0,)),
-        Candidate("x1", "q", "c", logprobs=(-0.5,)),
-    ]
-    pairs = [CandidatePair("a", "x1", "q", "c", "c"), CandidatePair("b", "x0", "p", "a", "b")]
-    torch.testing.assert_close(prompt_entropy(pairs, candidates), torch.tensor([0.5, 4.0], dtype=torch.float64))
-    with pytest.raises(DataError, match="prompt_id 'x9'"):
-        prompt_entropy([CandidatePair("c", "x9", "r", "s", "t")], candidates)
-
-
 def test_fixed_encoder_features_are_the_reference_policy_embeddings(tiny_policy) -> None:
     model, tokenizer, cfg = tiny_policy
     fixed = fixed_encoder_features(model, tokenizer, PAIRS[:2], cfg)
@@ -111,3 +103,27 @@ def test_fixed_encoder_features_are_the_reference_policy_embeddings(tiny_policy)
         reference = embedding_features(model, tokenizer, PAIRS[:2], cfg)
     torch.testing.assert_close(fixed, reference)
     assert not torch.allclose(fixed, embedding_features(model, tokenizer, PAIRS[:2], cfg))  # adapters matter
+
+
+def test_plugin_margins_follow_the_trained_loss(tiny_policy) -> None:
+    """DPO: the implicit-reward margin; MPO: the pair policy's logit log πθ(y1|x) − log πθ(y2|x)."""
+    model, tokenizer, cfg = tiny_policy
+    torch.testing.assert_close(plugin_margins(model, tokenizer, PAIRS, cfg),
+                               implicit_reward_margins(model, tokenizer, PAIRS, cfg))
+    mpo_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"loss": "mpo"})})
+    margins = plugin_margins(model, tokenizer, PAIRS, mpo_cfg)
+    pair = PAIRS[0]
+    with torch.no_grad():
+        logps = [float(sequence_logps(model, _single(model, tokenizer, cfg, pair.prompt, response)))
+                 for response in (pair.response_1, pair.response_2)]
+    assert float(margins[0]) == pytest.approx(logps[0] - logps[1], abs=1e-4)
+
+
+def test_adpo_plus_rows_are_sqrt_fisher_weighted_embeddings(tiny_policy) -> None:
+    model, tokenizer, cfg = tiny_policy
+    rows = strategy_rows(get_strategy("adpo_plus"), model, tokenizer, PAIRS, cfg)
+    mu = torch.sigmoid(implicit_reward_margins(model, tokenizer, PAIRS, cfg))
+    expected = embedding_features(model, tokenizer, PAIRS, cfg) * (mu * (1 - mu)).sqrt().unsqueeze(-1)
+    torch.testing.assert_close(rows, expected)
+    torch.testing.assert_close(strategy_rows(get_strategy("activedpo"), model, tokenizer, PAIRS, cfg),
+                               gradient_features(model, tokenizer, PAIRS, cfg))

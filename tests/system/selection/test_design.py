@@ -96,3 +96,16 @@ def test_bad_construction_and_updates_are_rejected() -> None:
         state.score(torch.ones(2, 3))
     with pytest.raises(SelectionError, match="weight"):
         state.update(torch.ones(4), weight=-1.0)
+
+
+def test_rebuild_replaces_the_design_by_the_given_rows() -> None:
+    rows = _features(4, 7, 5)
+    state = DesignState(5, reg=0.3)
+    state.update(_features(5, 1, 5)[0])  # discarded by the rebuild
+    state.rebuild(rows)
+    dense_v = 0.3 * torch.eye(5, dtype=torch.float64) + rows.T @ rows
+    torch.testing.assert_close(state.v, dense_v)
+    torch.testing.assert_close(state.v_inv, torch.linalg.inv(dense_v), rtol=1e-10, atol=1e-12)
+    assert state.logdet() == pytest.approx(float(torch.logdet(dense_v)), rel=1e-12)
+    state.rebuild(rows[:0])
+    torch.testing.assert_close(state.v_inv, torch.eye(5, dtype=torch.float64) / 0.3)

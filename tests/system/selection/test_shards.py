@@ -1,43 +1,55 @@
-"""Sharded greedy over W workers (pure shard functions) returns exactly the single-process pick order."""
+"""Sharded selection over W shards returns exactly the single-process picks, for every built-in strategy."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from system.selection import DesignState, merge_argmax, score_shard, select_batch, shard_argmax, update_shard_scores
+from system.selection import (
+    DesignState,
+    Proposal,
+    Shard,
+    get_strategy,
+    merge_argmax,
+    select_batch,
+    shard_argmax,
+    strategy_names,
+)
 
 
-def sharded_greedy(phi: torch.Tensor, budget: int, num_workers: int, reg: float) -> list[int]:
-    """A selector holding V⁻¹ and W workers holding contiguous shards, talking only through the pure functions."""
-    shards = list(torch.tensor_split(phi, num_workers))
-    offsets = [0]
-    for shard in shards[:-1]:
-        offsets.append(offsets[-1] + shard.shape[0])
-    selector = DesignState(phi.shape[1], reg)
-    scores = [score_shard(shard, selector.v_inv) for shard in shards]
-    taken = [torch.zeros(shard.shape[0], dtype=torch.bool) for shard in shards]
-    picks = []
-    for _ in range(budget):
-        proposals = []
-        for worker, (shard_scores, shard_taken) in enumerate(zip(scores, taken, strict=True)):
-            best = shard_argmax(shard_scores, shard_taken)
-            if best is not None:
-                proposals.append((worker, best[0], best[1]))
-        worker, index, _ = merge_argmax(proposals)
-        taken[worker][index] = True
-        picks.append(offsets[worker] + index)
-        z, c = selector.update(shards[worker][index])
-        scores = [update_shard_scores(s, shard, z, c) for s, shard in zip(scores, shards, strict=True)]
-    return picks
+class ShardsPool:
+    """A ShardedPool of W contiguous :class:`Shard` objects in one process (what the selector does over Ray)."""
+
+    def __init__(self, rows: torch.Tensor, num_shards: int) -> None:
+        self.rows = rows
+        chunks = list(torch.tensor_split(rows, num_shards))
+        offsets = [sum(chunk.shape[0] for chunk in chunks[:rank]) for rank in range(num_shards)]
+        self.shards = [Shard(chunk, offset) for chunk, offset in zip(chunks, offsets, strict=True)]
+
+    def blocked(self) -> torch.Tensor:
+        return self.rows.abs().amax(dim=1) == 0
+
+    def row(self, index: int) -> torch.Tensor:
+        return self.rows[index]
+
+    def begin(self, v_inv: torch.Tensor) -> list[Proposal | None]:
+        return [shard.begin(v_inv) for shard in self.shards]
+
+    def update(self, z: torch.Tensor, c: float, taken: int) -> list[Proposal | None]:
+        return [shard.update(z, c, taken) for shard in self.shards]
 
 
 @pytest.mark.parametrize("num_workers", [2, 3, 7])
 def test_sharded_pick_order_equals_single_process(num_workers: int) -> None:
     phi = torch.randn(300, 24, generator=torch.Generator().manual_seed(num_workers), dtype=torch.float64)
-    single = select_batch(phi, 40, DesignState(24, 1.0), "adpo")
-    assert sharded_greedy(phi, 40, num_workers, 1.0) == single
-    assert len(set(single)) == 40
+    phi[[5, 150]] = 0.0  # zero rows are never picked
+    for name in strategy_names():
+        single = select_batch(phi, 40, DesignState(24, 1.0), name, weights=torch.full((300,), 0.25), seed=7)
+        rule = get_strategy(name)
+        rows = rule.design_rows(phi, torch.full((300,), 0.25, dtype=torch.float64))
+        sharded = rule.pick(ShardsPool(rows, num_workers), 40, DesignState(24, 1.0), seed=7)
+        assert sharded.indices == single, name
+        assert len(set(single)) == 40 and not {5, 150} & set(single)
 
 
 def test_cached_greedy_equals_naive_reinversion() -> None:
@@ -54,13 +66,23 @@ def test_cached_greedy_equals_naive_reinversion() -> None:
     assert picks == naive
 
 
-def test_merge_argmax_tie_break_is_deterministic() -> None:
-    assert merge_argmax([(2, 0, 1.0), (0, 5, 1.0), (0, 3, 1.0), (1, 0, 0.5)]) == (0, 3, 1.0)
-    with pytest.raises(ValueError):
-        merge_argmax([])
+def test_merge_argmax_takes_the_largest_score_and_the_smallest_index_on_ties() -> None:
+    row = torch.zeros(2)
+    proposals = [(40, 1.0, row), None, (5, 1.0, row), (3, 0.5, row), (12, 1.0, row)]
+    assert merge_argmax(proposals)[:2] == (5, 1.0)  # type: ignore[index]
+    assert merge_argmax([None, None]) is None
 
 
 def test_shard_argmax_skips_taken_and_prefers_first_of_ties() -> None:
     scores = torch.tensor([3.0, 1.0, 3.0, 3.0], dtype=torch.float64)
     assert shard_argmax(scores, torch.tensor([True, False, False, False])) == (2, 3.0)
     assert shard_argmax(scores, torch.ones(4, dtype=torch.bool)) is None
+
+
+def test_empty_shards_propose_nothing_and_change_nothing() -> None:
+    phi = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    pool = ShardsPool(phi, 6)  # two shards hold no rows
+    assert [shard.rows.shape[0] for shard in pool.shards] == [1, 1, 1, 1, 0, 0]
+    pool.shards.append(Shard(torch.zeros(0, 0), 4))  # a worker that had nothing to featurise
+    picks = get_strategy("adpo").pick(pool, 4, DesignState(3), seed=0)
+    assert picks.indices == select_batch(phi, 4, DesignState(3), "adpo")

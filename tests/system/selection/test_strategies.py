@@ -25,7 +25,7 @@ def _pool(rows: int = 60, dim: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 def test_builtin_strategies_are_registered_with_their_feature_kinds() -> None:
-    assert set(strategy_names()) >= {"random", "activedpo", "adpo", "adpo_plus", "apo", "aplp"}
+    assert set(strategy_names()) >= {"random", "activedpo", "adpo", "adpo_plus", "apo"}
     assert get_strategy("activedpo").feature_kind == "gradient"
     assert get_strategy("adpo").feature_kind == "embedding"
     assert get_strategy("adpo_plus").needs_weights
@@ -70,17 +70,6 @@ def test_plugin_weights_are_fisher_information_of_the_logistic_nll() -> None:
     margins = torch.linspace(-4, 4, 9, dtype=torch.float64)
     second_derivative = torch.func.vmap(torch.func.grad(torch.func.grad(lambda h: -torch.nn.functional.logsigmoid(h))))
     torch.testing.assert_close(plugin_weights(margins), second_derivative(margins))
-
-
-def test_aplp_filters_by_prompt_entropy_then_ranks_by_certainty() -> None:
-    phi = _pool(12, 4)
-    entropy = torch.tensor([5.0, 5, 5, 1, 1, 1, 4, 4, 4, 2, 2, 2], dtype=torch.float64)
-    margin = torch.tensor([0.1, -2, 0.5, 9, 9, 9, 3, -0.2, 1, 8, 8, 8], dtype=torch.float64)
-    # budget 2 → keep ≥ 4 pairs of the most uncertain prompts (rows 0-2 and 6-8), rank by |margin|.
-    picks = select_batch(phi, 2, DesignState(4), "aplp", prompt_entropy=entropy, reward_margin=margin)
-    assert picks == [6, 1]
-    with pytest.raises(SelectionError, match="aplp needs"):
-        select_batch(phi, 2, DesignState(4), "aplp")
 
 
 def test_select_pairs_reports_ids_scores_and_skipped_zero_norm() -> None:
@@ -129,12 +118,15 @@ def test_user_strategy_in_one_file_is_found_by_dotted_path(tmp_path, monkeypatch
         "from system.selection import Picks, Strategy, register_strategy\n"
         "@register_strategy('first_rows')\n"
         "class FirstRows(Strategy):\n"
-        "    def select(self, pool, budget, state, blocked, seed):\n"
+        "    def pick(self, pool, budget, state, seed):\n"
+        "        blocked = pool.blocked()\n"
         "        rows = [i for i in range(len(blocked)) if not blocked[i]][:budget]\n"
         "        return Picks(rows, [0.0] * len(rows))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert select_batch(_pool(5, 2), 3, DesignState(2), "my_rule:first_rows") == [0, 1, 2]
+    phi = _pool(5, 2)
+    phi[1] = 0.0
+    assert select_batch(phi, 3, DesignState(2), "my_rule:first_rows") == [0, 2, 3]
 
 
 @pytest.mark.parametrize("rows", [40, 5])  # k ≤ n (Newton in k) and k > n (Woodbury in n)
@@ -147,3 +139,26 @@ def test_linear_dpo_fit_matches_sklearn_logistic_regression(rows: int) -> None:
     reference = LogisticRegression(C=1 / 0.7, fit_intercept=False, tol=1e-12, max_iter=10_000)
     reference.fit(phi.numpy(), prefer_first.numpy().astype(int))
     np.testing.assert_allclose(theta.numpy(), reference.coef_[0], rtol=1e-5, atol=1e-6)
+
+
+def test_offline_adpo_plus_reweights_every_term_of_v_at_the_last_refit(tmp_path) -> None:
+    """V after the run = λI + Σ over all picks of w φφᵀ with w = μ(1−μ) at the estimate refit before the last
+    batch (sklearn's logistic fit on the labels revealed by then), not the weights each pick had when picked."""
+    from system.selection.offline import load_pool, select_offline
+
+    phi = _pool(40, 3, seed=5)
+    truth = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    labels = [1 if float(row @ truth) > 0 else 2 for row in phi]
+    pool_path = tmp_path / "pool.jsonl"
+    pool_path.write_text("".join(f'{{"pair_id": "p{i}", "phi": {row.tolist()}, "label": {label}}}\n'
+                                 for i, (row, label) in enumerate(zip(phi, labels, strict=True))))
+    state = DesignState(3, 0.5)
+    rows = select_offline(load_pool(pool_path), phi, get_strategy("adpo_plus"), 12, 4, state, plugin_l2=0.7)
+    picked = [int(row["pair_id"][1:]) for row in rows]
+    earlier = picked[:8]  # revealed before the last batch of 4
+    reference = LogisticRegression(C=1 / 0.7, fit_intercept=False, tol=1e-12, max_iter=10_000)
+    reference.fit(phi[earlier].numpy(), [int(labels[i] == 1) for i in earlier])
+    mu = torch.sigmoid(phi[picked] @ torch.tensor(reference.coef_[0]))
+    weights = mu * (1 - mu)
+    expected = 0.5 * torch.eye(3, dtype=torch.float64) + (phi[picked].T * weights) @ phi[picked]
+    torch.testing.assert_close(state.v, expected, rtol=1e-5, atol=1e-7)
