@@ -351,6 +351,28 @@ class OracleConfig(Section):
         description="Seconds a labelling call waits for human annotators to label every queued pair (kind=human).",
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request to the service (seconds).")
+    max_pairs_per_request: int = Field(
+        4096, ge=1, le=4096,
+        description="Most pairs (or reward items) one request may carry; more get HTTP 413. 4096 is the cap the "
+        "published API schema states.",
+    )
+    max_ongoing_requests: int = Field(
+        64, ge=1, description="Requests the ingress replica works on at once; more wait in the proxy's queue."
+    )
+    max_queued_requests: int = Field(
+        256, ge=1,
+        description="Requests that may wait for the ingress beyond max_ongoing_requests; further ones are refused at "
+        "once with HTTP 503 and Retry-After (bounded memory under overload; the client retries them).",
+    )
+    retry_after_s: float = Field(
+        1.0, ge=0, description="Seconds a refused (503) client is told to wait, in the Retry-After header."
+    )
+    server_timeout_s: float = Field(
+        300.0, gt=0,
+        description="End-to-end limit of one request inside the service; past it the proxy answers HTTP 408 "
+        "(stored labels stay stored, so a retry gets them).",
+    )
+
 
     @model_validator(mode="after")
     def _backend_inputs(self) -> OracleConfig:

@@ -56,7 +56,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in [
         (400, "malformed JSON body"), (401, "missing or wrong bearer token"), (404, "unknown pair or task"),
         (409, "schema-valid but not possible here: duplicate pair ids, another oracle, no reward function"),
-        (413, "request body too large"), (422, "invalid request: `detail` names the first bad field"),
+        (413, "request body too large, or more items than oracle.max_pairs_per_request"),
+        (422, "invalid request: `detail` names the first bad field"),
     ]
 }
 """Published for every route (replacing FastAPI's default 422 schema), so clients generated from the OpenAPI
@@ -76,6 +77,13 @@ app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 class Settings:
     token: str
     max_request_bytes: int
+    max_pairs_per_request: int
+
+    def check_count(self, field: str, count: int) -> None:
+        """413 when a request carries more items than ``oracle.max_pairs_per_request``."""
+        if count > self.max_pairs_per_request:
+            raise HTTPException(413, f"body.{field}: {count} items; oracle.max_pairs_per_request="
+                                     f"{self.max_pairs_per_request}")
 
 
 @app.exception_handler(RequestValidationError)
@@ -97,7 +105,8 @@ class OracleIngress:
     """Routes of the oracle API. One replica: it is the single writer of the (SQLite) label store."""
 
     def __init__(self, oracle_cfg: OracleConfig, store_url: str, token: str, judge: DeploymentHandle | None) -> None:
-        app.state.settings = Settings(token=token, max_request_bytes=oracle_cfg.max_request_bytes)
+        app.state.settings = Settings(token=token, max_request_bytes=oracle_cfg.max_request_bytes,
+                                      max_pairs_per_request=oracle_cfg.max_pairs_per_request)
         self.kind = oracle_cfg.kind
         self.store = LabelStore(store_url)
         self.queue = HumanQueue(self.store)
@@ -128,6 +137,7 @@ class OracleIngress:
         started = time.perf_counter()
         if body.oracle is not None and body.oracle != self.kind:
             raise HTTPException(409, f"body.oracle: unknown oracle {body.oracle!r} (this service runs {self.kind!r})")
+        app.state.settings.check_count("pairs", len(body.pairs))
         if duplicates := body.duplicate_ids():
             raise HTTPException(409, f"body.pairs: duplicate pair_id {duplicates[0]!r}")
         pairs = [pair.to_pair() for pair in body.pairs]
@@ -161,6 +171,7 @@ class OracleIngress:
     async def reward(self, body: RewardRequest) -> RewardResponse:
         """R(x, y) of each item under the machine oracle (for evaluation)."""
         started = time.perf_counter()
+        app.state.settings.check_count("items", len(body.items))
         if self.judge is None:
             raise HTTPException(409, "oracle.kind 'human' has no reward function")
         results = await asyncio.gather(*(self.judge.reward.remote((item.prompt_value(), item.response))

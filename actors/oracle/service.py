@@ -3,6 +3,12 @@
 Two deployments: ``OracleJudge`` (machine oracle, ``@serve.batch``, autoscaled between
 ``oracle.min_replicas`` and ``oracle.max_replicas``) and ``OracleIngress`` (FastAPI routes and the
 label store; one replica, the store's single writer). The human oracle needs no judge.
+
+Under overload the service protects itself rather than growing without bound: the ingress works on at most
+``oracle.max_ongoing_requests`` requests, at most ``oracle.max_queued_requests`` more wait in the proxy, and
+the rest are refused at once with HTTP 503 and ``Retry-After: oracle.retry_after_s`` (the client retries
+them); a request running longer than ``oracle.server_timeout_s`` gets HTTP 408. Body size and pairs per
+request are bounded by ``oracle.max_request_bytes`` and ``oracle.max_pairs_per_request`` (HTTP 413).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Any
 
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
 from actors.oracle.ingress import OracleIngress
 from actors.oracle.judge import OracleJudge
@@ -21,7 +28,6 @@ from system.labels.migrate import absolute_store_url
 
 logger = logging.getLogger(__name__)
 APP_NAME = "activealign-oracle"
-INGRESS_MAX_ONGOING = 256
 
 
 def judge_scaling(config: Config) -> dict[str, Any]:
@@ -49,7 +55,9 @@ def build_app(config: Config, token: str) -> Application:
     if oracle.kind != "human":
         judge = OracleJudge.options(ray_actor_options=actor_options, **judge_scaling(config)).bind(oracle)
     ingress = OracleIngress.options(
-        num_replicas=1, max_ongoing_requests=INGRESS_MAX_ONGOING, ray_actor_options={"num_cpus": 0.1}
+        num_replicas=1, max_ongoing_requests=oracle.max_ongoing_requests, ray_actor_options={"num_cpus": 0.1},
+        max_queued_requests=oracle.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=oracle.retry_after_s),
     )
     return ingress.bind(oracle, absolute_store_url(oracle.label_store_url), token, judge)
 
@@ -67,7 +75,8 @@ def start_oracle_service(config: Config, port: int | None = None) -> str:
     """
     port = config.oracle.port if port is None else port
     token, _ = resolve_token(config.oracle)
-    serve.start(http_options={"host": config.oracle.host, "port": port})
+    serve.start(http_options={"host": config.oracle.host, "port": port,
+                              "request_timeout_s": config.oracle.server_timeout_s})
     serve.run(build_app(config, token), name=APP_NAME, route_prefix="/")
     url = base_url(config.oracle.host, port)
     logger.info("oracle service (%s) at %s", config.oracle.kind, url)
