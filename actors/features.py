@@ -26,6 +26,7 @@ from actors.weights import AdapterPayload, VersionedAdapter, load_adapter_weight
 from system.config import Config
 from system.features import implicit_reward_margins, strategy_rows
 from system.fileio import atomic_output
+from system.run_state import load_state_file
 from system.selection import Proposal, Shard, get_strategy
 from system.selection.shards import blocked_rows
 from system.types import CandidatePair
@@ -55,7 +56,7 @@ class FeatureWorker(VersionedAdapter):
 
         self.model, self.tokenizer = load_policy(self.config.model, self.config.lora, is_trainable=False)
         if self.state_file.exists():
-            saved = torch.load(self.state_file, weights_only=False)
+            saved = load_state_file(self.state_file)
             if saved["adapter_dir"] is not None:
                 self._apply_adapter(Path(saved["adapter_dir"]), saved["version"])
             self.policy_version = saved["version"]

@@ -41,6 +41,7 @@ from actors.group import ACTOR_FAILURES, ActorGroup, wait_restarted
 from system.config import Config
 from system.errors import SelectionError
 from system.fileio import atomic_output
+from system.run_state import load_state_file
 from system.selection import DesignState, Proposal, check_budget, get_strategy
 from system.types import SelectionResult
 
@@ -131,7 +132,7 @@ class SelectorActor:
     def setup(self) -> int:
         """Reload the last checkpoint when there is one; returns the next round index."""
         if self.checkpoint_path.exists():
-            saved = torch.load(self.checkpoint_path, weights_only=False)
+            saved = load_state_file(self.checkpoint_path)
             design = saved["design"]
             self.state = DesignState(int(design["dim"]), float(design["reg"]))
             self.state.load_state_dict(design)

@@ -6,7 +6,9 @@ selector state). ``state.json`` is the commit point: it is replaced atomically (
 only after the files it references are written, so a reader never sees a half-finished phase.
 
 The RNG states of ``random``, ``numpy`` and ``torch`` are captured with each save and restored on
-resume, so the phases that follow draw the same numbers as an uninterrupted run.
+resume, so the phases that follow draw the same numbers as an uninterrupted run. They are stored as plain
+JSON (lists of integers), and every tensor state file of a run directory is read with
+:func:`load_state_file` (``torch.load(weights_only=True)``): loading a run directory never unpickles code.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class RoundState:
         mlflow_run_id: MLflow run the loop logs into.
         labelled_pair_ids: ids of every pair labelled so far, in labelling order.
         selector_state_path: the selector's saved design state (V⁻¹ …) after the last selection.
-        rng: pickled RNG states of python/numpy/torch (base64), captured at save time.
+        rng: RNG states of python/numpy/torch as JSON values (:func:`capture_rng`), captured at save time.
     """
 
     round: int = 0
@@ -63,7 +65,7 @@ class RoundState:
     mlflow_run_id: str | None = None
     labelled_pair_ids: list[str] = field(default_factory=list)
     selector_state_path: str | None = None
-    rng: str = ""
+    rng: dict[str, Any] = field(default_factory=dict)
 
     def done(self, round_index: int, phase: str) -> bool:
         """Whether ``phase`` of round ``round_index`` had finished when this state was saved."""
@@ -77,20 +79,46 @@ def round_dir(run_dir: str | Path, round_index: int) -> Path:
     return Path(run_dir) / f"round_{round_index:03d}"
 
 
-def capture_rng() -> str:
-    """The python/numpy/torch RNG states, pickled and base64-encoded for a JSON file."""
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    return base64.b64encode(pickle.dumps(states)).decode("ascii")
+def capture_rng() -> dict[str, Any]:
+    """The python/numpy/torch RNG states as JSON values.
+
+    ``python``: ``[version, [625 ints], gauss_next]`` (:func:`random.getstate`); ``numpy``: ``[name, [624 ints],
+    pos, has_gauss, cached_gaussian]`` (:func:`numpy.random.get_state`); ``torch``: the CPU generator's byte
+    state, base64.
+    """
+    version, internal, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+    }
 
 
-def restore_rng(blob: str) -> None:
-    """Restore RNG states captured by :func:`capture_rng` (no-op for an empty blob)."""
-    if not blob:
+def restore_rng(states: dict[str, Any]) -> None:
+    """Restore RNG states captured by :func:`capture_rng` (no-op for an empty mapping)."""
+    if not states:
         return
-    states = pickle.loads(base64.b64decode(blob))
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
+    try:
+        version, internal, gauss_next = states["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch_state = np.frombuffer(base64.b64decode(states["torch"], validate=True), dtype=np.uint8)
+        torch.set_rng_state(torch.from_numpy(torch_state.copy()))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{STATE_FILE}: field 'rng': not a saved RNG state ({exc})") from None
+
+
+def load_state_file(path: str | Path) -> Any:
+    """A tensor state file of a run directory (selector, feature worker, trainer checkpoint), read with
+    ``torch.load(weights_only=True)``: tensors, numbers, strings and lists/tuples/dicts of them only, never
+    pickled code. Anything else raises :class:`DataError` naming the file."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a tensor state file (refused to load: {first_line})") from None
 
 
 def save_round_state(run_dir: str | Path, state: RoundState) -> None:
@@ -108,9 +136,13 @@ def load_round_state(run_dir: str | Path) -> RoundState | None:
         return None
     try:
         data: dict[str, Any] = json.loads(path.read_text())
-        return RoundState(**data)
-    except (json.JSONDecodeError, TypeError) as exc:
+        state = RoundState(**data)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
         raise DataError(f"{path}: corrupt round state ({exc})") from None
+    if not isinstance(state.rng, dict):
+        raise DataError(f"{path}: field 'rng': expected the JSON RNG states of this version, got "
+                        f"{type(state.rng).__name__} (a pickled state from an older version is not loaded)")
+    return state
 
 
 def design_state_files(run_dir: str | Path) -> list[Path]:

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
 import torch
 
 from actors.features import FeatureWorkerGroup
-from actors.selector import Selector
+from actors.selector import Selector, SelectorActor
 from actors.weights import broadcast_adapter
-from system.config import load_config
+from system.config import Config, load_config
+from system.errors import DataError
 from system.features import gradient_features
 from system.models.loading import load_policy
 from system.selection import DesignState, PoolInputs, select_pairs
 from system.types import CandidatePair
 from tests.actors.adapters import perturbed_adapter
+from tests.hostile import HostilePickle
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +199,11 @@ def test_round_two_rebuilds_v_from_labelled_pairs_under_the_synced_adapter(ray_c
     expected = _single_process(config, list(by_id), phi_second, 4, "activedpo",
                                labelled=gradient_features(model, tokenizer, labelled, config), round_index=1)
     assert second.pair_ids == expected.pair_ids
+
+
+def test_selector_restart_refuses_a_hostile_checkpoint(tmp_path: Path) -> None:
+    marker, path = tmp_path / "marker", tmp_path / "selector_state.pt"
+    torch.save({"design": HostilePickle(marker), "round": 1, "selected_ids": ["a"]}, path)
+    with pytest.raises(DataError, match="selector_state.pt: not a tensor state file"):
+        SelectorActor(0, Config(), str(path)).setup()
+    assert not marker.exists()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import pickle
 import random
 from pathlib import Path
 
@@ -10,7 +13,15 @@ import pytest
 import torch
 
 from system.errors import DataError
-from system.run_state import RoundState, load_round_state, restore_rng, round_dir, save_round_state
+from system.run_state import (
+    RoundState,
+    load_round_state,
+    load_state_file,
+    restore_rng,
+    round_dir,
+    save_round_state,
+)
+from tests.hostile import HostilePickle
 
 
 def test_save_load_round_trip_and_rng_replay(tmp_path: Path) -> None:
@@ -43,3 +54,41 @@ def test_unknown_phase_and_corrupt_file_are_refused(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(DataError, match="state.json: corrupt round state"):
         load_round_state(tmp_path)
+
+
+def test_rng_state_is_plain_json_and_a_pickled_blob_is_refused(tmp_path: Path) -> None:
+    save_round_state(tmp_path, RoundState(round=1))
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert set(saved["rng"]) == {"python", "numpy", "torch"}
+    assert len(saved["rng"]["python"][1]) == 625 and len(saved["rng"]["numpy"][1]) == 624
+    marker = tmp_path / "marker"
+    saved["rng"] = base64.b64encode(pickle.dumps({"x": HostilePickle(marker)})).decode("ascii")
+    (tmp_path / "state.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match=r"state.json: field 'rng': .*pickled state .* not loaded"):
+        load_round_state(tmp_path)
+    with pytest.raises(DataError, match="field 'rng'"):
+        restore_rng({"python": [3, [1, 2], None], "numpy": [], "torch": "!!"})
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", ["pickle", "garbage", "empty"])
+def test_state_files_never_unpickle_code(tmp_path: Path, payload: str) -> None:
+    marker = tmp_path / "marker"
+    path = tmp_path / "selector_state.pt"
+    if payload == "pickle":
+        torch.save({"design": HostilePickle(marker), "round": 1}, path)
+    else:
+        path.write_bytes(b"\x80\x04not a pickle at all" if payload == "garbage" else b"")
+    with pytest.raises(DataError, match=r"selector_state.pt: not a tensor state file \(refused to load") as info:
+        load_state_file(path)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_state_file_round_trip_keeps_tensors_and_primitives(tmp_path: Path) -> None:
+    state = {"pair_ids": ["a", "b"], "rows": torch.arange(6.0).reshape(2, 3), "version": 2, "adapter_dir": None,
+             "rng": (3, tuple(range(5)), None)}
+    torch.save(state, tmp_path / "features-0.pt")
+    loaded = load_state_file(tmp_path / "features-0.pt")
+    assert loaded["pair_ids"] == ["a", "b"] and loaded["version"] == 2 and loaded["adapter_dir"] is None
+    assert torch.equal(loaded["rows"], state["rows"]) and loaded["rng"] == state["rng"]
