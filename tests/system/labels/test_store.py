@@ -165,15 +165,16 @@ def page_while_written(url: str, total: int, timeout_s: float = 120.0) -> list[i
     return seen
 
 
-@pytest.mark.parametrize("pool", [
-    lambda workers: ThreadPoolExecutor(workers),
-    lambda workers: ProcessPoolExecutor(workers, mp_context=get_context("spawn")),
+@pytest.mark.parametrize(("pool", "workers"), [
+    (ThreadPoolExecutor, 6),
+    (lambda workers: ProcessPoolExecutor(workers, mp_context=get_context("spawn")), 3),  # each imports the store
 ], ids=["threads", "processes"])
-def test_concurrent_writers_store_every_label_exactly_once(store_url: str, pool: Callable[[int], Executor]) -> None:
+def test_concurrent_writers_store_every_label_exactly_once(store_url: str, pool: Callable[[int], Executor],
+                                                           workers: int) -> None:
     """Writers racing on one fresh store (schema creation included) over the same keys in different orders, and
     a reader paging by ``seq`` meanwhile: every key is stored once, the writers' "new" counts add up to the
     number of keys, and the reader saw every row once, in ``seq`` order (no row committed behind its cursor)."""
-    workers, pair_count = 6, 120
+    pair_count = 120
     with pool(workers) as executor, ThreadPoolExecutor(1) as reader:
         pages = reader.submit(page_while_written, store_url, pair_count)
         new_counts = list(executor.map(write_in_batches, [store_url] * workers, [pair_count] * workers,
