@@ -18,14 +18,14 @@ from typing import Any
 
 import ray
 
-from system.config import Config, dump_config
+from system.config import Config, dump_config, load_config
 from system.data import load_preferences, read_prompts
 from system.errors import ConfigError
 from system.fileio import atomic_write_bytes, atomic_write_text
 from system.generation import evaluation_params
 from system.loop import LoopParts, OfflinePool, offline_pool
 from system.ports import ensure_port_free
-from system.run_state import RoundState, load_round_state
+from system.run_state import RoundState, check_resume_config, load_round_state
 from system.types import PromptRecord
 
 logger = logging.getLogger(__name__)
@@ -65,10 +65,14 @@ def load_pool(config: Config) -> OfflinePool | None:
 def prepare_run_dir(config: Config, resume: Path | None) -> tuple[Path, RoundState]:
     """The run directory with ``config.yaml`` written, and the state to start from.
 
-    A fresh run in a directory that holds an earlier run's rounds replaces them.
+    A fresh run in a directory that holds an earlier run's rounds replaces them. A resumed run must keep
+    every setting that changes results (:func:`system.run_state.check_resume_config`).
     """
     run_dir = Path(resume) if resume is not None else Path(config.loop.run_dir)
-    state = load_round_state(run_dir) if resume is not None else None
+    state = None
+    if resume is not None:
+        check_resume_config(load_config(run_dir / "config.yaml"), config, run_dir)
+        state = load_round_state(run_dir)
     if resume is None and run_dir.exists():
         for old in [*run_dir.glob("round_*"), run_dir / "state.json", run_dir / "reference_responses.json"]:
             shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from system.errors import DataError
+from system.config import Config, flatten_config
+from system.errors import ConfigError, DataError
 from system.fileio import atomic_write_text
 
 PHASES = ("start", "generated", "selected", "labelled", "trained", "synced", "evaluated")
@@ -119,6 +120,43 @@ def load_state_file(path: str | Path) -> Any:
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a tensor state file (refused to load: {first_line})") from None
+
+
+RESUME_SAFE_KEYS = (
+    "tracking.", "cluster.", "loop.rounds", "loop.run_dir", "oracle.host", "oracle.port", "oracle.token_env",
+    "oracle.min_replicas", "oracle.max_replicas", "oracle.max_batch_size", "oracle.batch_wait_timeout_s",
+    "oracle.max_request_bytes", "oracle.human_timeout_s", "oracle.request_timeout_s", "oracle.max_pairs_per_request",
+    "oracle.max_ongoing_requests", "oracle.max_queued_requests", "oracle.retry_after_s", "oracle.server_timeout_s",
+)
+"""Settings a resumed run may change (a key matches an entry equal to it or, for entries ending in ``.``,
+starting with it); see :func:`check_resume_config`."""
+
+
+def check_resume_config(saved: Config, resumed: Config, run_dir: str | Path) -> None:
+    """Refuse to resume ``run_dir`` (saved config ``saved``) with a config that would change its results.
+
+    The rule: a resumed run must compute what the uninterrupted run would have computed, so every setting
+    must equal the saved one except :data:`RESUME_SAFE_KEYS`, which change where and how the run executes,
+    not what it computes — MLflow tracking (``tracking.*``), the Ray cluster and per-actor resources
+    (``cluster.*``), the run directory (``loop.run_dir``: resume uses ``run_dir`` itself), the number of rounds
+    (``loop.rounds``: extend a finished run or stop earlier; finished rounds stay as they are) and the oracle
+    service's address, token variable, replica counts, batching, request limits and timeouts. Everything
+    else — the model, LoRA, generation, features, selection (strategy, budget, seed), the oracle's labels
+    (kind, model, sampling, label store), training (loss, β, lr, seed) and the loop's data and seed —
+    changes the numbers, and is refused.
+
+    Raises:
+        ConfigError: one line naming every differing key with its saved and new value.
+    """
+    before, after = flatten_config(saved), flatten_config(resumed)
+    changed = [key for key in sorted(before.keys() | after.keys())
+               if before.get(key) != after.get(key)
+               and not any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE_KEYS)]
+    if changed:
+        shown = ", ".join(f"{key} ({before.get(key, '<unset>')!r} -> {after.get(key, '<unset>')!r})"
+                          for key in changed)
+        raise ConfigError(f"--resume {run_dir}: the overrides change settings that change results: {shown}; "
+                          "start a new run instead")
 
 
 def save_round_state(run_dir: str | Path, state: RoundState) -> None:

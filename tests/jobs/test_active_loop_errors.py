@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from jobs.active_loop import main
-from system.config import load_config
+from system.config import dump_config, load_config
 from system.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
@@ -75,3 +75,24 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path, option: list[str], key:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: configs/tiny.yaml + overrides: {key}")
     assert "Traceback" not in result.stderr and "Started a local Ray" not in result.stderr
+
+
+def test_resume_with_overrides_that_change_results_exits_2_before_ray(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    saved = dump_config(load_config(REPO_ROOT / "configs/tiny.yaml", [f"loop.run_dir={run_dir}"]))
+    (run_dir / "config.yaml").write_text(saved)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "run", "--resume", str(run_dir), "--selection.strategy", "random",
+         "--train.loss", "ipo", "--loop.rounds", "5", "--tracking.enabled", "false"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --resume {run_dir}: the overrides change settings that change results: ")
+    assert "selection.strategy ('activedpo' -> 'random'), train.loss ('dpo' -> 'ipo')" in last
+    assert "loop.rounds" not in last and "tracking" not in last
+    assert "Traceback" not in result.stderr and "Started a local Ray" not in result.stderr
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert time.perf_counter() - started < 30

@@ -6,15 +6,18 @@ import base64
 import json
 import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from system.errors import DataError
+from system.config import config_from_dict
+from system.errors import ConfigError, DataError
 from system.run_state import (
     RoundState,
+    check_resume_config,
     load_round_state,
     load_state_file,
     restore_rng,
@@ -92,3 +95,21 @@ def test_state_file_round_trip_keeps_tensors_and_primitives(tmp_path: Path) -> N
     loaded = load_state_file(tmp_path / "features-0.pt")
     assert loaded["pair_ids"] == ["a", "b"] and loaded["version"] == 2 and loaded["adapter_dir"] is None
     assert torch.equal(loaded["rows"], state["rows"]) and loaded["rng"] == state["rng"]
+
+
+def test_resume_config_rule_names_every_result_changing_key() -> None:
+    saved = config_from_dict({})
+    harmless = config_from_dict({"tracking": {"enabled": False}, "cluster": {"num_cpus": 3, "placement": "colocate"},
+                                 "loop": {"rounds": 7, "run_dir": "elsewhere"}, "oracle": {"port": 9001}})
+    check_resume_config(saved, harmless, "runs/x")
+    changed = config_from_dict({"selection": {"strategy": "random", "budget": 3}, "train": {"loss": "ipo"},
+                                "loop": {"seed": 5, "rounds": 9}, "lora": {"r": 4}, "features": {"seed": 1},
+                                "model": {"path": "other"}})
+    with pytest.raises(ConfigError) as refused:
+        check_resume_config(saved, changed, "runs/x")
+    message = str(refused.value)
+    named = re.findall(r"(\w+\.[\w.]+) \(", message)
+    assert named == ["features.seed", "loop.seed", "lora.r", "model.path", "selection.budget", "selection.strategy",
+                     "train.loss"]
+    assert message.startswith("--resume runs/x: ") and "\n" not in message
+    assert "selection.strategy ('activedpo' -> 'random')" in message
