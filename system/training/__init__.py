@@ -1,8 +1,15 @@
 """Preference training (DPO, IPO, MPO) with LoRA or full weights: the core the distributed trainer reuses."""
 
 from system.training.batches import PreferenceBatch, collate_preferences
-from system.training.loop import TrainResult, epoch_batches, make_batch, sft_warmup, train_preferences
-from system.training.objective import preference_loss
+from system.training.loop import (
+    TrainResult,
+    epoch_batches,
+    fit_preferences,
+    make_batch,
+    sft_warmup,
+    train_preferences,
+)
+from system.training.objective import preference_loss, preference_losses
 from system.training.reference import MpoReference, prepare_mpo_reference, prompt_key, reference_pair_logps
 
 __all__ = [
@@ -11,8 +18,10 @@ __all__ = [
     "TrainResult",
     "collate_preferences",
     "epoch_batches",
+    "fit_preferences",
     "make_batch",
     "preference_loss",
+    "preference_losses",
     "prepare_mpo_reference",
     "prompt_key",
     "reference_pair_logps",

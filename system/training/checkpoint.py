@@ -1,77 +1,90 @@
-"""Per-epoch training checkpoints: trainable weights (peft adapter or full model), optimizer, RNG, position.
+"""Training checkpoints at optimizer-step boundaries, the same format for every engine and world size.
 
-Layout of a checkpoint directory (written atomically, replacing the previous one)::
+Layout of a checkpoint directory (rank 0 writes the shared files; every rank writes its own)::
 
-    adapter/            save_pretrained output (peft format with LoRA, else a full checkpoint)
-    trainer_state.pt    optimizer state, RNG states, epochs completed, optimizer steps, loss history
+    progress.json        TrainProgress: epoch, batch position, optimizer steps, finished epochs' metrics (rank 0)
+    reference.pt         the offline πref data the loss reads (rank 0)
+    rank{r}.pt           rank r's RNG states and its metric tally of the epoch in progress
+    engine.pt | deepspeed/   the engine's trainable weights and optimizer state (TrainEngine.save)
+
+A :data:`Publish` callable makes a staged directory the newest checkpoint: an atomic directory swap
+in a single process, ``ray.train.report`` under Ray Train.
 """
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
-from peft.utils import load_peft_weights, set_peft_model_state_dict
-from transformers import AutoModelForCausalLM
 
-from system.errors import ModelLoadError
 from system.fileio import atomic_output
-from system.models.loading import unwrap
+from system.training.engine import TrainEngine
+from system.training.runner import MetricTally, TrainProgress
 
-STATE_FILE = "trainer_state.pt"
-WEIGHTS_DIR = "adapter"
+PROGRESS_FILE = "progress.json"
+REFERENCE_FILE = "reference.pt"
 
-
-@dataclass
-class TrainerState:
-    """Where training stands after a completed epoch."""
-
-    epochs_completed: int = 0
-    optimizer_steps: int = 0
-    step_losses: list[float] = field(default_factory=list)
-    epoch_metrics: list[dict[str, float]] = field(default_factory=list)
+Publish = Callable[[Callable[[Path], None], dict[str, float]], None]
+"""``publish(write, metrics)``: give ``write`` an empty staging directory on every rank, then commit it."""
 
 
-def save_checkpoint(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState, ckpt_dir: str | Path
-) -> Path:
-    """Write weights, optimizer, RNG states and ``state`` to ``ckpt_dir`` atomically."""
-    ckpt_path = Path(ckpt_dir)
-    with atomic_output(ckpt_path) as staging:
-        staging.mkdir()
-        unwrap(model).save_pretrained(str(staging / WEIGHTS_DIR))  # type: ignore[operator]
-        payload = {
-            "state": state.__dict__,
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-        }
-        torch.save(payload, staging / STATE_FILE)
-    return ckpt_path
+def _rank_file(rank: int) -> str:
+    return f"rank{rank}.pt"
 
 
-def load_trainable_weights(model: torch.nn.Module, weights_dir: str | Path) -> None:
-    """Copy weights saved by ``save_pretrained`` (adapter or full model) into ``model`` in place."""
-    inner = unwrap(model)
-    try:
-        if isinstance(inner, PeftModel):
-            set_peft_model_state_dict(inner, load_peft_weights(str(weights_dir)))
-        else:
-            inner.load_state_dict(AutoModelForCausalLM.from_pretrained(weights_dir).state_dict())
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"checkpoint {str(weights_dir)!r}: cannot load weights ({type(exc).__name__})") from None
+def rng_states() -> dict[str, Any]:
+    """Every RNG training draws from: torch (CPU and the current CUDA device) and Python's."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
 
 
-def load_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt_dir: str | Path) -> TrainerState:
-    """Restore weights, optimizer and RNG states from ``ckpt_dir``; returns the saved :class:`TrainerState`."""
-    ckpt_path = Path(ckpt_dir)
-    load_trainable_weights(model, ckpt_path / WEIGHTS_DIR)
-    payload: dict[str, Any] = torch.load(ckpt_path / STATE_FILE, weights_only=False)
-    optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(payload["torch_rng"])
-    random.setstate(payload["python_rng"])
-    return TrainerState(**payload["state"])
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def write_checkpoint(
+    directory: Path, engine: TrainEngine, progress: TrainProgress, tally: MetricTally, reference: Any, rank: int
+) -> None:
+    """Write this rank's part of a checkpoint into the (staging) ``directory``; collective under DeepSpeed."""
+    engine.save(directory)
+    torch.save({"rng": rng_states(), "tally": asdict(tally)}, directory / _rank_file(rank))
+    if rank == 0:
+        torch.save(reference, directory / REFERENCE_FILE)
+        (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+
+
+def read_checkpoint(directory: Path, engine: TrainEngine, rank: int) -> tuple[TrainProgress, MetricTally, Any]:
+    """Restore engine and RNG states from ``directory``; returns (progress, this rank's tally, reference data)."""
+    engine.load(directory)
+    own = torch.load(directory / _rank_file(rank), weights_only=False)
+    set_rng_states(own["rng"])
+    progress = TrainProgress(**json.loads((directory / PROGRESS_FILE).read_text()))
+    return progress, MetricTally(**own["tally"]), torch.load(directory / REFERENCE_FILE, weights_only=False)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint (most optimizer steps) at or below ``root``, or None."""
+    found = [(json.loads(path.read_text())["optimizer_steps"], path.stat().st_mtime, path.parent)
+             for path in root.rglob(PROGRESS_FILE)]
+    return max(found)[2] if found else None
+
+
+def directory_publisher(ckpt_dir: Path) -> Publish:
+    """Single-process publishing: each checkpoint atomically replaces ``ckpt_dir``."""
+
+    def publish(write: Callable[[Path], None], metrics: dict[str, float]) -> None:
+        with atomic_output(ckpt_dir) as staging:
+            staging.mkdir()
+            write(staging)
+
+    return publish

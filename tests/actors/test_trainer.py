@@ -1,39 +1,29 @@
-"""Ray Train + DeepSpeed trainer: ZeRO-2 over gloo with 2 workers, loss falls across two runs with resume."""
+"""Ray Train + DeepSpeed trainer: ZeRO-2 over gloo with 2 workers, loss falls across two runs with resume, and a
+run resumed from a checkpoint inside an epoch ends bit for bit where the uninterrupted run ends."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from actors.trainer import Trainer, clear_stale_extension_locks, deepspeed_config, latest_checkpoint, rank_slice
+from actors.trainer import Trainer, clear_stale_extension_locks
 from system.config import load_config
 from system.models.loading import load_policy
 from system.models.logprobs import encode_sequences, sequence_logps
+from system.training.checkpoint import PROGRESS_FILE, latest_checkpoint
 from system.types import PreferencePair
+from tests.system.training.conftest import assert_identical, saved_tensors
 
 
 def _pairs(count: int) -> list[PreferencePair]:
     return [PreferencePair(f"Tell me about cat {i}.", f"Please give cat {i} a soft blanket, thank you.",
                            f"No. Cat {i} is loud.") for i in range(count)]
-
-
-def test_deepspeed_config_follows_train_section():
-    cfg = load_config("configs/tiny.yaml", ["train.batch_size=7", "train.grad_accum_steps=2",
-                                            "train.deepspeed.stage=3", "train.deepspeed.offload_optimizer=true"])
-    ds = deepspeed_config(cfg.train, world_size=2)
-    assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["train_batch_size"] == 16
-    assert ds["zero_optimization"] == {"stage": 3, "offload_optimizer": {"device": "cpu"}}
-    assert ds["gradient_clipping"] == cfg.train.max_grad_norm and ds["zero_allow_untested_optimizer"]
-
-
-def test_rank_slices_cover_the_batch_once():
-    batch = [5, 1, 9, 4, 7]
-    assert sorted(rank_slice(batch, 0, 2) + rank_slice(batch, 1, 2)) == sorted(batch)
-    assert rank_slice([3], 1, 2) == [3]
 
 
 @pytest.mark.slow  # two Ray Train runs with DeepSpeed start-up: ~90 s on an idle 2-core box
@@ -44,7 +34,7 @@ def test_zero2_training_loss_falls_across_resumed_runs(ray_cluster, tiny_model_d
     first_cfg = load_config("configs/tiny.yaml", [*overrides, "train.epochs=1"])
     adapter, history = Trainer(first_cfg).fit(pairs, tmp_path)
     assert [m["epoch"] for m in history] == [1] and adapter.exists()
-    assert json.loads((latest_checkpoint(tmp_path / "ray_train") / "epoch.json").read_text())["epoch"] == 1
+    assert json.loads((latest_checkpoint(tmp_path / "ray_train") / PROGRESS_FILE).read_text())["epoch"] == 1
 
     adapter, history = Trainer(load_config("configs/tiny.yaml", [*overrides, "train.epochs=3"])).fit(pairs, tmp_path)
     assert [m["epoch"] for m in history] == [1, 2, 3]  # epoch 1 came from the checkpoint, not rerun
@@ -61,6 +51,34 @@ def test_zero2_training_loss_falls_across_resumed_runs(ray_cluster, tiny_model_d
             reference = sequence_logps(model, batch)
     margin = (policy - reference)[:8] - (policy - reference)[8:]
     assert float(margin.mean()) > 0
+
+
+@pytest.mark.slow  # two Ray Train runs of 2 DeepSpeed workers: ~100 s on a 2-core box
+def test_resume_inside_an_epoch_is_bit_identical(ray_cluster, tiny_model_dir, tmp_path):
+    """12 pairs in global batches of 5, 5, 2 split 3/2, 3/2, 1/1 over the ranks; 2 batches per step; LoRA dropout.
+    The run resumed from the checkpoint after step 3 (inside epoch 2) — a process that died there — ends with
+    the same adapter, optimizer state and metrics as the run that went straight through."""
+    config = load_config("configs/tiny.yaml", [
+        f"model.path={tiny_model_dir}", "train.num_workers=2", "train.epochs=2", "train.batch_size=5",
+        "train.grad_accum_steps=2", "train.deepspeed.stage=2", "lora.dropout=0.1", "cluster.trainer.num_cpus=1"])
+    pairs = _pairs(12)
+    straight_adapter, straight_history = Trainer(config, checkpoint_every_steps=1).fit(pairs, tmp_path / "straight")
+
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "straight" / "ray_train", resumed_dir / "ray_train")
+    for progress in list((resumed_dir / "ray_train").rglob(PROGRESS_FILE)):
+        if json.loads(progress.read_text())["optimizer_steps"] > 3:
+            shutil.rmtree(progress.parent)
+    assert json.loads((latest_checkpoint(resumed_dir) / PROGRESS_FILE).read_text())["batch"] == 2
+    adapter, history = Trainer(config, checkpoint_every_steps=1).fit(pairs, resumed_dir)
+
+    timing = {"step_time_s", "peak_rss_gb"}
+    assert [{k: v for k, v in m.items() if k not in timing} for m in history] == \
+        [{k: v for k, v in m.items() if k not in timing} for m in straight_history]
+    assert_identical(load_file(straight_adapter / "adapter_model.safetensors"),
+                     load_file(adapter / "adapter_model.safetensors"))
+    finals = [latest_checkpoint(run_dir) for run_dir in (tmp_path / "straight", resumed_dir)]
+    assert_identical(*(saved_tensors(final) for final in finals if final is not None))  # engine, RNG, tallies
 
 
 def test_sft_warmup_runs_inside_the_ray_trainer(ray_cluster, tiny_model_dir, tmp_path):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+import torch
 
 from system.config import Config, GenerationConfig, LoraConfig, ModelConfig, TrainConfig
 from system.types import PreferencePair
@@ -51,11 +58,64 @@ def heldout_pairs() -> list[PreferencePair]:
 
 
 def training_config(model: ModelConfig, lora: LoraConfig, **train: object) -> Config:
-    """A config for a few-second run on the tiny model; ``train`` overrides fields of the train section."""
-    defaults: dict[str, object] = {"beta": 0.1, "lr": 5e-3, "epochs": 3, "batch_size": 8, "mpo_ref_samples": 2}
+    """A config for a few-second run on the tiny model in plain PyTorch; ``train`` overrides fields of the
+    train section."""
+    defaults: dict[str, object] = {"beta": 0.1, "lr": 5e-3, "epochs": 3, "batch_size": 8, "mpo_ref_samples": 2,
+                                   "deepspeed": {"enabled": False}}
     return Config(
         model=model,
         lora=lora,
         generation=GenerationConfig(max_new_tokens=8, temperature=1.0, seed=0),
         train=TrainConfig.model_validate({**defaults, **train}),
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def deepspeed_group() -> Iterator[None]:
+    """This process as a world of one on gloo (127.0.0.1), as DeepSpeed needs, for one test module."""
+    import deepspeed
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1",
+           "LOCAL_RANK": "0"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    deepspeed.init_distributed(dist_backend="gloo")
+    yield
+    torch.distributed.destroy_process_group()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def assert_identical(want: Any, got: Any, where: str = "") -> None:
+    """Equal nested dicts/lists/tuples/objects with bitwise-equal tensors."""
+    assert type(want) is type(got), where
+    if isinstance(want, torch.Tensor):
+        assert want.dtype == got.dtype and torch.equal(want, got), where
+    elif isinstance(want, dict):
+        assert want.keys() == got.keys(), where
+        for key in want:
+            assert_identical(want[key], got[key], f"{where}/{key}")
+    elif isinstance(want, list | tuple):
+        assert len(want) == len(got), where
+        for i, (a, b) in enumerate(zip(want, got, strict=True)):
+            assert_identical(a, b, f"{where}[{i}]")
+    elif hasattr(want, "__dict__"):  # DeepSpeed's loss scaler and the like
+        assert_identical(vars(want), vars(got), where)
+    else:
+        assert want == got, where
+
+
+def saved_tensors(directory: Path) -> dict[str, Any]:
+    """Every ``*.pt`` file under ``directory``, loaded, by relative path."""
+    return {str(path.relative_to(directory)): torch.load(path, weights_only=False)
+            for path in sorted(directory.rglob("*.pt"))}

@@ -1,42 +1,96 @@
-"""A run interrupted after an epoch and resumed in a fresh model ends exactly where the uninterrupted run ends."""
+"""A run interrupted after a mid-epoch checkpoint and resumed in a fresh model ends bit for bit where the
+uninterrupted run ends — weights, optimizer state and metrics — on the product's engines (DeepSpeed
+ZeRO-2 at world size 1, as ``configs/tiny.yaml`` trains, and plain PyTorch), without Ray."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
-from system.config import LoraConfig, ModelConfig
+from system.config import Config, LoraConfig, ModelConfig
 from system.models.loading import load_policy
-from system.training import train_preferences
-from tests.system.training.conftest import training_config
+from system.training import fit_preferences, train_preferences
+from system.training.checkpoint import directory_publisher
+from system.training.engine import TrainEngine
+from tests.system.training.conftest import assert_identical, saved_tensors, training_config
+
+INTERRUPT_AFTER = 4  # checkpoints: steps 1, 2, 3 (= end of epoch 1), 4 (inside epoch 2), 5, 6 (= end of epoch 2)
+
+
+class Interrupted(Exception):
+    """Stands for the process dying right after a checkpoint."""
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
 
 
-def test_resume_equals_uninterrupted(model_cfg: ModelConfig, train_pairs, tmp_path: Path) -> None:
+def _engine_state(engine: TrainEngine, directory: Path) -> dict[str, Any]:
+    """Everything the engine saves (weights and optimizer state), loaded back."""
+    directory.mkdir()
+    engine.save(directory)
+    return saved_tensors(directory)
+
+
+def _config(model_cfg: ModelConfig, lora: LoraConfig, engine: str) -> Config:
+    # 24 pairs in batches of 5 (the last one short), 2 per step: 3 steps per epoch, the last on 1 batch
+    return training_config(model_cfg, lora, epochs=2, batch_size=5, grad_accum_steps=2,
+                           deepspeed={"enabled": engine == "deepspeed", "stage": 2})
+
+
+@pytest.fixture(params=["torch", "deepspeed"])
+def engine_kind(request) -> str:
+    if request.param == "deepspeed":
+        request.getfixturevalue("deepspeed_group")
+    return request.param
+
+
+def test_mid_epoch_resume_is_bit_identical(engine_kind: str, model_cfg: ModelConfig, train_pairs, tmp_path: Path):
     lora = LoraConfig(r=4, alpha=8.0, dropout=0.1, target_modules=["q_proj", "v_proj"])  # dropout: RNG must resume too
-    full_cfg = training_config(model_cfg, lora, epochs=2, batch_size=6, grad_accum_steps=2)
+    cfg = _config(model_cfg, lora, engine_kind)
     uninterrupted, tokenizer = load_policy(model_cfg, lora)
-    expected = train_preferences(uninterrupted, tokenizer, train_pairs, full_cfg, tmp_path / "straight")
+    straight, straight_progress = fit_preferences(uninterrupted, tokenizer, train_pairs, cfg,
+                                                  directory_publisher(tmp_path / "straight"), checkpoint_every_steps=1)
+    assert straight_progress.optimizer_steps == 6 and straight_progress.epoch == 2
+
+    ckpt_dir, published = tmp_path / "interrupted", [0]
+    publish = directory_publisher(ckpt_dir)
+
+    def publish_then_die(write, metrics) -> None:
+        publish(write, metrics)
+        published[0] += 1
+        if published[0] == INTERRUPT_AFTER:
+            raise Interrupted
 
     first_half, _ = load_policy(model_cfg, lora)
-    interrupted_dir = tmp_path / "interrupted"
-    half = train_preferences(first_half, tokenizer, train_pairs, full_cfg.model_copy(
-        update={"train": full_cfg.train.model_copy(update={"epochs": 1})}), interrupted_dir)
-    assert half.epochs_completed == 1
+    with pytest.raises(Interrupted):
+        fit_preferences(first_half, tokenizer, train_pairs, cfg, publish_then_die, checkpoint_every_steps=1)
     resumed_model, _ = load_policy(model_cfg, lora)  # a fresh process would start from here,
     torch.manual_seed(12345)  # with its own RNG state
-    resumed = train_preferences(resumed_model, tokenizer, train_pairs, full_cfg, interrupted_dir, resume=True)
+    resumed, progress = fit_preferences(resumed_model, tokenizer, train_pairs, cfg, publish, ckpt_dir,
+                                        checkpoint_every_steps=1)
 
-    assert resumed.epochs_completed == 2 and resumed.optimizer_steps == expected.optimizer_steps == 2 * 2
-    assert resumed.step_losses == expected.step_losses
-    assert resumed.final_loss == expected.final_loss
-    want, got = _trainable(uninterrupted), _trainable(resumed_model)
-    assert want.keys() == got.keys() and all(torch.equal(want[name], got[name]) for name in want)
-    assert not torch.equal(want[next(iter(want))], _trainable(load_policy(model_cfg, lora)[0])[next(iter(want))])
+    assert progress == straight_progress  # position, step count and every epoch's metrics, bit for bit
+    assert_identical(_trainable(uninterrupted), _trainable(resumed_model))
+    assert_identical(_engine_state(straight, tmp_path / "want"), _engine_state(resumed, tmp_path / "got"))
+    untrained = _trainable(load_policy(model_cfg, lora)[0])
+    assert not any(torch.equal(untrained[name], param) for name, param in _trainable(resumed_model).items())
+
+
+def test_deepspeed_steps_the_short_last_window_like_torch(deepspeed_group, model_cfg, lora_cfg, train_pairs):
+    """Both engines take 3 steps per epoch (the third on one batch of 4 pairs) and land on the same weights."""
+    models = {}
+    for kind in ("torch", "deepspeed"):
+        model, tokenizer = load_policy(model_cfg, lora_cfg)
+        _, progress = fit_preferences(model, tokenizer, train_pairs, _config(model_cfg, lora_cfg, kind),
+                                      lambda write, metrics: None)
+        assert progress.optimizer_steps == 6
+        models[kind] = _trainable(model)
+    for name, param in models["torch"].items():
+        torch.testing.assert_close(models["deepspeed"][name], param, rtol=1e-5, atol=1e-6)
 
 
 def test_finished_run_resumes_to_nothing(model_cfg: ModelConfig, lora_cfg: LoraConfig, train_pairs, tmp_path):
@@ -45,6 +99,6 @@ def test_finished_run_resumes_to_nothing(model_cfg: ModelConfig, lora_cfg: LoraC
     first = train_preferences(model, tokenizer, train_pairs, cfg, tmp_path)
     again, _ = load_policy(model_cfg, lora_cfg)
     second = train_preferences(again, tokenizer, train_pairs, cfg, tmp_path, resume=True)
-    assert second.step_losses == first.step_losses and second.optimizer_steps == first.optimizer_steps
+    assert second.epoch_metrics == first.epoch_metrics and second.optimizer_steps == first.optimizer_steps
     want, got = _trainable(model), _trainable(again)
     assert all(torch.equal(want[name], got[name]) for name in want)
