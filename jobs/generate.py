@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jobs.loop_setup import ray_session
 from system.config import Config
-from system.data import read_prompts, write_rows
+from system.data import file_format, read_prompts, write_rows
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,7 @@ def main(config: Config, prompts: Path, out: Path, adapter: Path | None) -> int:
     from actors.generation import GenerationFleet
     from actors.weights import broadcast_adapter
 
+    file_format(out)  # an unwritable output type fails before Ray starts, not after generating
     records = read_prompts(prompts)
     with ray_session(config):
         fleet = GenerationFleet(config)

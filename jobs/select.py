@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from system.config import Config
-from system.data import write_rows
+from system.data import file_format, write_rows
 from system.selection import DesignState, get_strategy
 from system.selection.offline import load_pool, select_offline
 
@@ -22,6 +22,7 @@ def main(
 ) -> int:
     """Select ``budget`` pairs of ``pool`` with ``strategy`` and write them, in pick order, to ``out``."""
     rule = get_strategy(strategy or config.selection.strategy)
+    file_format(out)  # an unwritable output type fails before the pool is featurised
     candidates = load_pool(pool)
     phi = candidates.numeric_features()
     if phi is None:

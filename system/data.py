@@ -50,11 +50,18 @@ class _FieldError(Exception):
         super().__init__(f"field {field!r}: {problem}")
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception's text on one line (Arrow's messages span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def _data_error(path: Path, row: int, problem: str) -> DataError:
     return DataError(f"{path}: row {row}: {problem}")
 
 
-def _file_format(path: Path) -> Format:
+def file_format(path: Path) -> Format:
+    """``jsonl`` or ``parquet`` from the suffix; any other raises :class:`DataError` (check an output path with
+    this before doing the work that fills it)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return "jsonl"
@@ -67,7 +74,11 @@ def _file_format(path: Path) -> Format:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    with handle:
         for line_number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
@@ -77,6 +88,8 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise _data_error(path, line_number, f"not UTF-8 text ({err.reason})") from None
             except json.JSONDecodeError as err:
                 raise _data_error(path, line_number, f"invalid JSON: {err.msg} (column {err.colno})") from None
+            except RecursionError:
+                raise _data_error(path, line_number, "invalid JSON: nested too deeply") from None
             if not isinstance(row, dict):
                 raise _data_error(path, line_number, f"expected a JSON object, got {type(row).__name__}")
             yield line_number, row
@@ -86,30 +99,47 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: not a readable Parquet file: {err}") from None
+        raise DataError(f"{path}: not a readable Parquet file: {_one_line(err)}") from None
     row_number = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        for row in batch.to_pylist():
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+            rows = [] if batch is None else batch.to_pylist()
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise _data_error(path, row_number + 1, f"unreadable Parquet data: {_one_line(err)}") from None
+        if batch is None:
+            return
+        for row in rows:
             row_number += 1
             yield row_number, row
 
 
-def _iter_numbered_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_numbered_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number, row) pairs, streamed; row numbers are 1-based (JSONL: line numbers)."""
     path = Path(path)
-    file_format = _file_format(path)
+    fmt = file_format(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    yield from (_iter_jsonl(path) if file_format == "jsonl" else _iter_parquet(path))
+    yield from (_iter_jsonl(path) if fmt == "jsonl" else _iter_parquet(path))
 
 
 def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
     """Stream the rows of a JSONL or Parquet file as dicts (no schema checks beyond 'one object per row')."""
-    for _, row in _iter_numbered_rows(path):
+    for _, row in read_numbered_rows(path):
         yield row
 
 
 # ---------------------------------------------------------------- parsing fields
+
+
+def _check_unicode(text: str, field: str) -> None:
+    """Text must be encodable as UTF-8: a JSON escape like ``"\\ud800"`` decodes to a lone surrogate, which
+    would fail later in a tokenizer or a Parquet writer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _FieldError(field, f"not valid Unicode text ({err.reason} at character {err.start})") from None
 
 
 def _parse_message(value: object, field: str, index: int) -> Message:
@@ -121,6 +151,7 @@ def _parse_message(value: object, field: str, index: int) -> Message:
             raise _FieldError(field, f"message {index}: missing {key!r}")
         if not isinstance(value[key], str):
             raise _FieldError(field, f"message {index}: {key!r} must be a string, got {type(value[key]).__name__}")
+        _check_unicode(value[key], field)
         message[key] = value[key]
     if not message["role"].strip():
         raise _FieldError(field, f"message {index}: empty 'role'")
@@ -135,6 +166,7 @@ def _parse_text(row: Mapping[str, Any], field: str) -> Text:
     if isinstance(value, str):
         if not value.strip():
             raise _FieldError(field, "empty")
+        _check_unicode(value, field)
         return value
     if isinstance(value, list):
         messages = [_parse_message(item, field, index) for index, item in enumerate(value, start=1)]
@@ -152,9 +184,13 @@ def _parse_score(row: Mapping[str, Any], field: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _FieldError(field, f"expected a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise _FieldError(field, f"not a finite number ({value})")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _FieldError(field, f"not a finite number ({number})")
+    return number
 
 
 def _parse_id(row: Mapping[str, Any], field: str) -> str | None:
@@ -166,8 +202,35 @@ def _parse_id(row: Mapping[str, Any], field: str) -> str | None:
     text = str(value)
     if not text.strip():
         raise _FieldError(field, "empty")
+    if "\x00" in text:
+        raise _FieldError(field, "contains a NUL character")
+    _check_unicode(text, field)
     return text
 
+
+def _check_unique(path: Path, row_number: int, field: str, value: str, first_row_of: dict[str, int]) -> None:
+    """Record ``value`` of ``field`` at ``row_number``; raise naming both rows when it was seen before."""
+    if value in first_row_of:
+        problem = f"field {field!r}: duplicate {value!r} (first at row {first_row_of[value]})"
+        raise _data_error(path, row_number, problem)
+    first_row_of[value] = row_number
+
+
+_FIELD_PARSERS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
+    "text": _parse_text, "id": _parse_id, "score": _parse_score,
+}
+
+
+def parse_field(path: str | Path, row_number: int, row: Mapping[str, Any], field: str,
+                kind: Literal["text", "id", "score"]) -> Any:
+    """``row[field]`` validated as the readers here validate it (``text``: non-empty string or conversation;
+    ``id``: non-empty string or integer, None when absent; ``score``: finite number, None when absent), for
+    other loaders of rows from :func:`read_numbered_rows`; a bad value raises :class:`DataError` naming file,
+    row and field."""
+    try:
+        return _FIELD_PARSERS[kind](row, field)
+    except _FieldError as err:
+        raise _data_error(Path(path), row_number, str(err)) from None
 
 def _is_conversation(text: Text) -> bool:
     return isinstance(text, list)
@@ -194,12 +257,17 @@ def _parse_preference_row(row: Mapping[str, Any]) -> PreferencePair:
 
 
 def read_preferences(path: str | Path) -> Iterator[PreferencePair]:
-    """Stream the preference pairs of a JSONL or Parquet file, validating every row."""
-    for row_number, row in _iter_numbered_rows(path):
+    """Stream the preference pairs of a JSONL or Parquet file, validating every row; a ``pair_id`` given twice
+    is an error (a replay oracle or an import would silently keep one of the two)."""
+    first_row_of_id: dict[str, int] = {}
+    for row_number, row in read_numbered_rows(path):
         try:
-            yield _parse_preference_row(row)
+            pair = _parse_preference_row(row)
         except _FieldError as err:
             raise _data_error(Path(path), row_number, str(err)) from None
+        if pair.pair_id is not None:
+            _check_unique(Path(path), row_number, "pair_id", pair.pair_id, first_row_of_id)
+        yield pair
 
 
 def load_preferences(path: str | Path) -> list[PreferencePair]:
@@ -277,7 +345,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
     path = Path(path)
     records: list[PromptRecord] = []
     first_row_of_id: dict[str, int] = {}
-    for row_number, row in _iter_numbered_rows(path):
+    for row_number, row in read_numbered_rows(path):
         try:
             prompt = _parse_text(row, "prompt")
             given_id = _parse_id(row, "prompt_id")
@@ -290,10 +358,8 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
             while prompt_id in first_row_of_id:
                 repeat += 1
                 prompt_id = f"{base}-{repeat}"
-        elif prompt_id in first_row_of_id:
-            first_row = first_row_of_id[prompt_id]
-            problem = f"field 'prompt_id': duplicate {prompt_id!r} (first at row {first_row})"
-            raise _data_error(path, row_number, problem)
+        else:
+            _check_unique(path, row_number, "prompt_id", prompt_id, first_row_of_id)
         first_row_of_id[prompt_id] = row_number
         records.append(PromptRecord(prompt=prompt, prompt_id=prompt_id))
     return records
@@ -336,9 +402,9 @@ def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]], schema: pa.S
 
 def _write(path: Path, rows: Iterable[Mapping[str, Any]], schema_for: SchemaFor | None) -> int:
     """Write ``rows`` to ``path`` atomically; ``schema_for(first_row) -> pa.Schema`` fixes Parquet types."""
-    file_format = _file_format(path)
+    fmt = file_format(path)
     with atomic_output(path) as tmp:
-        if file_format == "jsonl":
+        if fmt == "jsonl":
             return _write_jsonl(path, tmp, rows)
         return _write_parquet(path, tmp, rows, schema_for)
 
@@ -369,7 +435,7 @@ def _write_parquet(path: Path, tmp: Path, rows: Iterable[Mapping[str, Any]], sch
             table = pa.Table.from_pylist(batch, schema=schema)
         except (pa.ArrowException, TypeError, ValueError) as err:
             first = count - len(batch) + 1
-            raise DataError(f"{path}: rows {first}-{count}: do not fit the Parquet schema: {err}") from None
+            raise DataError(f"{path}: rows {first}-{count}: do not fit the Parquet schema: {_one_line(err)}") from None
         if writer is None:
             writer = pq.ParquetWriter(tmp, schema)
         writer.write_table(table)

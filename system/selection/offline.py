@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from system.data import read_rows
+from system.data import parse_field, read_numbered_rows
 from system.errors import DataError, SelectionError
 from system.selection.design import DesignState
 from system.selection.plugin import fit_linear_dpo, plugin_weights
@@ -38,16 +38,20 @@ class OfflinePool:
     rows: list[dict[str, Any]]
     pair_ids: list[str]
     sealed_labels: list[Any] | None
+    row_numbers: list[int]
+    """1-based row of each pool row in its file (JSONL: the line), for error messages."""
 
     def numeric_features(self) -> Tensor | None:
         """The ``phi`` column as [N, k] float64, or None when the pool has no ``phi`` column."""
         if "phi" not in self.rows[0]:
             return None
         width = None
-        for number, row in enumerate(self.rows, start=1):
+        for number, row in zip(self.row_numbers, self.rows, strict=True):
             value = row.get("phi")
-            if not isinstance(value, (list, tuple)) or not all(isinstance(x, (int, float)) for x in value):
-                raise DataError(f"{self.path}: row {number}: field 'phi': expected a list of numbers")
+            if not isinstance(value, (list, tuple)) or not value or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
+            ):
+                raise DataError(f"{self.path}: row {number}: field 'phi': expected a non-empty list of numbers")
             if not all(math.isfinite(x) for x in value):
                 raise DataError(f"{self.path}: row {number}: field 'phi': NaN/inf")
             if width is None:
@@ -59,12 +63,11 @@ class OfflinePool:
     def candidate_pairs(self) -> list[CandidatePair]:
         """The rows as text pairs (for featurising with the model)."""
         pairs = []
-        for number, (pair_id, row) in enumerate(zip(self.pair_ids, self.rows, strict=True), start=1):
-            for column in TEXT_COLUMNS:
-                if not row.get(column):
-                    raise DataError(f"{self.path}: row {number}: field {column!r}: missing or empty (and no 'phi')")
-            prompt_id = str(row.get("prompt_id") or row["prompt"])
-            pairs.append(CandidatePair(pair_id, prompt_id, row["prompt"], row["response_1"], row["response_2"]))
+        for number, pair_id, row in zip(self.row_numbers, self.pair_ids, self.rows, strict=True):
+            prompt, response_1, response_2 = (parse_field(self.path, number, row, column, "text")
+                                              for column in TEXT_COLUMNS)
+            prompt_id = parse_field(self.path, number, row, "prompt_id", "id") or str(prompt)
+            pairs.append(CandidatePair(pair_id, prompt_id, prompt, response_1, response_2))
         return pairs
 
     def reveal(self, index: int) -> bool:
@@ -77,26 +80,31 @@ class OfflinePool:
             raise DataError(f"{self.path}: no 'label' column to reveal (needed by this strategy)")
         value = self.sealed_labels[index]
         if isinstance(value, bool) or value not in (1, 2):
-            raise DataError(f"{self.path}: row {index + 1}: field 'label': expected 1 or 2, got {value!r}")
+            problem = f"field 'label': expected 1 or 2, got {value!r}"
+            raise DataError(f"{self.path}: row {self.row_numbers[index]}: {problem}")
         return value == 1
 
 
 def load_pool(path: str | Path) -> OfflinePool:
-    """Read a pool file; ``pair_id`` defaults to ``row-N``; duplicate ids raise :class:`SelectionError`."""
+    """Read a pool file; ``pair_id`` (a non-empty string or integer) defaults to ``row-N`` (N: the row's number
+    in the file); a bad or duplicate id raises :class:`DataError` naming file, row and field."""
     source = Path(path)
-    rows = list(read_rows(source))
-    if not rows:
+    numbered = list(read_numbered_rows(source))
+    if not numbered:
         raise DataError(f"{source}: the pool is empty")
+    row_numbers, rows = [number for number, _ in numbered], [row for _, row in numbered]
     has_labels = "label" in rows[0]
     sealed = [row.pop("label", None) for row in rows] if has_labels else None
-    pair_ids = [str(row.get("pair_id") or f"row-{number}") for number, row in enumerate(rows, start=1)]
+    pair_ids: list[str] = []
     seen: dict[str, int] = {}
-    for number, pair_id in enumerate(pair_ids, start=1):
+    for number, row in numbered:
+        pair_id = parse_field(source, number, row, "pair_id", "id") or f"row-{number}"
         if pair_id in seen:
-            first = seen[pair_id]
-            raise SelectionError(f"{source}: row {number}: duplicate pair_id {pair_id!r} (first at row {first})")
+            raise DataError(f"{source}: row {number}: field 'pair_id': duplicate {pair_id!r} "
+                            f"(first at row {seen[pair_id]})")
         seen[pair_id] = number
-    return OfflinePool(source, rows, pair_ids, sealed)
+        pair_ids.append(pair_id)
+    return OfflinePool(source, rows, pair_ids, sealed, row_numbers)
 
 
 def select_offline(

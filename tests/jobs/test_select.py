@@ -74,7 +74,8 @@ def test_selected_label_that_is_invalid_is_reported_with_its_row(tmp_path: Path)
 @pytest.mark.parametrize(
     ("edit", "budget", "error", "message"),
     [
-        (lambda rows: rows[3].update(pair_id="pair-1"), 2, SelectionError, "row 4: duplicate pair_id 'pair-1'"),
+        (lambda rows: rows[3].update(pair_id="pair-1"), 2, DataError,
+         "row 4: field 'pair_id': duplicate 'pair-1' \\(first at row 2\\)"),
         (lambda rows: rows[2]["phi"].__setitem__(0, float("nan")), 2, DataError, "row 3: field 'phi': NaN/inf"),
         (lambda rows: None, 11, SelectionError, "budget 11 exceeds the 10 selectable pairs"),
         (lambda rows: rows[5].update(phi=[1.0]), 2, DataError, "row 6: field 'phi': length 1"),

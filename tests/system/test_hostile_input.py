@@ -1,0 +1,226 @@
+"""Hostile files at every loader: malformed JSONL/Parquet, wrong types, NaN/inf, invalid UTF-8, duplicate ids,
+missing columns. Each must raise DataError with ONE line naming the file, the 1-based row and the field."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from system.data import read_preferences, read_prompts, read_rows
+from system.errors import DataError
+from system.selection.offline import load_pool
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+GOOD_ROW = {"prompt": "Say hi.", "chosen": "hi", "rejected": "no", "pair_id": "p1"}
+GOOD_POOL_ROW = {"pair_id": "a", "phi": [1.0, 0.5]}
+
+
+def load_all_preferences(path: Path) -> Any:
+    return list(read_preferences(path))
+
+
+def load_all_pool(path: Path) -> Any:
+    pool = load_pool(path)
+    return pool.numeric_features() if "phi" in pool.rows[0] else pool.candidate_pairs()
+
+
+LOADERS: dict[str, Callable[[Path], Any]] = {
+    "preferences": load_all_preferences,
+    "prompts": read_prompts,
+    "pool": load_all_pool,
+    "rows": lambda path: list(read_rows(path)),
+}
+
+
+def refused(loader: Callable[[Path], Any], path: Path) -> str:
+    """The one-line message ``loader`` raises for ``path`` (fails the test when it raises anything else)."""
+    with pytest.raises(DataError) as error:
+        loader(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: "), message
+    return message
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+# ---------------------------------------------------------------- any bytes: loaded or one DataError line
+
+
+@FAST
+@given(content=st.binary(max_size=300), loader=st.sampled_from(sorted(LOADERS)),
+       suffix=st.sampled_from([".jsonl", ".parquet"]))
+def test_arbitrary_bytes_load_or_fail_with_one_line(tmp_path: Path, content: bytes, loader: str, suffix: str) -> None:
+    path = tmp_path / f"input{suffix}"
+    path.write_bytes(content)
+    try:
+        LOADERS[loader](path)
+    except DataError as error:
+        assert "\n" not in str(error) and str(error).startswith(f"{path}: ")
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8)
+
+
+@FAST
+@given(lines=st.lists(json_values | st.text(max_size=20), min_size=1, max_size=6),
+       loader=st.sampled_from(sorted(LOADERS)))
+def test_any_jsonl_lines_load_or_name_the_line(tmp_path: Path, lines: list[Any], loader: str) -> None:
+    """Broken lines and non-object lines are refused with the line number where the first one sits."""
+    path = tmp_path / "input.jsonl"
+    rendered = [line if isinstance(line, str) else json.dumps(line) for line in lines]
+    path.write_text("\n".join(rendered) + "\n")
+    try:
+        LOADERS[loader](path)
+    except DataError as error:
+        message = str(error)
+        assert "\n" not in message and message.startswith(f"{path}: ")
+        if "row" in message:
+            row = int(re.search(r": rows? (\d+)", message).group(1))
+            assert 1 <= row <= len(lines)
+
+
+# ---------------------------------------------------------------- one bad field in a good file
+
+
+def bad_values() -> st.SearchStrategy[Any]:
+    return st.sampled_from([None, 5, 2.5, True, [], {}, [1], "", "   ", "\ud800", [{"role": "user"}],
+                            [{"role": "", "content": "x"}], [{"role": "user", "content": 3}]])
+
+
+@FAST
+@given(rows_before=st.integers(0, 3), field=st.sampled_from(["prompt", "chosen", "rejected"]), value=bad_values(),
+       blank_lines=st.integers(0, 2), suffix=st.sampled_from([".jsonl", ".parquet"]))
+def test_bad_text_field_names_file_row_and_field(
+    tmp_path: Path, rows_before: int, field: str, value: Any, blank_lines: int, suffix: str
+) -> None:
+    rows = [{**GOOD_ROW, "pair_id": f"p{i}"} for i in range(rows_before)]
+    bad = {**GOOD_ROW, "pair_id": "bad"}
+    if value is None:
+        del bad[field]
+    else:
+        bad[field] = value
+    path = tmp_path / f"pairs{suffix}"
+    if suffix == ".jsonl":
+        lines = [json.dumps(row) for row in rows] + [""] * blank_lines + [json.dumps(bad)]
+        path.write_text("\n".join(lines) + "\n")
+        expected_row = rows_before + blank_lines + 1
+    else:
+        try:
+            pq.write_table(pa.Table.from_pylist([*rows, bad]), path)
+        except (pa.ArrowException, UnicodeEncodeError):
+            return  # Arrow cannot hold this mix of types or text; the JSONL case covers it
+        expected_row = rows_before + 1
+    message = refused(load_all_preferences, path)
+    assert f": row {expected_row}: field {field!r}: " in message
+
+
+@FAST
+@given(value=st.sampled_from([float("nan"), float("inf"), -float("inf"), "1.0", [1.0], True, 10**400]),
+       field=st.sampled_from(["score_chosen", "score_rejected"]))
+def test_nan_inf_and_non_numeric_scores_are_refused(tmp_path: Path, value: Any, field: str) -> None:
+    path = tmp_path / "pairs.jsonl"
+    rendered = json.dumps({**GOOD_ROW, field: "PLACEHOLDER"}).replace('"PLACEHOLDER"', json.dumps(value))
+    path.write_text(json.dumps(GOOD_ROW | {"pair_id": "p0"}) + "\n" + rendered + "\n")
+    message = refused(load_all_preferences, path)
+    assert f": row 2: field {field!r}: " in message
+
+
+@FAST
+@given(first=st.integers(1, 4), gap=st.integers(1, 3), pair_id=st.text(min_size=1, max_size=8).filter(str.strip)
+       .filter(lambda text: "\x00" not in text))
+def test_duplicate_pair_ids_name_both_rows(tmp_path: Path, first: int, gap: int, pair_id: str) -> None:
+    rows = [{**GOOD_ROW, "pair_id": f"other-{i}"} for i in range(first + gap)]
+    rows[first - 1]["pair_id"] = rows[first + gap - 1]["pair_id"] = pair_id
+    for loader, file_rows in (
+        (load_all_preferences, rows),
+        (load_all_pool, [{**GOOD_POOL_ROW, "pair_id": row["pair_id"]} for row in rows]),
+        (read_prompts, [{"prompt": "x", "prompt_id": row["pair_id"]} for row in rows]),
+    ):
+        path = write_jsonl(tmp_path / "dup.jsonl", file_rows)
+        message = refused(loader, path)
+        field = "prompt_id" if loader is read_prompts else "pair_id"
+        assert f": row {first + gap}: field {field!r}: duplicate {pair_id!r} (first at row {first})" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a\xff\xfe"}\n', "row 2: not UTF-8 text"),
+        (b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": \n', "row 2: invalid JSON"),
+        (b'\n\n[1, 2]\n', "row 3: expected a JSON object, got list"),
+        (b'"just a string"\n', "row 1: expected a JSON object, got str"),
+        (b"[" * 100_000 + b"\n", "row 1: invalid JSON: nested too deeply"),
+        (b'{"prompt": "\\ud800", "chosen": "b", "rejected": "c"}\n', "row 1: field 'prompt': not valid Unicode"),
+        (b'{"prompt": "a", "chosen": "b", "rejected": "c", "pair_id": "x\\u0000y"}\n',
+         "row 1: field 'pair_id': contains a NUL"),
+    ],
+)
+def test_broken_jsonl_lines_are_named(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(content)
+    assert problem in refused(load_all_preferences, path)
+
+
+def test_wrong_parquet_schema_and_garbage_bytes(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"prompt": ["a", "b"], "chosen": ["x", "y"], "rejected": [1, 2]}), wrong)
+    assert ": row 1: field 'rejected': expected a string or a list" in refused(load_all_preferences, wrong)
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.table({"prompt": ["a"], "chosen": ["x"]}), missing)
+    assert ": row 1: field 'rejected': missing" in refused(load_all_preferences, missing)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
+    assert "not a readable Parquet file" in refused(load_all_preferences, garbage)
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(wrong.read_bytes()[: len(wrong.read_bytes()) // 2])
+    refused(load_all_preferences, truncated)
+
+
+def test_empty_and_huge_texts(tmp_path: Path) -> None:
+    huge = "word " * 200_000  # 1 MB prompt: loaded as is (truncation is the tokenizer's job)
+    path = write_jsonl(tmp_path / "huge.jsonl", [{**GOOD_ROW, "prompt": huge}])
+    assert load_all_preferences(path)[0].prompt == huge
+    empty = write_jsonl(tmp_path / "empty.jsonl", [GOOD_ROW, {**GOOD_ROW, "pair_id": "p2", "chosen": " \n\t"}])
+    assert ": row 2: field 'chosen': empty" in refused(load_all_preferences, empty)
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "ok"}, {"prompt": ""}])
+    assert ": row 2: field 'prompt': empty" in refused(read_prompts, prompts)
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ({"pair_id": "a", "phi": []}, "field 'phi': expected a non-empty list of numbers"),
+        ({"pair_id": "a", "phi": [True, 1.0]}, "field 'phi': expected a non-empty list of numbers"),
+        ({"pair_id": "a", "phi": "1,2"}, "field 'phi': expected a non-empty list of numbers"),
+        ({"pair_id": {"x": 1}, "phi": [1.0]}, "field 'pair_id': expected a string"),
+        ({"pair_id": "a", "prompt": "p", "response_1": 5, "response_2": "r"}, "field 'response_1': expected a string"),
+        ({"pair_id": "a", "prompt": "p", "response_1": "  ", "response_2": "r"}, "field 'response_1': empty"),
+        ({"pair_id": "a", "prompt": "p", "response_2": "r"}, "field 'response_1': missing"),
+    ],
+)
+def test_bad_pool_rows_name_the_line(tmp_path: Path, row: dict[str, Any], problem: str) -> None:
+    path = tmp_path / "pool.jsonl"
+    first = {"pair_id": "z", "phi": [1.0, 2.0]} if "phi" in row else {
+        "pair_id": "z", "prompt": "p", "response_1": "a", "response_2": "b"}
+    path.write_text(json.dumps(first) + "\n\n" + json.dumps(row) + "\n")
+    assert f": row 3: {problem}" in refused(load_all_pool, path)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    assert "no such file" in refused(load_all_preferences, tmp_path / "absent.jsonl")
+    assert "unsupported file type '.csv'" in refused(load_all_preferences, tmp_path / "pairs.csv")
+    assert "the pool is empty" in refused(load_all_pool, write_jsonl(tmp_path / "empty.jsonl", []))
