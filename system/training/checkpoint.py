@@ -23,7 +23,9 @@ from typing import Any
 import torch
 
 from system.fileio import atomic_output
+from system.run_state import load_state_file
 from system.training.engine import TrainEngine
+from system.training.reference import MpoReference
 from system.training.runner import MetricTally, TrainProgress
 
 PROGRESS_FILE = "progress.json"
@@ -59,17 +61,34 @@ def write_checkpoint(
     engine.save(directory)
     torch.save({"rng": rng_states(), "tally": asdict(tally)}, directory / _rank_file(rank))
     if rank == 0:
-        torch.save(reference, directory / REFERENCE_FILE)
+        torch.save(_reference_state(reference), directory / REFERENCE_FILE)
         (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
 
 
 def read_checkpoint(directory: Path, engine: TrainEngine, rank: int) -> tuple[TrainProgress, MetricTally, Any]:
     """Restore engine and RNG states from ``directory``; returns (progress, this rank's tally, reference data)."""
     engine.load(directory)
-    own = torch.load(directory / _rank_file(rank), weights_only=False)
+    own = load_state_file(directory / _rank_file(rank))
     set_rng_states(own["rng"])
     progress = TrainProgress(**json.loads((directory / PROGRESS_FILE).read_text()))
-    return progress, MetricTally(**own["tally"]), torch.load(directory / REFERENCE_FILE, weights_only=False)
+    reference = _reference_from_state(load_state_file(directory / REFERENCE_FILE))
+    return progress, MetricTally(**own["tally"]), reference
+
+
+def _reference_state(reference: Any) -> Any:
+    """The offline reference data as ``torch.load(weights_only=True)`` reads it: a ``[N, 2]`` tensor or None as
+    is, MPO's data as a dict of lists."""
+    if isinstance(reference, MpoReference):
+        return {"pair_prob_chosen": list(reference.pair_prob_chosen),
+                "samples": [list(samples) for samples in reference.samples]}
+    return reference
+
+
+def _reference_from_state(state: Any) -> Any:
+    """Inverse of :func:`_reference_state`."""
+    if isinstance(state, dict):
+        return MpoReference(tuple(state["pair_prob_chosen"]), tuple(tuple(samples) for samples in state["samples"]))
+    return state
 
 
 def latest_checkpoint(root: Path) -> Path | None:

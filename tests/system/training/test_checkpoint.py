@@ -1,0 +1,50 @@
+"""Checkpoint files are read with torch.load(weights_only=True): MPO's reference data round-trips as plain
+lists, and a rank file holding a pickled object is refused before anything in it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from system.errors import DataError
+from system.training.checkpoint import REFERENCE_FILE, _rank_file, read_checkpoint, write_checkpoint
+from system.training.reference import MpoReference
+from system.training.runner import MetricTally, TrainProgress
+from tests.hostile import HostilePickle
+
+
+class _NoEngine:
+    """Stands for the engine: these tests are about the shared files, not the weights."""
+
+    def save(self, directory: Path) -> None:
+        pass
+
+    def load(self, directory: Path) -> None:
+        pass
+
+
+@pytest.mark.parametrize("reference", [MpoReference((0.25, 0.5), (("a", "b"), ("c",))),
+                                       torch.tensor([[-1.5, -2.0], [-0.5, -3.0]]), None],
+                         ids=["mpo", "logps", "none"])
+def test_reference_data_round_trips_through_weights_only_files(tmp_path: Path, reference: object) -> None:
+    progress, tally = TrainProgress(), MetricTally()
+    write_checkpoint(tmp_path, _NoEngine(), progress, tally, reference, rank=0)  # type: ignore[arg-type]
+    got_progress, got_tally, got_reference = read_checkpoint(tmp_path, _NoEngine(), rank=0)  # type: ignore[arg-type]
+    assert (got_progress, got_tally) == (progress, tally)
+    if isinstance(reference, torch.Tensor):
+        assert torch.equal(got_reference, reference)
+    else:
+        assert got_reference == reference
+
+
+@pytest.mark.parametrize("hostile_file", ["rank", "reference"])
+def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path: Path, hostile_file: str) -> None:
+    write_checkpoint(tmp_path, _NoEngine(), TrainProgress(), MetricTally(), None, rank=0)  # type: ignore[arg-type]
+    marker = tmp_path / "marker"
+    name = _rank_file(0) if hostile_file == "rank" else REFERENCE_FILE
+    torch.save({"rng": HostilePickle(marker)}, tmp_path / name)
+    with pytest.raises(DataError, match=rf"{name}: not a tensor state file \(refused to load"):
+        read_checkpoint(tmp_path, _NoEngine(), rank=0)  # type: ignore[arg-type]
+    assert not marker.exists()
