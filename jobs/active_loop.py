@@ -50,6 +50,8 @@ def main(config: Config, resume: Path | None = None) -> int:
             tracker.log_artifact(report.parent, "report")
             if state.adapter_path is not None:
                 tracker.log_artifact(state.adapter_path, "model")
+            if config.tracking.upload_design_state:
+                tracker.log_design_state(run_dir)
         status = "FINISHED"
     finally:
         if tracker is not None:

@@ -94,7 +94,7 @@ def _selected_rows(round_dir: Path) -> list[dict]:
 
 @pytest.mark.timeout(1800)
 def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_model: Path, tmp_path: Path) -> None:
-    config = small_config(tmp_path, shared_model)
+    config = small_config(tmp_path, shared_model, **{"tracking.upload_design_state": True})
     run_dir = run_loop(config)
 
     state = load_round_state(run_dir)
@@ -116,7 +116,10 @@ def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_m
     rewards = client.get_metric_history(run.info.run_id, "eval/reference_reward")
     assert len({round(m.value, 5) for m in rewards}) == 1  # the reference policy never changes
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "round_002")}
-    assert {"round_002/labels.jsonl", "round_002/selected_pairs.parquet", "round_002/selection.json"} <= artifacts
+    assert artifacts == {f"round_002/{name}" for name in ("labels.jsonl", "selected_pairs.parquet", "selection.json",
+                                                          "metrics.json", "train_metrics.json", "adapter")}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "design_state")] == [
+        "design_state/design_state.tar.gz"]  # selector snapshot, feature shards and RNG states, once
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [
         "report/report.html", "report/report.png", "report/summary.json"]
     assert "model/adapter_config.json" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
