@@ -18,6 +18,7 @@ import json
 import pickle
 import random
 import tarfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,15 @@ def restore_rng(states: dict[str, Any]) -> None:
         raise DataError(f"{STATE_FILE}: field 'rng': not a saved RNG state ({exc})") from None
 
 
-def load_state_file(path: str | Path) -> Any:
+def load_state_file(path: str | Path, allow: Sequence[type] = (), mmap: bool = False) -> Any:
     """A tensor state file of a run directory (selector, feature worker, trainer checkpoint), read with
     ``torch.load(weights_only=True)``: tensors, numbers, strings and lists/tuples/dicts of them only, never
-    pickled code. Anything else raises :class:`DataError` naming the file."""
+    pickled code. ``allow`` names further plain-data classes the file may hold; ``mmap`` maps tensor storages
+    instead of reading them (to vet a large file cheaply). Anything else raises :class:`DataError` naming
+    the file."""
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a tensor state file (refused to load: {first_line})") from None

@@ -23,6 +23,7 @@ from torch import Tensor
 from system.config import DeepSpeedConfig, TrainConfig
 from system.errors import ConfigError
 from system.models.loading import save_adapter
+from system.run_state import load_state_file
 
 TORCH_STATE_FILE = "engine.pt"
 DEEPSPEED_TAG = "deepspeed"
@@ -183,6 +184,14 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(directory), tag=DEEPSPEED_TAG)
 
     def load(self, directory: Path) -> None:
+        # DeepSpeed unpickles its files with weights_only=False: each is vetted first with weights_only=True,
+        # allowing only DeepSpeed's own plain-data classes, so a file holding anything else is refused unrun
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        for path in sorted((directory / DEEPSPEED_TAG).rglob("*.pt")):
+            load_state_file(path, allow=(LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address), mmap=True)
         self.engine.load_checkpoint(str(directory), tag=DEEPSPEED_TAG)
 
     def export(self, out_dir: Path, rank: int) -> Path:

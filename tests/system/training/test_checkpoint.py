@@ -1,5 +1,5 @@
 """Checkpoint files are read with torch.load(weights_only=True): MPO's reference data round-trips as plain
-lists, and a rank file holding a pickled object is refused before anything in it runs."""
+lists, and a rank or reference file holding a pickled object is refused before anything in it runs."""
 
 from __future__ import annotations
 

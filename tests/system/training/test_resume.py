@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from system.config import Config, LoraConfig, ModelConfig
+from system.errors import DataError
 from system.models.loading import load_policy
 from system.training import fit_preferences, train_preferences
 from system.training.checkpoint import directory_publisher
-from system.training.engine import TrainEngine
+from system.training.engine import DEEPSPEED_TAG, TrainEngine
+from tests.hostile import HostilePickle
 from tests.system.training.conftest import assert_identical, saved_tensors, training_config
 
 INTERRUPT_AFTER = 4  # checkpoints: steps 1, 2, 3 (= end of epoch 1), 4 (inside epoch 2), 5, 6 (= end of epoch 2)
@@ -102,3 +104,26 @@ def test_finished_run_resumes_to_nothing(model_cfg: ModelConfig, lora_cfg: LoraC
     assert second.epoch_metrics == first.epoch_metrics and second.optimizer_steps == first.optimizer_steps
     want, got = _trainable(model), _trainable(again)
     assert all(torch.equal(want[name], got[name]) for name in want)
+
+
+def test_deepspeed_checkpoint_is_vetted_before_deepspeed_unpickles_it(
+    deepspeed_group, model_cfg, train_pairs, tmp_path: Path
+) -> None:
+    """DeepSpeed reads its own files with weights_only=False; the engine vets them first."""
+    lora = LoraConfig(r=4, alpha=8.0, target_modules=["q_proj", "v_proj"])
+    cfg = training_config(model_cfg, lora, epochs=1, batch_size=5, grad_accum_steps=2,
+                          deepspeed={"enabled": True, "stage": 2})
+    ckpt = tmp_path / "ckpt"
+    model, tokenizer = load_policy(model_cfg, lora)
+    fit_preferences(model, tokenizer, train_pairs, cfg, directory_publisher(ckpt), checkpoint_every_steps=1)
+    resumed, _ = load_policy(model_cfg, lora)
+    fit_preferences(resumed, tokenizer, train_pairs, cfg, directory_publisher(ckpt), ckpt,
+                    checkpoint_every_steps=1)  # DeepSpeed's real files pass the vetting
+
+    marker = tmp_path / "marker"
+    optimizer_file = next((ckpt / DEEPSPEED_TAG).glob("*optim_states.pt"))
+    torch.save({"optimizer_state_dict": HostilePickle(marker)}, optimizer_file)
+    with pytest.raises(DataError, match=rf"{optimizer_file.name}: not a tensor state file"):
+        fit_preferences(load_policy(model_cfg, lora)[0], tokenizer, train_pairs, cfg,
+                        directory_publisher(ckpt), ckpt, checkpoint_every_steps=1)
+    assert not marker.exists()
