@@ -74,7 +74,7 @@ def fixed_encoder_features(
 def implicit_reward_margins(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[CandidatePair], cfg: Config
 ) -> Tensor:
-    """h_i = r_θ(x, y1) − r_θ(x, y2), r_θ = β·(log πθ − log πref) → [N] (ADPO+ plug-in margins, APLP certainty)."""
+    """h_i = r_θ(x, y1) − r_θ(x, y2), r_θ = β·(log πθ − log πref) → [N] (the DPO plug-in margins of ADPO+)."""
 
     def rewards(batch: SequenceBatch) -> Tensor:
         with torch.no_grad():

@@ -139,6 +139,11 @@ def test_every_strategy_and_loss_runs_two_rounds(
     check_rounds(run_dir, config)
     metrics = json.loads((run_dir / "round_002" / "metrics.json").read_text())
     assert metrics["labels"] == 2 * BUDGET and "train/loss" in metrics
+    if strategy == "apo":  # the pool is drawn once: round 2 picks from round 1's unlabelled candidates
+        assert not (run_dir / "round_002" / "candidates.jsonl").exists()
+        first = {row["pair_id"] for row in _selected_rows(run_dir / "round_001")}
+        second = {row["pair_id"] for row in _selected_rows(run_dir / "round_002")}
+        assert not first & second and all("/v0/" in pair_id for pair_id in second)
     if loss == "mpo":  # D_ref(x) drawn once, before round 1, for every training prompt
         samples = json.loads((run_dir / "mpo_reference_samples.json").read_text())
         prompts = {prompt_key(record.prompt) for record in read_prompts(config.loop.prompts_path)}
