@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from system.data import read_preferences, read_rows, write_preferences
+from system.data import parse_field, read_numbered_rows, read_preferences, write_preferences
 from system.errors import DataError
 from system.fileio import atomic_write_text
 from system.labels.store import LabelRecord, LabelStore
@@ -89,41 +89,84 @@ def to_label_studio(records: Sequence[LabelRecord]) -> list[dict[str, Any]]:
     return tasks
 
 
+def _object(value: object, where: str, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else a DataError naming ``what`` at ``where``."""
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: {what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _pair(source: str, number: int, pair_fields: dict[str, Any], pair_id: object) -> CandidatePair:
+    """The pair of record ``number`` (1-based) of ``source``: prompt (text or conversation), two non-empty
+    response strings, and ``pair_id`` (derived from the text when absent)."""
+    prompt = parse_field(source, number, pair_fields, "prompt", "text")
+    responses = []
+    for field in ("response_1", "response_2"):
+        value = pair_fields.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{source}: row {number}: field {field!r}: expected a non-empty string")
+        responses.append(parse_field(source, number, pair_fields, field, "text"))
+    pair_id = parse_field(source, number, {"pair_id": pair_id}, "pair_id", "id") or content_pair_id(prompt, *responses)
+    return CandidatePair(pair_id=pair_id, prompt_id="", prompt=prompt, response_1=responses[0],
+                         response_2=responses[1])
+
+
+def _imported(source: str, number: int, pair: CandidatePair, preferred: Literal[1, 2], meta: dict[str, Any],
+              defaults: dict[str, Any]) -> Imported:
+    """(label, pair, round) of record ``number`` of ``source``: ``meta`` (the exported label's prob_1, oracle,
+    model_version, annotator, round) over ``defaults``, every value checked."""
+    where = f"{source}: row {number}"
+    values = {**defaults, **{key: meta[key] for key in defaults if meta.get(key) is not None}}
+    prob_1 = parse_field(source, number, values, "prob_1", "score")
+    if not 0.0 <= prob_1 <= 1.0:
+        raise DataError(f"{where}: field 'prob_1': {prob_1} is not a probability in [0, 1]")
+    label_round = values["round"]
+    if isinstance(label_round, bool) or not isinstance(label_round, int) or label_round < 0:
+        raise DataError(f"{where}: field 'round': expected a non-negative integer, got {label_round!r}")
+    for field in ("oracle", "model_version", "annotator"):
+        if not isinstance(values[field], str):
+            raise DataError(f"{where}: field {field!r}: expected a string, got {type(values[field]).__name__}")
+    label = Label(pair_id=pair.pair_id, preferred=preferred, prob_1=prob_1, oracle=values["oracle"],
+                  model_version=values["model_version"], annotator=values["annotator"])
+    return label, pair, label_round
+
+
 def _choice(entry: dict[str, Any], where: str) -> Literal[1, 2]:
-    for item in entry.get("result", []):
-        if item.get("from_name") == "preferred":
-            choices = item.get("value", {}).get("choices") or [None]
-            if choices[0] in ("response_1", "response_2"):
-                return 1 if choices[0] == "response_1" else 2
-            raise DataError(f"{where}: choice {choices[0]!r} is not response_1 or response_2")
+    results = entry.get("result")
+    for item in results if isinstance(results, list) else []:
+        if isinstance(item, dict) and item.get("from_name") == "preferred":
+            value = item.get("value")
+            choices = (value.get("choices") if isinstance(value, dict) else None) or [None]
+            choice = choices[0] if isinstance(choices, list) else choices
+            if choice in ("response_1", "response_2"):
+                return 1 if choice == "response_1" else 2
+            raise DataError(f"{where}: choice {choice!r} is not response_1 or response_2")
     raise DataError(f"{where}: no 'preferred' choice in result")
 
 
-def from_label_studio(tasks: Sequence[dict[str, Any]], source: str = "<label-studio>") -> list[Imported]:
-    """(label, pair, round) for every prediction and annotation of Label Studio tasks."""
+def from_label_studio(tasks: Sequence[Any], source: str = "<label-studio>") -> list[Imported]:
+    """(label, pair, round) for every prediction and annotation of Label Studio tasks; a bad task raises
+    :class:`DataError` naming the file, the task (``row N``, 1-based) and the field."""
     imported: list[Imported] = []
-    for index, task in enumerate(tasks):
-        data = task.get("data") or {}
-        where = f"{source}: task {index}"
-        try:
-            pair_id = data.get("pair_id") or content_pair_id(data["prompt"], data["response_1"], data["response_2"])
-            pair = CandidatePair(pair_id=pair_id, prompt_id="", prompt=data["prompt"],
-                                 response_1=data["response_1"], response_2=data["response_2"])
-        except KeyError as missing:
-            raise DataError(f"{where}: data has no field {missing}") from None
+    for number, task in enumerate(tasks, start=1):
+        where = f"{source}: row {number}"
+        task = _object(task, where, "task")
+        data = _object(task.get("data"), where, "field 'data'")
+        pair = _pair(source, number, data, data.get("pair_id"))
         for kind in ("predictions", "annotations"):
-            for number, entry in enumerate(task.get(kind) or []):
-                preferred = _choice(entry, f"{where} {kind}[{number}]")
-                meta = entry.get("activealign") or {}
-                default_oracle = HUMAN if kind == "annotations" else "label-studio"
-                label = Label(
-                    pair_id=pair_id, preferred=preferred,
-                    prob_1=float(meta.get("prob_1", 1.0 if preferred == 1 else 0.0)),
-                    oracle=meta.get("oracle", default_oracle),
-                    model_version=meta.get("model_version", entry.get("model_version", "")),
-                    annotator=meta.get("annotator", str(entry.get("completed_by", ""))),
-                )
-                imported.append((label, pair, int(meta.get("round", data.get("round", 0)))))
+            entries = task.get(kind) or []
+            if not isinstance(entries, list):
+                raise DataError(f"{where}: field {kind!r}: expected a list, got {type(entries).__name__}")
+            for index, entry in enumerate(entries):
+                entry_where = f"{where}: field '{kind}[{index}]'"
+                entry = _object(entry, entry_where, "entry")
+                preferred = _choice(entry, entry_where)
+                meta = _object(entry.get("activealign") or {}, entry_where, "field 'activealign'")
+                defaults = {"prob_1": 1.0 if preferred == 1 else 0.0,
+                            "oracle": HUMAN if kind == "annotations" else "label-studio",
+                            "model_version": entry.get("model_version") or "",
+                            "annotator": str(entry.get("completed_by") or ""), "round": data.get("round") or 0}
+                imported.append(_imported(source, number, pair, preferred, meta, defaults))
     return imported
 
 
@@ -148,33 +191,27 @@ def to_argilla(records: Sequence[LabelRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def from_argilla(rows: Iterable[dict[str, Any]], source: str = "<argilla>") -> list[Imported]:
-    """(label, pair, round) for each Argilla record with a ``preferred`` response or suggestion."""
+def from_argilla(rows: Iterable[tuple[int, dict[str, Any]]], source: str = "<argilla>") -> list[Imported]:
+    """(label, pair, round) for each numbered Argilla record with a ``preferred`` response or suggestion; a bad
+    record raises :class:`DataError` naming the file, the row and the field."""
     imported: list[Imported] = []
-    for index, row in enumerate(rows):
-        where = f"{source}: record {index}"
-        fields, meta = row.get("fields") or {}, row.get("metadata") or {}
-        responses = (row.get("responses") or {}).get("preferred") or []
-        suggestion = (row.get("suggestions") or {}).get("preferred")
-        answer = responses[0] if responses else suggestion
-        if not answer or str(answer.get("value")) not in ("1", "2"):
+    for number, row in rows:
+        where = f"{source}: row {number}"
+        fields = _object(row.get("fields"), where, "field 'fields'")
+        meta = _object(row.get("metadata") or {}, where, "field 'metadata'")
+        responses = _object(row.get("responses") or {}, where, "field 'responses'").get("preferred") or []
+        suggestion = _object(row.get("suggestions") or {}, where, "field 'suggestions'").get("preferred")
+        answer = responses[0] if isinstance(responses, list) and responses else suggestion
+        if not isinstance(answer, dict) or str(answer.get("value")) not in ("1", "2"):
             raise DataError(f"{where}: no 'preferred' answer of '1' or '2'")
         preferred: Literal[1, 2] = 1 if str(answer["value"]) == "1" else 2
-        try:
-            prompt = meta.get("prompt", fields["prompt"])
-            pair_id = meta.get("pair_id") or content_pair_id(prompt, fields["response_1"], fields["response_2"])
-            pair = CandidatePair(pair_id=pair_id, prompt_id="", prompt=prompt,
-                                 response_1=fields["response_1"], response_2=fields["response_2"])
-        except KeyError as missing:
-            raise DataError(f"{where}: fields have no {missing}") from None
-        label = Label(
-            pair_id=pair_id, preferred=preferred,
-            prob_1=float(meta.get("prob_1", 1.0 if preferred == 1 else 0.0)),
-            oracle=meta.get("oracle", HUMAN if responses else "argilla"),
-            model_version=meta.get("model_version", "" if responses else answer.get("agent", "")),
-            annotator=meta.get("annotator", answer.get("user_id", "") if responses else ""),
-        )
-        imported.append((label, pair, int(meta.get("round", 0))))
+        human = bool(responses)
+        defaults = {"prob_1": 1.0 if preferred == 1 else 0.0, "oracle": HUMAN if human else "argilla",
+                    "model_version": "" if human else answer.get("agent") or "",
+                    "annotator": (answer.get("user_id") or "") if human else "", "round": 0}
+        pair_fields = {**fields, "prompt": meta.get("prompt", fields.get("prompt"))}
+        pair = _pair(source, number, pair_fields, meta.get("pair_id"))
+        imported.append(_imported(source, number, pair, preferred, meta, defaults))
     return imported
 
 
@@ -216,14 +253,15 @@ def import_labels(store: LabelStore, path: str | Path, fmt: str, round: int = 0,
         imported = _from_trl(path, oracle, round)
     elif fmt == "label-studio":
         try:
-            tasks = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable Label Studio JSON file ({exc})") from None
+            tasks = json.loads(Path(path).read_bytes())
+        except (OSError, ValueError, RecursionError) as exc:
+            raise DataError(f"{path}: not a readable Label Studio JSON file ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())})") from None
         if not isinstance(tasks, list):
             raise DataError(f"{path}: Label Studio import must be a JSON list of tasks")
         imported = from_label_studio(tasks, str(path))
     else:
-        imported = from_argilla(read_rows(path), str(path))
+        imported = from_argilla(read_numbered_rows(path), str(path))
     added = 0
     by_round: dict[int, list[Imported]] = defaultdict(list)
     for item in imported:

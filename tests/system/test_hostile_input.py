@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from hypothesis import strategies as st
 
 from system.data import read_preferences, read_prompts, read_rows
 from system.errors import DataError
+from system.labels import LabelStore
+from system.labels.formats import import_labels
 from system.selection.offline import load_pool
+from system.types import CandidatePair, Label
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 GOOD_ROW = {"prompt": "Say hi.", "chosen": "hi", "rejected": "no", "pair_id": "p1"}
@@ -224,3 +228,96 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     assert "no such file" in refused(load_all_preferences, tmp_path / "absent.jsonl")
     assert "unsupported file type '.csv'" in refused(load_all_preferences, tmp_path / "pairs.csv")
     assert "the pool is empty" in refused(load_all_pool, write_jsonl(tmp_path / "empty.jsonl", []))
+
+
+# ---------------------------------------------------------------- label imports (Label Studio, Argilla, TRL)
+
+
+def _store_with_one_label(path: Path) -> LabelStore:
+    store = LabelStore(f"sqlite:///{path}")
+    pair = CandidatePair("kept", "", "p", "a", "b")
+    store.put([Label("kept", 1, 0.9, "programmatic")], [pair], round=0)
+    return store
+
+
+label_studio_tasks = st.lists(
+    st.fixed_dictionaries({}, optional={
+        "data": st.fixed_dictionaries({}, optional={"prompt": json_values, "response_1": json_values,
+                                                    "response_2": json_values, "pair_id": json_values,
+                                                    "round": json_values}) | json_values,
+        "annotations": st.lists(st.fixed_dictionaries({}, optional={
+            "result": st.just([{"from_name": "preferred", "value": {"choices": ["response_2"]}}]) | json_values,
+            "activealign": st.fixed_dictionaries({}, optional={
+                "prob_1": json_values, "round": json_values, "oracle": json_values}) | json_values,
+        }) | json_values, max_size=2) | json_values,
+    }) | json_values,
+    max_size=3,
+)
+
+
+@FAST
+@given(tasks=label_studio_tasks)
+def test_label_studio_import_loads_or_names_the_task_and_writes_nothing(tmp_path: Path, tasks: list[Any]) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    with _store_with_one_label(tmp_path / f"labels-{uuid.uuid4().hex}.db") as store:
+        try:
+            import_labels(store, path, "label-studio")
+        except DataError as error:
+            message = str(error)
+            assert "\n" not in message and message.startswith(f"{path}: ")
+            assert [record.pair_id for record in store.labels()] == ["kept"]
+        else:
+            assert all(0 <= record.prob_1 <= 1 and record.round >= 0 for record in store.labels())
+
+
+argilla_rows = st.fixed_dictionaries({}, optional={
+    "fields": st.fixed_dictionaries({}, optional={"prompt": json_values, "response_1": json_values,
+                                                  "response_2": json_values}) | json_values,
+    "metadata": st.fixed_dictionaries({}, optional={"prob_1": json_values, "round": json_values,
+                                                    "pair_id": json_values, "annotator": json_values}) | json_values,
+    "responses": st.just({"preferred": [{"value": "1", "user_id": "u"}]}) | json_values,
+    "suggestions": st.just({"preferred": {"value": "2", "agent": "m"}}) | json_values,
+})
+
+
+@FAST
+@given(rows=st.lists(argilla_rows, min_size=1, max_size=3))
+def test_argilla_import_loads_or_names_the_line_and_writes_nothing(tmp_path: Path, rows: list[Any]) -> None:
+    path = write_jsonl(tmp_path / "records.jsonl", rows)
+    with _store_with_one_label(tmp_path / f"labels-{uuid.uuid4().hex}.db") as store:
+        try:
+            import_labels(store, path, "argilla")
+        except DataError as error:
+            message = str(error)
+            assert "\n" not in message and message.startswith(f"{path}: ")
+            row = re.search(r": row (\d+)", message)
+            assert row is None or 1 <= int(row.group(1)) <= len(rows)
+            assert [record.pair_id for record in store.labels()] == ["kept"]
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ({"fields": {"prompt": "p", "response_1": "a", "response_2": "b"}, "metadata": {"prob_1": float("nan")},
+          "suggestions": {"preferred": {"value": "1"}}}, "row 2: field 'prob_1': not a finite number"),
+        ({"fields": {"prompt": "p", "response_1": "a", "response_2": "b"}, "metadata": {"prob_1": 1.5},
+          "suggestions": {"preferred": {"value": "1"}}}, "row 2: field 'prob_1': 1.5 is not a probability"),
+        ({"fields": {"prompt": "p", "response_1": "a", "response_2": "b"}, "metadata": {"round": "3"},
+          "suggestions": {"preferred": {"value": "1"}}}, "row 2: field 'round': expected a non-negative integer"),
+        ({"fields": ["p"], "suggestions": {"preferred": {"value": "1"}}}, "row 2: field 'fields': expected a JSON"),
+        ({"fields": {"prompt": "p", "response_1": 3, "response_2": "b"}, "suggestions": {"preferred": {"value": "1"}}},
+         "row 2: field 'response_1': expected a non-empty string"),
+        ({"fields": {"prompt": "p", "response_1": "a", "response_2": "b"}, "suggestions": {"preferred": "1"}},
+         "row 2: no 'preferred' answer"),
+    ],
+)
+def test_bad_argilla_records_are_named(tmp_path: Path, record: dict[str, Any], problem: str) -> None:
+    good = {"fields": {"prompt": "q", "response_1": "x", "response_2": "y"},
+            "suggestions": {"preferred": {"value": "2"}}}
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with _store_with_one_label(tmp_path / "labels.db") as store:
+        with pytest.raises(DataError, match=re.escape(problem)):
+            import_labels(store, path, "argilla")
+        assert len(store.labels()) == 1  # the good first record was not written either

@@ -92,8 +92,8 @@ def test_bad_inputs_are_named(tmp_path: Path, store_url: str) -> None:
     bad.write_text(json.dumps([{"data": {"prompt": "p", "response_1": "a", "response_2": "b"},
                                 "annotations": [{"result": [{"from_name": "preferred",
                                                              "value": {"choices": ["maybe"]}}]}]}]))
-    with pytest.raises(DataError, match="task 0 annotations\\[0\\]: choice 'maybe'"):
+    with pytest.raises(DataError, match="bad.json: row 1: field 'annotations\\[0\\]': choice 'maybe'"):
         import_labels(store, bad, "label-studio")
     bad.write_text(json.dumps([{"data": {"prompt": "p", "response_1": "a"}}]))
-    with pytest.raises(DataError, match="task 0: data has no field 'response_2'"):
+    with pytest.raises(DataError, match="bad.json: row 1: field 'response_2': expected a non-empty string"):
         import_labels(store, bad, "label-studio")
