@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -57,17 +58,46 @@ def load_run(run_dir: str | Path) -> RunCurve:
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         raise DataError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = yaml.safe_load(config_path.read_text())
+    try:
+        config = yaml.safe_load(config_path.read_bytes())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{config_path}: not a readable config ({type(exc).__name__})") from None
+    strategy, loss = (_setting(config_path, config, section, key) for section, key in
+                      (("selection", "strategy"), ("train", "loss")))
+    seed = _setting(config_path, config, "loop", "seed", int)
     rounds = []
     for index in range(10_000):
         path = run_dir / f"round_{index:03d}" / "metrics.json"
         if not path.exists():
             break
-        rounds.append(json.loads(path.read_text()))
+        rounds.append(_metrics(path))
     if not rounds:
         raise DataError(f"{run_dir}: no evaluated round (round_000/metrics.json missing)")
-    return RunCurve(str(run_dir), config["selection"]["strategy"], config["train"]["loss"],
-                    int(config["loop"]["seed"]), tuple(rounds))
+    return RunCurve(str(run_dir), strategy, loss, seed, tuple(rounds))
+
+
+def _setting(path: Path, config: object, section: str, key: str, kind: type = str) -> Any:
+    """``config[section][key]`` of a run's ``config.yaml``, which must be a ``kind``."""
+    value = config.get(section, {}).get(key) if isinstance(config, dict) and isinstance(
+        config.get(section, {}), dict) else None
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = "an integer" if kind is int else "a string"
+        raise DataError(f"{path}: {section}.{key}: expected {expected}, got {value!r}")
+    return value
+
+
+def _metrics(path: Path) -> dict[str, float]:
+    """A round's ``metrics.json``: an object of finite-or-NaN numbers (non-numeric entries are refused)."""
+    try:
+        metrics = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(metrics, dict):
+        raise DataError(f"{path}: expected a JSON object of metrics, got {type(metrics).__name__}")
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataError(f"{path}: field {key!r}: expected a number, got {type(value).__name__}")
+    return metrics
 
 
 def summarise(curves: Sequence[RunCurve]) -> list[StrategySummary]:

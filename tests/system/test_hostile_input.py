@@ -20,6 +20,7 @@ from system.data import read_preferences, read_prompts, read_rows
 from system.errors import DataError
 from system.labels import LabelStore
 from system.labels.formats import import_labels
+from system.report import load_run
 from system.selection.offline import load_pool
 from system.types import CandidatePair, Label
 
@@ -321,3 +322,31 @@ def test_bad_argilla_records_are_named(tmp_path: Path, record: dict[str, Any], p
         with pytest.raises(DataError, match=re.escape(problem)):
             import_labels(store, path, "argilla")
         assert len(store.labels()) == 1  # the good first record was not written either
+
+
+# ---------------------------------------------------------------- run directories read by `report`
+
+
+@pytest.mark.parametrize(
+    ("config", "metrics", "problem"),
+    [
+        ("selection: [", '{"labels": 0}', "config.yaml: not a readable config"),
+        ("- a list", '{"labels": 0}', "config.yaml: selection.strategy: expected a string, got None"),
+        ("selection: {strategy: adpo}\ntrain: {loss: dpo}\nloop: {seed: x}", '{"labels": 0}',
+         "config.yaml: loop.seed: expected an integer, got 'x'"),
+        (None, "{not json", "metrics.json: not readable JSON"),
+        (None, "[1, 2]", "metrics.json: expected a JSON object of metrics, got list"),
+        (None, '{"labels": "many"}', "metrics.json: field 'labels': expected a number, got str"),
+        (None, b'{"labels": "\xff"}', "metrics.json: not readable JSON"),
+    ],
+)
+def test_report_names_the_broken_run_file(tmp_path: Path, config: str | None, metrics: str | bytes,
+                                          problem: str) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "round_000").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config or "selection: {strategy: adpo}\ntrain: {loss: dpo}\nloop: {seed: 1}")
+    metrics_path = run_dir / "round_000" / "metrics.json"
+    metrics_path.write_bytes(metrics if isinstance(metrics, bytes) else metrics.encode())
+    with pytest.raises(DataError) as error:
+        load_run(run_dir)
+    assert problem in str(error.value) and "\n" not in str(error.value)
