@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> list[dict[str, float | int | str]]:
         sealed = [1 if bool(value) else 2 for value in prefer_first]
         for strategy in STRATEGIES:
             started = time.perf_counter()
-            pool = OfflinePool(Path("digits"), [{} for _ in sealed], [str(i) for i in range(len(sealed))], sealed)
+            pool = OfflinePool(Path("digits"), [{} for _ in sealed], [str(i) for i in range(len(sealed))], sealed,
+                               list(range(1, len(sealed) + 1)))
             state = DesignState(problem.pool_phi.shape[1], args.reg, refactor_every=256)
             rows = select_offline(pool, problem.pool_phi, get_strategy(strategy), budgets[-1], args.batch_size, state,
                                   seed=seed, plugin_l2=args.l2)
