@@ -27,6 +27,6 @@ def main(config: Config, out: Path, what: str = "labels", fmt: str = "trl-jsonl"
     if state is None or state.adapter_path is None:
         raise DataError(f"{source}: no trained adapter yet (no round has finished training)")
     with atomic_output(out) as staging:
-        shutil.copytree(state.adapter_path, staging)
+        shutil.copytree(state.adapter_path, staging, symlinks=True)  # a link is copied as a link, never its target
     print(f"exported adapter of policy version {state.policy_version} to {out}", flush=True)
     return 0

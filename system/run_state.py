@@ -184,7 +184,29 @@ def load_round_state(run_dir: str | Path) -> RoundState | None:
     if not isinstance(state.rng, dict):
         raise DataError(f"{path}: field 'rng': expected the JSON RNG states of this version, got "
                         f"{type(state.rng).__name__} (a pickled state from an older version is not loaded)")
+    _check_state_fields(path, state, Path(run_dir))
     return state
+
+
+def _check_state_fields(path: Path, state: RoundState, run_dir: Path) -> None:
+    """Types of ``state.json``'s fields, and its stored paths inside ``run_dir`` (a resume loads and exports
+    what they point to, so a tampered file must not point outside the run)."""
+    for name, number in (("round", state.round), ("policy_version", state.policy_version)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise DataError(f"{path}: field {name!r}: expected a non-negative integer, got {number!r}")
+    if state.phase not in PHASES:
+        raise DataError(f"{path}: field 'phase': {state.phase!r} is not one of {', '.join(PHASES)}")
+    if not isinstance(state.labelled_pair_ids, list) or not all(isinstance(i, str) for i in state.labelled_pair_ids):
+        raise DataError(f"{path}: field 'labelled_pair_ids': expected a list of strings")
+    root = run_dir.resolve()
+    for name in ("adapter_path", "selector_state_path", "mlflow_run_id"):
+        value = getattr(state, name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or "\x00" in value:
+            raise DataError(f"{path}: field {name!r}: expected a string, got {value!r}")
+        if name != "mlflow_run_id" and not Path(value).resolve().is_relative_to(root):
+            raise DataError(f"{path}: field {name!r}: {value!r} is outside the run directory {run_dir}")
 
 
 def design_state_files(run_dir: str | Path) -> list[Path]:

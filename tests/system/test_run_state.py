@@ -30,7 +30,7 @@ from tests.hostile import HostilePickle
 def test_save_load_round_trip_and_rng_replay(tmp_path: Path) -> None:
     assert load_round_state(tmp_path) is None
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    state = RoundState(round=2, phase="selected", policy_version=1, adapter_path="a", mlflow_run_id="r",
+    state = RoundState(round=2, phase="selected", policy_version=1, adapter_path=str(tmp_path / "a"), mlflow_run_id="r",
                        labelled_pair_ids=["p1", "p2"])
     save_round_state(tmp_path, state)
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
@@ -113,3 +113,24 @@ def test_resume_config_rule_names_every_result_changing_key() -> None:
                      "train.loss"]
     assert message.startswith("--resume runs/x: ") and "\n" not in message
     assert "selection.strategy ('activedpo' -> 'random')" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("adapter_path", "/etc", "field 'adapter_path': '/etc' is outside the run directory"),
+        ("selector_state_path", "../../etc/passwd", "field 'selector_state_path': '../../etc/passwd' is outside"),
+        ("adapter_path", "x\x00y", "field 'adapter_path': expected a string"),
+        ("round", "1; DROP TABLE labels", "field 'round': expected a non-negative integer"),
+        ("phase", "../../x", "field 'phase': '../../x' is not one of start"),
+        ("labelled_pair_ids", [1, 2], "field 'labelled_pair_ids': expected a list of strings"),
+    ],
+)
+def test_a_tampered_state_file_cannot_point_outside_its_run(tmp_path: Path, field: str, value: object,
+                                                            problem: str) -> None:
+    save_round_state(tmp_path, RoundState(round=1, adapter_path=str(tmp_path / "round_001" / "adapter")))
+    saved = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps({**saved, field: value}))
+    with pytest.raises(DataError, match=re.escape(problem)) as refused:
+        load_round_state(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path / 'state.json'}: ") and "\n" not in str(refused.value)
