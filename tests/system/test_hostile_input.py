@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from system.data import read_preferences, read_prompts, read_rows
 from system.errors import DataError
 from system.labels import LabelStore
-from system.labels.formats import import_labels
+from system.labels.formats import export_labels, import_labels
 from system.report import load_run
 from system.selection.offline import load_pool
 from system.types import CandidatePair, Label
+from tests.hostile import HOSTILE_IDS
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 GOOD_ROW = {"prompt": "Say hi.", "chosen": "hi", "rejected": "no", "pair_id": "p1"}
@@ -350,3 +351,26 @@ def test_report_names_the_broken_run_file(tmp_path: Path, config: str | None, me
     with pytest.raises(DataError) as error:
         load_run(run_dir)
     assert problem in str(error.value) and "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------- ids from requests and files
+
+
+def test_hostile_ids_are_stored_as_data_and_exported_intact(tmp_path: Path) -> None:
+    """Pair ids, annotators and oracle names are bound as query parameters, never spliced into SQL or paths."""
+    pairs = [CandidatePair(pair_id, "", f"prompt {index}", "a", "b") for index, pair_id in enumerate(HOSTILE_IDS)]
+    labels = [Label(pair.pair_id, 1, 0.75, "x'; DROP TABLE labels; --", annotator=pair.pair_id) for pair in pairs]
+    out = tmp_path / "labels.jsonl"
+    with LabelStore(f"sqlite:///{tmp_path / 'labels.db'}") as store:
+        assert store.put(labels, pairs, round=0) == len(HOSTILE_IDS)
+        assert [record.pair_id for record in store.labels()] == list(HOSTILE_IDS)
+        found = store.find([(pair_id, "x'; DROP TABLE labels; --", pair_id) for pair_id in HOSTILE_IDS])
+        assert [record.annotator for record in found] == list(HOSTILE_IDS)
+        out.write_text("previous export\n")
+        with pytest.raises(DataError, match="writes a .parquet file"):
+            export_labels(store, out, "trl-parquet")
+        assert out.read_text() == "previous export\n"  # a refused export leaves the old file alone
+        with pytest.raises(DataError, match=r": row 4: field 'pair_id': contains a NUL"):
+            export_labels(store, out, "trl-jsonl")  # "a\x00b" is refused by the writer's own row check
+        assert out.read_text() == "previous export\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["labels.db", "labels.jsonl"]
