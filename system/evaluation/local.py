@@ -28,6 +28,9 @@ def evaluate_adapter(config: Config, adapter: str | Path | None = None) -> Onlin
     if config.loop.eval_prompts_path is None:
         raise ConfigError("loop.eval_prompts_path: needed to evaluate (held-out prompts)")
     prompts = read_prompts(config.loop.eval_prompts_path)[: config.loop.num_eval_prompts]
+    judge = build_oracle(config.oracle)  # a judge that cannot score fails before any generation
+    if not isinstance(judge, RewardOracle):
+        raise ConfigError(f"oracle.kind={config.oracle.kind}: needs a reward oracle to evaluate")
     model, tokenizer = load_policy(config.model, config.lora, adapter_path=adapter, is_trainable=False)
     engine = HFEngine(model, tokenizer, config.model, config.generation.batch_size)  # type: ignore[arg-type]
     params = evaluation_params(config.generation, config.loop.eval_samples_per_prompt)
@@ -35,8 +38,5 @@ def evaluate_adapter(config: Config, adapter: str | Path | None = None) -> Onlin
         policy = [c.response for c in engine.generate(prompts, params, 0)]
         with reference_mode(model):
             reference = [c.response for c in engine.generate(prompts, params, 0)]
-    judge = build_oracle(config.oracle)
-    if not isinstance(judge, RewardOracle):
-        raise ConfigError(f"oracle.kind={config.oracle.kind}: needs a reward oracle to evaluate")
     return evaluate_generations([p.prompt for p in prompts for _ in range(params.n)], policy, reference,
                                 judge.rewards)
