@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from system.config import load_config
 from system.data import read_preferences, read_prompts, read_rows
-from system.errors import DataError
+from system.errors import ConfigError, DataError
 from system.labels import LabelStore
 from system.labels.formats import export_labels, import_labels
 from system.report import load_run
@@ -374,3 +375,20 @@ def test_hostile_ids_are_stored_as_data_and_exported_intact(tmp_path: Path) -> N
             export_labels(store, out, "trl-jsonl")  # "a\x00b" is refused by the writer's own row check
         assert out.read_text() == "previous export\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["labels.db", "labels.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'model:\n  path: "caf\xe9"\n', "not UTF-8 text (byte 19: invalid continuation byte)"),
+        (b"model: [\n", "line 2 invalid YAML"),
+        (b"- just\n- a list\n", "top level must be a mapping of sections"),
+        (b"loop: {rounds: .nan}\n", "loop.rounds"),
+    ],
+)
+def test_bad_config_files_are_one_config_error(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(str(path)) and problem in str(error.value) and "\n" not in str(error.value)
