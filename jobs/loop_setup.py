@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -100,11 +102,23 @@ def ray_session(config: Config) -> Iterator[str | None]:
         context = ray.init(address=address, runtime_env=config.cluster.runtime_env or None)
     else:
         context = start_local_ray(config)
+    stop_on_sigterm()
     try:
         url = context.dashboard_url
         yield f"http://{url}" if url else None
     finally:
         ray.shutdown()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops a command the way Ctrl-C does: every ``finally`` runs (actors, Serve and the Ray this command
+    started are shut down) and the CLI exits 130. Replaces Ray's driver handler, a bare ``sys.exit``."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 SERVE_PROXY_PATIENCE = {

@@ -83,7 +83,7 @@ def test_sharded_selection_equals_single_process(workers, config, tmp_path, stra
     selector.shutdown()
 
 
-@pytest.mark.slow  # waits for Ray to restart a worker that reloads the policy: ~40 s idle, minutes when loaded
+@pytest.mark.drill  # waits for Ray to restart a worker that reloads the policy: ~40 s idle, minutes when loaded
 def test_worker_killed_mid_round_is_restored_and_the_round_matches(workers, config, tmp_path):
     pair_ids, phi = _pool(3000, 32, seed=1)
     workers.set_features(pair_ids, phi)
@@ -100,7 +100,7 @@ def test_worker_killed_mid_round_is_restored_and_the_round_matches(workers, conf
     selector.shutdown()
 
 
-@pytest.mark.slow  # waits for Ray to restart the selector actor
+@pytest.mark.drill  # waits for Ray to restart the selector actor
 def test_selector_restart_restores_its_record(workers, config, tmp_path):
     pair_ids, phi = _pool(200, 32, seed=2)
     workers.set_features(pair_ids, phi)

@@ -61,7 +61,7 @@ def wait(process: subprocess.Popen[bytes], tmp: Path, log_name: str, timeout: fl
     assert process.wait(timeout=timeout) == 0, (tmp / log_name).read_text()[-3000:]
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_resume_after_sigkill_selects_the_same_pairs(tmp_path: Path) -> None:
     ray_tmp = short_ray_tmpdir()
     try:

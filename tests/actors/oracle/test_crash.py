@@ -20,7 +20,7 @@ N_PAIRS = 40
 KILL_AFTER = 12
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     port = free_port()
     store = tmp_path / "labels.db"

@@ -1,0 +1,107 @@
+"""SIGINT/SIGTERM of a command stops every process it started within 30 s and frees its ports.
+
+Each command runs in its own session (``start_new_session``), so every process it starts — its Ray node,
+the Serve controller, proxy and replicas, the actors — carries that session id, even once re-parented to
+init; the test lists the session's processes before and after the signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.oracle_server import session_pids, start_healthy
+from tests.conftest import REPO_ROOT, free_port
+
+TOKEN = "clean-stop-token-0123456789"
+STOP_WITHIN_S = 30
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_gone(process: subprocess.Popen, seconds: float) -> list[int]:
+    """Wait until the command's session has no live process (or ``seconds`` pass); returns what is left."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        process.poll()  # reap the command itself once it exits
+        left = session_pids(process.pid)
+        if not left:
+            return []
+        time.sleep(0.5)
+    return session_pids(process.pid)
+
+
+def kill_leftovers(pids: list[int]) -> list[str]:
+    """SIGKILL what is left; returns their command lines, for the failure message."""
+    commands = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160])
+            os.kill(pid, signal.SIGKILL)
+    return commands
+
+
+def tiny_config(tmp_path: Path, port: int, **loop: object) -> Path:
+    path = tmp_path / "config.yaml"
+    base = yaml.safe_load((REPO_ROOT / "configs/tiny.yaml").read_text())
+    base["oracle"].update({"port": port, "label_store_url": f"sqlite:///{tmp_path}/labels.db"})
+    base["loop"].update({"run_dir": str(tmp_path / "run"), **loop})
+    base["tracking"] = {**base.get("tracking", {}), "uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_everything_and_frees_its_port(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "oracle": {"kind": "programmatic", "callable": "benchmarks.rewards:politeness", "port": port,
+                   "label_store_url": f"sqlite:///{tmp_path}/labels.db"},
+        "cluster": {"num_cpus": 4},
+    }))
+    server = start_healthy(config, tmp_path / "serve.log", f"http://127.0.0.1:{port}", TOKEN)
+    assert len(session_pids(server.pid)) > 3  # the CLI, its Ray node, Serve's controller, proxy and replicas
+    server.send_signal(stop_signal)
+    left = kill_leftovers(wait_gone(server, STOP_WITHIN_S))
+    assert not left, f"still running {STOP_WITHIN_S} s after {stop_signal.name}: {left}"
+    assert server.wait(timeout=5) == 0 and port_is_free(port)
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize(("stop_signal", "when"), [
+    (signal.SIGTERM, "round 1/"),  # the round has begun: fleet, feature workers, selector and Serve are up
+    (signal.SIGINT, "(RayTrainWorker"),  # mid-training: Ray Train's own Ctrl-C handler must not swallow it
+])
+def test_run_stops_everything_mid_round_and_frees_its_port(tmp_path: Path, stop_signal: signal.Signals,
+                                                          when: str) -> None:
+    port = free_port()
+    log = tmp_path / "run.log"
+    env = {**os.environ, "ACTIVEALIGN_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "run", "--config", str(tiny_config(tmp_path, port)),
+         "--cluster.include_dashboard", "false"],
+        cwd=REPO_ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while when not in log.read_text(errors="replace"):
+        assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    run.send_signal(stop_signal)
+    left = kill_leftovers(wait_gone(run, STOP_WITHIN_S))
+    assert not left, f"still running {STOP_WITHIN_S} s after {stop_signal.name}: {left}\n{log.read_text()[-2000:]}"
+    assert run.wait(timeout=5) == 130, log.read_text()[-2000:]
+    assert port_is_free(port)
