@@ -20,7 +20,8 @@ from timing import best_of
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from system.features import projected_gradients, projection_for
-from system.models.logprobs import SequenceBatch, pad_rows, sequence_logps
+from system.models.batch import SequenceBatch, pad_rows
+from system.models.logprobs import sequence_logps
 
 
 def build_model(hidden: int, layers: int, rank: int) -> torch.nn.Module:

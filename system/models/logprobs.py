@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -18,39 +16,11 @@ from transformers import PreTrainedTokenizerBase
 
 from system.config import ModelConfig
 from system.errors import DataError
+from system.models.batch import PaddingSide, SequenceBatch, pad_rows
 from system.models.loading import reference_mode
 from system.types import Text
 
 logger = logging.getLogger(__name__)
-
-PaddingSide = Literal["left", "right"]
-
-
-@dataclass
-class SequenceBatch:
-    """Padded ``prompt ‖ response`` token rows.
-
-    Attributes:
-        input_ids: ``[B, T]`` long token ids (pad id where ``attention_mask`` is 0).
-        attention_mask: ``[B, T]`` long, 1 on real tokens.
-        response_mask: ``[B, T]`` bool, True on response tokens (the y_t scored by log π(y_t | x, y_<t)).
-    """
-
-    input_ids: Tensor
-    attention_mask: Tensor
-    response_mask: Tensor
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    def to(self, device: torch.device | str) -> SequenceBatch:
-        """The same batch on ``device``."""
-        return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device))
-
-    def select(self, rows: slice | Tensor) -> SequenceBatch:
-        """The rows ``rows`` (a slice or an index tensor) of every field."""
-        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.response_mask[rows])
-
 
 def _is_conversation(text: Text) -> bool:
     return isinstance(text, list)
@@ -145,23 +115,6 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     if pad_id is None:
         raise DataError("tokenizer has neither a pad nor an EOS token")
     return int(pad_id)
-
-
-def pad_rows(
-    rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int, padding_side: PaddingSide
-) -> SequenceBatch:
-    """Pad ``(prompt_ids, response_ids)`` rows into a :class:`SequenceBatch` of width max(len(prompt)+len(response))."""
-    width = max(len(prompt) + len(response) for prompt, response in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    response_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (prompt, response) in enumerate(rows):
-        length = len(prompt) + len(response)
-        start = width - length if padding_side == "left" else 0
-        input_ids[i, start : start + length] = torch.tensor(prompt + response, dtype=torch.long)
-        attention_mask[i, start : start + length] = 1
-        response_mask[i, start + len(prompt) : start + length] = True
-    return SequenceBatch(input_ids, attention_mask, response_mask)
 
 
 def token_logps(model: torch.nn.Module, batch: SequenceBatch) -> Tensor:

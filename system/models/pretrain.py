@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from system.models.batch import pad_rows
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,9 +33,8 @@ def dialogue_rows(
 
 
 def reply_batch(rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``attention_mask`` ``[B, T]`` (:func:`~system.models.logprobs.pad_rows`) and
+    """Right-padded ``input_ids``/``attention_mask`` ``[B, T]`` (:func:`~system.models.batch.pad_rows`) and
     ``labels`` that are −100 outside the replies (Hugging Face causal-LM loss convention)."""
-    from system.models.logprobs import pad_rows  # logprobs → loading → tiny → this module: import at call time
 
     batch = pad_rows(rows, pad_token_id, "right")
     labels = batch.input_ids.masked_fill(~batch.response_mask, -100)

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from system.models.logprobs import SequenceBatch, pad_rows
+from system.models.batch import SequenceBatch, pad_rows
 from tests.conftest import REPO_ROOT
 
 
