@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from system.errors import DataError
 from system.fileio import atomic_output
 from system.run_state import load_state_file
 from system.training.engine import TrainEngine
@@ -70,7 +71,7 @@ def read_checkpoint(directory: Path, engine: TrainEngine, rank: int) -> tuple[Tr
     engine.load(directory)
     own = load_state_file(directory / _rank_file(rank))
     set_rng_states(own["rng"])
-    progress = TrainProgress(**json.loads((directory / PROGRESS_FILE).read_text()))
+    progress = read_progress(directory / PROGRESS_FILE)
     reference = _reference_from_state(load_state_file(directory / REFERENCE_FILE))
     return progress, MetricTally(**own["tally"]), reference
 
@@ -91,9 +92,26 @@ def _reference_from_state(state: Any) -> Any:
     return state
 
 
+def read_progress(path: Path) -> TrainProgress:
+    """A checkpoint's ``progress.json``; anything but non-negative integers epoch/batch/optimizer_steps and a list
+    of metric objects raises :class:`DataError` naming the file."""
+    try:
+        data = json.loads(path.read_bytes())
+        progress = TrainProgress(**data)
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise DataError(f"{path}: not a checkpoint's progress ({type(exc).__name__})") from None
+    for name in ("epoch", "batch", "optimizer_steps"):
+        value = getattr(progress, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DataError(f"{path}: field {name!r}: expected a non-negative integer, got {value!r}")
+    if not isinstance(progress.epoch_metrics, list) or not all(isinstance(m, dict) for m in progress.epoch_metrics):
+        raise DataError(f"{path}: field 'epoch_metrics': expected a list of objects")
+    return progress
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest checkpoint (most optimizer steps) at or below ``root``, or None."""
-    found = [(json.loads(path.read_text())["optimizer_steps"], path.stat().st_mtime, path.parent)
+    found = [(read_progress(path).optimizer_steps, path.stat().st_mtime, path.parent)
              for path in root.rglob(PROGRESS_FILE)]
     return max(found)[2] if found else None
 

@@ -3,13 +3,21 @@ lists, and a rank or reference file holding a pickled object is refused before a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from system.errors import DataError
-from system.training.checkpoint import REFERENCE_FILE, _rank_file, read_checkpoint, write_checkpoint
+from system.training.checkpoint import (
+    PROGRESS_FILE,
+    REFERENCE_FILE,
+    _rank_file,
+    latest_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from system.training.reference import MpoReference
 from system.training.runner import MetricTally, TrainProgress
 from tests.hostile import HostilePickle
@@ -48,3 +56,19 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path: Path, hostile_fil
     with pytest.raises(DataError, match=rf"{name}: not a tensor state file \(refused to load"):
         read_checkpoint(tmp_path, _NoEngine(), rank=0)  # type: ignore[arg-type]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "not a checkpoint's progress (JSONDecodeError)"),
+        ('{"epoch": 1, "surprise": 2}', "not a checkpoint's progress (TypeError)"),
+        ('{"optimizer_steps": "9; rm -rf /"}', "field 'optimizer_steps': expected a non-negative integer"),
+        ('{"epoch_metrics": [1]}', "field 'epoch_metrics': expected a list of objects"),
+    ],
+)
+def test_a_broken_progress_file_is_one_data_error(tmp_path: Path, content: str, problem: str) -> None:
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / PROGRESS_FILE).write_text(content)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'ckpt' / PROGRESS_FILE}: {problem}")):
+        latest_checkpoint(tmp_path)
