@@ -81,6 +81,46 @@ def test_serve_stops_everything_and_frees_its_port(tmp_path: Path, stop_signal: 
     assert server.wait(timeout=5) == 0 and port_is_free(port)
 
 
+def start_command(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """``python -m jobs.cli <args>`` in its own session, output to a log file."""
+    log = tmp_path / "command.log"
+    env = {**os.environ, "ACTIVEALIGN_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
+    process = subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT, env=env,
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return process, log
+
+
+def stop_when(process: subprocess.Popen, log: Path, marker: str, stop_signal: signal.Signals) -> None:
+    """Send ``stop_signal`` once ``marker`` is in the log; then every process of the session must be gone within
+    30 s and the command must exit 130."""
+    deadline = time.monotonic() + 300
+    while marker not in log.read_text(errors="replace"):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    process.send_signal(stop_signal)
+    left = kill_leftovers(wait_gone(process, STOP_WITHIN_S))
+    assert not left, f"still running {STOP_WITHIN_S} s after {stop_signal.name}: {left}\n{log.read_text()[-2000:]}"
+    assert process.wait(timeout=5) == 130, log.read_text()[-2000:]
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize(("verb", "stop_signal", "marker"), [
+    ("generate", signal.SIGTERM, "generation: 1 actors ready"),
+    ("train", signal.SIGINT, "(RayTrainWorker"),
+])
+def test_generate_and_train_stop_everything(tmp_path: Path, verb: str, stop_signal: signal.Signals,
+                                           marker: str) -> None:
+    config = tiny_config(tmp_path, free_port())
+    # Work long enough to be interrupted in the middle of it (many samples; many epochs).
+    data = ["--prompts", "configs/data/tiny_prompts.jsonl", "--out", str(tmp_path / "out.jsonl"),
+            "--generation.responses_per_prompt", "64", "--generation.max_new_tokens", "96"] \
+        if verb == "generate" else ["--data", "configs/data/tiny_pool.jsonl", "--out", str(tmp_path / "train"),
+                                    "--train.epochs", "200"]
+    process, log = start_command([verb, "--config", str(config), "--cluster.include_dashboard", "false", *data],
+                                 tmp_path)
+    stop_when(process, log, marker, stop_signal)
+
+
 @pytest.mark.drill
 @pytest.mark.parametrize(("stop_signal", "when"), [
     (signal.SIGTERM, "round 1/"),  # the round has begun: fleet, feature workers, selector and Serve are up
@@ -89,19 +129,7 @@ def test_serve_stops_everything_and_frees_its_port(tmp_path: Path, stop_signal: 
 def test_run_stops_everything_mid_round_and_frees_its_port(tmp_path: Path, stop_signal: signal.Signals,
                                                           when: str) -> None:
     port = free_port()
-    log = tmp_path / "run.log"
-    env = {**os.environ, "ACTIVEALIGN_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "run", "--config", str(tiny_config(tmp_path, port)),
-         "--cluster.include_dashboard", "false"],
-        cwd=REPO_ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while when not in log.read_text(errors="replace"):
-        assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-    run.send_signal(stop_signal)
-    left = kill_leftovers(wait_gone(run, STOP_WITHIN_S))
-    assert not left, f"still running {STOP_WITHIN_S} s after {stop_signal.name}: {left}\n{log.read_text()[-2000:]}"
-    assert run.wait(timeout=5) == 130, log.read_text()[-2000:]
+    process, log = start_command(["run", "--config", str(tiny_config(tmp_path, port)),
+                                  "--cluster.include_dashboard", "false"], tmp_path)
+    stop_when(process, log, when, stop_signal)
     assert port_is_free(port)
