@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from jobs.loop_setup import ray_session
+from jobs.ray_session import ray_session
 from system.config import Config, dump_config
 from system.data import load_preferences
+from system.errors import DataError
 from system.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ def main(config: Config, data: Path, out: Path) -> int:
     """Train ``train.loss`` on ``data`` into ``out`` (``out/adapter`` + per-epoch checkpoints); 0 on success."""
     from actors.trainer import Trainer
 
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: exists and is not a directory")
     pairs = load_preferences(data)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))

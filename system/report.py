@@ -141,9 +141,11 @@ def plot(summaries: Sequence[StrategySummary], path: Path) -> None:
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     """Write ``out_dir/report.png`` and ``out_dir/report.html``; returns the HTML path."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir}: exists and is not a directory")
     curves = [load_run(run_dir) for run_dir in run_dirs]
     summaries = summarise(curves)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "report.png"
     plot(summaries, png)

@@ -28,7 +28,7 @@ def _select(tmp: Path) -> tuple[list[str], str]:
 def _train(tmp: Path) -> tuple[list[str], str]:
     data = tmp / "pairs.parquet"
     data.write_bytes(b"PAR1 not really parquet PAR1")
-    return ["train", "--data", str(data), "--out", str(tmp / "out.jsonl")], f"{data}: not a readable Parquet file"
+    return ["train", "--data", str(data), "--out", str(tmp / "trained")], f"{data}: not a readable Parquet file"
 
 
 def _generate(tmp: Path) -> tuple[list[str], str]:
@@ -58,7 +58,7 @@ def _report(tmp: Path) -> tuple[list[str], str]:
     (run_dir / "round_000").mkdir(parents=True)
     (run_dir / "config.yaml").write_text("selection: {strategy: adpo}\ntrain: {loss: dpo}\nloop: {seed: 0}\n")
     (run_dir / "round_000" / "metrics.json").write_text('{"labels": NaN, "eval/reward": "high"}')
-    return ["report", str(run_dir), "--out", str(tmp / "out.jsonl")], \
+    return ["report", str(run_dir), "--out", str(tmp / "report")], \
         f"{run_dir / 'round_000' / 'metrics.json'}: field 'eval/reward': expected a number, got str"
 
 
@@ -70,9 +70,16 @@ def _run(tmp: Path) -> tuple[list[str], str]:
         f"{prompts}: row 6: field 'prompt_id': duplicate '../../etc/passwd' (first at row 3)"
 
 
+def _train_into_a_file(tmp: Path) -> tuple[list[str], str]:
+    data = tmp / "pairs.jsonl"
+    data.write_text(json.dumps(GOOD_PAIR) + "\n")
+    out = tmp / "out.jsonl"
+    return ["train", "--data", str(data), "--out", str(out)], f"--out {out}: exists and is not a directory"
+
+
 VERBS: dict[str, Callable[[Path], tuple[list[str], str]]] = {
-    "select": _select, "train": _train, "generate": _generate, "evaluate": _evaluate, "export": _export,
-    "report": _report, "run": _run,
+    "select": _select, "train": _train, "train-out-is-a-file": _train_into_a_file, "generate": _generate,
+    "evaluate": _evaluate, "export": _export, "report": _report, "run": _run,
 }
 
 

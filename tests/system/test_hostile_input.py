@@ -21,7 +21,7 @@ from system.data import read_preferences, read_prompts, read_rows
 from system.errors import ConfigError, DataError
 from system.labels import LabelStore
 from system.labels.formats import export_labels, import_labels
-from system.report import load_run
+from system.report import load_run, write_report
 from system.selection.offline import load_pool
 from system.types import CandidatePair, Label
 from tests.hostile import HOSTILE_IDS
@@ -392,3 +392,11 @@ def test_bad_config_files_are_one_config_error(tmp_path: Path, content: bytes, p
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value).startswith(str(path)) and problem in str(error.value) and "\n" not in str(error.value)
+
+
+def test_report_refuses_an_output_that_is_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    out.write_text("not a directory")
+    with pytest.raises(DataError, match=re.escape(f"--out {out}: exists and is not a directory")):
+        write_report([tmp_path / "no-run"], out)
+    assert out.read_text() == "not a directory"
