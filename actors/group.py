@@ -22,6 +22,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from system.config import Config, ResourceSpec
+from system.errors import ActorFailureError
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +185,44 @@ class ActorGroup:
         """Run ``method(*args, **kwargs)`` on every live actor; results in rank order."""
         return ray.get([getattr(self.actors[rank], method).remote(*args, **kwargs) for rank in self._live_ranks()])
 
-    def call_each(self, method: str, per_actor_args: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run ``method(*per_actor_args[rank])`` on actor ``rank``; no retries (stateful shards)."""
-        actors = [self.actors[rank] for rank in self._live_ranks()]
-        return ray.get([getattr(a, method).remote(*args) for a, args in zip(actors, per_actor_args, strict=True)])
+    def call_each(self, method: str, per_actor_args: Sequence[tuple[Any, ...]], max_attempts: int = 3) -> list[Any]:
+        """Run ``method(*per_actor_args[i])`` on the ``i``-th live actor; results in that order.
+
+        Each actor keeps its own shard, so a call whose actor dies is not moved: once Ray has restarted
+        the actor and ``on_restart`` has run, the same call reruns on it (``method`` must be idempotent).
+
+        Raises:
+            ActorFailureError: an actor failed ``max_attempts`` times, stayed dead or did not come back in time.
+        """
+        ranks = self._live_ranks()
+        calls = list(zip(ranks, per_actor_args, strict=True))
+        results: list[Any] = [None] * len(calls)
+        attempts = [0] * len(calls)
+        pending = {getattr(self.actors[rank], method).remote(*args): i for i, (rank, args) in enumerate(calls)}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready[0])
+            rank, args = calls[i]
+            try:
+                results[i] = ray.get(ready[0])
+            except ACTOR_FAILURES as exc:
+                attempts[i] += 1
+                self._check_attempts(method, rank, attempts[i], max_attempts, exc)
+                self._revive(rank)
+                if rank in self._dead:
+                    raise ActorFailureError(f"{self.name}: actor {rank} died during {method} and its restarts are "
+                                            f"used up; see its log under /tmp/ray/session_latest/logs") from exc
+                pending[getattr(self.actors[rank], method).remote(*args)] = i
+        return results
+
+    def _check_attempts(self, method: str, rank: int, attempts: int, max_attempts: int, exc: Exception) -> None:
+        """Log a failed call; raise once ``max_attempts`` calls of it failed."""
+        if attempts >= max_attempts:
+            raise ActorFailureError(
+                f"{self.name}: {method} failed {attempts} times (last on actor {rank}: {type(exc).__name__}); "
+                f"see the actor logs under /tmp/ray/session_latest/logs (out of memory?) and rerun"
+            ) from exc
+        logger.warning("%s: actor %d failed in %s (%s); retrying", self.name, rank, method, type(exc).__name__)
 
     def map_shards(self, method: str, shards: Sequence[Any], *args: Any, max_attempts: int = 3) -> list[Any]:
         """Run ``method(shard, *args)`` for each shard, shard ``i`` on actor ``i mod n``; results in shard order.
@@ -196,7 +231,7 @@ class ActorGroup:
         ``on_restart`` (``setup()``) before it takes more work, one that stays dead leaves the group.
 
         Raises:
-            RayActorError: a shard failed on ``max_attempts`` actors.
+            ActorFailureError: a shard failed on ``max_attempts`` actors, or a dead actor did not come back in time.
         """
         results: list[Any] = [None] * len(shards)
         attempts = [0] * len(shards)
@@ -211,10 +246,7 @@ class ActorGroup:
                 results[index] = ray.get(ready[0])
             except ACTOR_FAILURES as exc:
                 attempts[index] += 1
-                if attempts[index] >= max_attempts:
-                    raise
-                logger.warning("%s: actor %d failed on shard %d (%s); retrying elsewhere", self.name, rank, index,
-                               type(exc).__name__)
+                self._check_attempts(method, rank, attempts[index], max_attempts, exc)
                 pending.update(self._submit(method, shards[index], args, index, rank + 1))
                 if rank not in revived:
                     revived.add(rank)
@@ -236,6 +268,9 @@ class ActorGroup:
         """Wait for Ray to restart actor ``rank`` and run ``on_restart`` on it; drop it when it stays dead."""
         try:
             wait_restarted(self.actors[rank], self.on_restart, self.restart_timeout_s)
+        except ActorUnavailableError as exc:
+            raise ActorFailureError(f"{self.name}: actor {rank} did not come back within {self.restart_timeout_s:.0f} "
+                                    f"s; check the cluster's free resources (ray status) and rerun") from exc
         except (ActorDiedError, RayActorError):
             left = len(self._live_ranks()) - 1
             logger.warning("%s: actor %d is gone for good; %d actors left", self.name, rank, left)

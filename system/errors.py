@@ -43,3 +43,9 @@ class LabelStoreError(ActiveAlignError):
 
 class StaleVersionError(ActiveAlignError):
     """Work was requested for a policy version the worker does not hold."""
+
+
+class ActorFailureError(ActiveAlignError):
+    """A Ray actor kept dying or did not come back: its retries (count and time) are used up."""
+
+    exit_code = 3

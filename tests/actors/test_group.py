@@ -9,10 +9,12 @@ import ray
 
 from actors.group import ActorGroup, shard_evenly
 from system.config import ResourceSpec
+from system.errors import ActorFailureError
 
 
 class Squarer:
-    """A role whose ``square`` kills its own process on a marked shard the first time it sees it."""
+    """A role whose ``square`` kills its own process on a shard holding -1 the first time it sees it, and on one
+    holding -2 every time."""
 
     def __init__(self, rank: int, marker_dir: str) -> None:
         self.rank = rank
@@ -26,7 +28,7 @@ class Squarer:
         if self.setups == 0:
             raise RuntimeError("setup() was not run")
         marker = os.path.join(self.marker_dir, "killed")
-        if -1 in shard and not os.path.exists(marker):
+        if -2 in shard or (-1 in shard and not os.path.exists(marker)):
             open(marker, "w").close()
             os._exit(1)
         return self.rank, [value * value for value in shard]
@@ -64,6 +66,19 @@ def test_failed_shard_is_retried_on_another_actor(ray_cluster, tmp_path):
     pids_after = group.call_all("pid")  # the restarted actor is set up again and serves work
     assert pids_after[0] == pids_before[0] and pids_after[1] != pids_before[1]
     assert group.map_shards("square", [[5], [6]]) == [(0, [25]), (1, [36])]
+    group.shutdown()
+
+
+def test_call_each_reruns_a_killed_call_on_the_restarted_actor_and_gives_up_after_max_attempts(ray_cluster, tmp_path):
+    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), max_restarts=3,
+                       name="squarers")
+    group.setup()
+    pid_before = group.call_all("pid")[1]
+    assert group.call_each("square", [([2],), ([3, -1],)]) == [(0, [4]), (1, [9, 1])]  # same actor, restarted
+    assert group.call_all("pid")[1] != pid_before
+    with pytest.raises(ActorFailureError, match=r"squarers: square failed 2 times \(last on actor 1") as failure:
+        group.call_each("square", [([2],), ([-2],)], max_attempts=2)
+    assert failure.value.exit_code == 3
     group.shutdown()
 
 

@@ -1,0 +1,124 @@
+"""SIGKILL drills: an actor's OS process is killed while it works, and the call still ends as an
+uninterrupted one does (generation: same candidates; features: same rows and same picks)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import ray
+import torch
+
+from actors.features import FeatureWorkerGroup
+from actors.generation import GenerationFleet
+from actors.selector import Selector
+from system.config import load_config
+from system.types import CandidatePair, PromptRecord
+
+KILL_FRACTION = 0.3  # of the uninterrupted call's duration: the victim is mid-call then
+
+
+def _pid(actor: Any) -> int:
+    """The OS process id of a live actor (asked inside the actor)."""
+    return int(ray.get(actor.__ray_call__.remote(lambda _self: os.getpid())))
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def _killed_during(call: Callable[[], Any], pid: int, delay_s: float) -> tuple[Any, float]:
+    """Run ``call`` while a thread SIGKILLs ``pid`` ``delay_s`` after the call started; (result, kill time
+    relative to the call's end: negative means the kill landed before the call returned)."""
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        time.sleep(delay_s)
+        os.kill(pid, signal.SIGKILL)
+        killed_at.append(time.perf_counter())
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    result = call()
+    ended = time.perf_counter()
+    killer.join()
+    return result, killed_at[0] - ended
+
+
+def _retried(caplog: pytest.LogCaptureFixture, name: str, rank: int, method: str) -> bool:
+    """Whether the group logged that actor ``rank`` failed in ``method`` and the call was retried."""
+    return any(f"{name}: actor {rank} failed in {method}" in record.getMessage() for record in caplog.records)
+
+
+@pytest.fixture(scope="module")
+def config(tiny_model_dir):
+    return load_config(
+        "configs/tiny.yaml",
+        [f"model.path={tiny_model_dir}", "generation.engine=hf", "generation.num_actors=2",
+         "generation.max_new_tokens=24", "generation.batch_size=2", "cluster.generation.num_cpus=0.5",
+         "features.num_workers=2", "features.projection_dim=32", "cluster.features.num_cpus=0.5",
+         "cluster.selector.num_cpus=0.25"],
+    )
+
+
+@pytest.mark.drill  # ~25 s: two generate calls and one actor restart
+def test_generation_worker_sigkilled_mid_generate_gives_the_same_candidates(ray_cluster, config, caplog):
+    """Actor 1's shard reruns on actor 0; samples are seeded per call of a shard, so they do not depend on
+    which actor ran it."""
+    caplog.set_level(logging.WARNING, logger="actors.group")
+    fleet = GenerationFleet(config)
+    fleet.setup()
+    prompts = [PromptRecord(f"Tell me about the cat number {i}.", f"p{i}") for i in range(16)]
+    clean, duration = _timed(lambda: fleet.generate(prompts, n=3, policy_version=0))
+    victim = _pid(fleet.group.actors[1])
+    drilled, kill_offset = _killed_during(lambda: fleet.generate(prompts, n=3, policy_version=0), victim,
+                                          KILL_FRACTION * duration)
+    assert kill_offset < 0 and _retried(caplog, "generation", 1, "generate")
+    assert drilled == clean and len(clean) == 48
+    assert _pid(fleet.group.actors[1]) != victim  # Ray restarted it and it serves again
+    assert fleet.generate(prompts, n=3, policy_version=0) == clean
+    fleet.shutdown()
+
+
+def _pairs(count: int) -> list[CandidatePair]:
+    return [CandidatePair(f"q{i}", f"q-p{i // 3}", f"Tell me about cat {i // 3}, please, in some detail.",
+                          f"A cat {i} sleeps on the warm blanket all day.",
+                          f"Thank you, cat {i} plays {'a lot ' * (i % 4)}outside.") for i in range(count)]
+
+
+def _round(workers: FeatureWorkerGroup, pairs: list[CandidatePair], state_path: Any) -> tuple[list[str], torch.Tensor]:
+    """Featurize ``pairs`` and select 6 of them: (picked pair ids, every worker's candidate rows stacked)."""
+    selector = Selector(workers.config, state_path)
+    selector.setup()
+    picked = selector.select(workers, budget=6, strategy="activedpo", round_index=0).pair_ids
+    selector.shutdown()
+    rows = torch.cat(ray.get([w.__ray_call__.remote(lambda self: self.rows) for w in workers.workers]))
+    return list(picked), rows
+
+
+@pytest.mark.drill  # ~40 s: two featurize passes, one worker restart (policy reload)
+def test_feature_worker_sigkilled_mid_featurize_selects_the_same_pairs(ray_cluster, config, tmp_path, caplog):
+    """The killed worker is restarted, restores its shard file and reruns its featurize call."""
+    caplog.set_level(logging.WARNING, logger="actors.group")
+    workers = FeatureWorkerGroup(config, tmp_path / "feature-state")
+    workers.setup()
+    pairs = _pairs(48)
+    _, duration = _timed(lambda: workers.featurize(pairs, [], policy_version=0, strategy="activedpo"))
+    expected_ids, expected_rows = _round(workers, pairs, tmp_path / "clean.pt")
+    victim = _pid(workers.workers[1])
+    _, kill_offset = _killed_during(lambda: workers.featurize(pairs, [], policy_version=0, strategy="activedpo"),
+                                    victim, KILL_FRACTION * duration)
+    assert kill_offset < 0 and _retried(caplog, "features", 1, "featurize")
+    picked, rows = _round(workers, pairs, tmp_path / "drilled.pt")
+    assert _pid(workers.workers[1]) != victim
+    assert rows.shape == (48, 32) and torch.equal(rows, expected_rows)
+    assert picked == expected_ids and len(picked) == 6
+    workers.shutdown()
