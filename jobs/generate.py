@@ -9,6 +9,7 @@ from pathlib import Path
 from jobs.loop_setup import ray_session
 from system.config import Config
 from system.data import file_format, read_prompts, write_rows
+from system.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,8 @@ def main(config: Config, prompts: Path, out: Path, adapter: Path | None) -> int:
     from actors.weights import broadcast_adapter
 
     file_format(out)  # an unwritable output type fails before Ray starts, not after generating
+    if adapter is not None and not adapter.is_dir():
+        raise DataError(f"--adapter {adapter}: not a directory")
     records = read_prompts(prompts)
     with ray_session(config):
         fleet = GenerationFleet(config)

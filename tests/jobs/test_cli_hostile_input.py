@@ -38,6 +38,14 @@ def _generate(tmp: Path) -> tuple[list[str], str]:
         f"{prompts}: row 3: field 'prompt': empty"
 
 
+def _generate_with_a_missing_adapter(tmp: Path) -> tuple[list[str], str]:
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_text('{"prompt": "ok"}\n')
+    adapter = tmp / "../../no-such-adapter"
+    return ["generate", "--prompts", str(prompts), "--out", str(tmp / "new.jsonl"), "--adapter", str(adapter)], \
+        f"--adapter {adapter}: not a directory"
+
+
 def _evaluate(tmp: Path) -> tuple[list[str], str]:
     prompts = tmp / "eval.jsonl"
     prompts.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
@@ -79,6 +87,7 @@ def _train_into_a_file(tmp: Path) -> tuple[list[str], str]:
 
 VERBS: dict[str, Callable[[Path], tuple[list[str], str]]] = {
     "select": _select, "train": _train, "train-out-is-a-file": _train_into_a_file, "generate": _generate,
+    "generate-missing-adapter": _generate_with_a_missing_adapter,
     "evaluate": _evaluate, "export": _export, "report": _report, "run": _run,
 }
 
