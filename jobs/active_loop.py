@@ -9,12 +9,11 @@ from actors.oracle.security import configured_token
 from jobs.loop_setup import (
     RayParts,
     check_config,
-    check_oracle_port,
     load_pool,
     load_prompt_sets,
     prepare_run_dir,
-    ray_session,
 )
+from jobs.ray_session import check_oracle_port, ray_session
 from system.config import Config
 from system.loop import ActiveLoop
 from system.report import write_report

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from jobs.loop_setup import ray_session
+from jobs.ray_session import ray_session
 from system.config import Config
 from system.data import file_format, read_prompts, write_rows
 from system.errors import DataError

@@ -17,7 +17,7 @@ def main(config: Config) -> int:
     """Start (or join) Ray, deploy the oracle app on ``oracle.host:oracle.port``, block until interrupted."""
     from actors.oracle import start_oracle_service, stop_oracle_service
     from actors.oracle.security import resolve_token
-    from jobs.loop_setup import check_oracle_port, ray_session
+    from jobs.ray_session import check_oracle_port, ray_session
 
     check_oracle_port(config)
     token, generated = resolve_token(config.oracle)

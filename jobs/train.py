@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from jobs.loop_setup import ray_session
+from jobs.ray_session import ray_session
 from system.config import Config, dump_config
 from system.data import load_preferences
 from system.errors import DataError

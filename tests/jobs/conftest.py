@@ -9,7 +9,7 @@ import pytest
 def ray_cluster():
     import ray
 
-    from jobs.loop_setup import start_local_ray
+    from jobs.ray_session import start_local_ray
     from system.config import load_config
 
     context = start_local_ray(load_config(None, ["cluster.num_cpus=8", "cluster.include_dashboard=false"]))

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-import jobs.loop_setup
-from jobs.loop_setup import start_local_ray
+import jobs.ray_session
+from jobs.ray_session import start_local_ray
 from system.config import load_config
 from tests.conftest import REPO_ROOT
 
@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 def test_local_ray_binds_its_dashboard_to_loopback(monkeypatch: pytest.MonkeyPatch, config_file: str) -> None:
     """The dashboard runs jobs for whoever reaches it, so a local Ray serves it on 127.0.0.1 only."""
     asked: list[dict[str, Any]] = []
-    monkeypatch.setattr(jobs.loop_setup.ray, "init", lambda **kwargs: asked.append(kwargs))
+    monkeypatch.setattr(jobs.ray_session.ray, "init", lambda **kwargs: asked.append(kwargs))
     overrides = ["cluster.address=null", "cluster.include_dashboard=true"]
     config = load_config(REPO_ROOT / "configs" / config_file, overrides)
 

@@ -146,7 +146,7 @@ def _serve_job_without_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any
     from ray import serve
 
     import actors.oracle
-    import jobs.loop_setup
+    import jobs.ray_session
 
     deployed: list[Any] = []
 
@@ -154,8 +154,8 @@ def _serve_job_without_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any
         deployed.append(app)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(jobs.loop_setup, "ray_session", lambda config: contextlib.nullcontext())
-    monkeypatch.setattr(jobs.loop_setup, "check_oracle_port", lambda config: None)
+    monkeypatch.setattr(jobs.ray_session, "ray_session", lambda config: contextlib.nullcontext())
+    monkeypatch.setattr(jobs.ray_session, "check_oracle_port", lambda config: None)
     monkeypatch.setattr(serve, "start", lambda **_: None)
     monkeypatch.setattr(serve, "run", run)
     monkeypatch.setattr(actors.oracle, "stop_oracle_service", lambda: None)
