@@ -24,6 +24,7 @@ from tests.conftest import REPO_ROOT, free_port
 
 TOKEN = "clean-stop-token-0123456789"
 STOP_WITHIN_S = 30
+AGENT_GRACE_S = 90
 
 
 def port_is_free(port: int) -> bool:
@@ -133,3 +134,29 @@ def test_run_stops_everything_mid_round_and_frees_its_port(tmp_path: Path, stop_
                                   "--cluster.include_dashboard", "false"], tmp_path)
     stop_when(process, log, when, stop_signal)
     assert port_is_free(port)
+
+
+@pytest.mark.drill
+def test_sigkill_of_the_driver_leaves_nothing_in_the_way_of_a_new_start(tmp_path: Path) -> None:
+    """The driver dies without running any ``finally``; the Ray node it started shares its fate (its GCS, raylet,
+    Serve proxy and actors go within 30 s; Ray's per-node agents notice the dead raylet and follow within
+    AGENT_GRACE_S), the oracle port is free, and a new ``serve`` on the same port starts."""
+    port = free_port()
+    process, log = start_command(["run", "--config", str(tiny_config(tmp_path, port)),
+                                  "--cluster.include_dashboard", "false"], tmp_path)
+    deadline = time.monotonic() + 300
+    while "round 1/" not in log.read_text(errors="replace"):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert not port_is_free(port)
+    process.kill()  # the CLI process alone, not its session
+    time.sleep(STOP_WITHIN_S)
+    assert port_is_free(port)
+    left = kill_leftovers(wait_gone(process, AGENT_GRACE_S))
+    assert not left, f"still running {STOP_WITHIN_S + AGENT_GRACE_S} s after the driver's SIGKILL: {left}"
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"oracle": {"kind": "programmatic", "callable": "benchmarks.rewards:politeness",
+                                                 "port": port, "label_store_url": f"sqlite:///{tmp_path}/s.db"}}))
+    server = start_healthy(config, tmp_path / "serve.log", f"http://127.0.0.1:{port}", TOKEN)
+    server.send_signal(signal.SIGTERM)
+    assert not kill_leftovers(wait_gone(server, STOP_WITHIN_S))
