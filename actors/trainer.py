@@ -24,11 +24,11 @@ from typing import Any
 
 import ray
 import torch
-from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from system.config import Config
-from system.errors import DataError
+from system.errors import ActorFailureError, DataError
 from system.training.checkpoint import PROGRESS_FILE, latest_checkpoint
 from system.types import PreferencePair
 
@@ -110,7 +110,8 @@ def train_worker(loop: dict[str, Any]) -> None:
             metrics["peak_gpu_gb"] = _all_mean(torch.cuda.max_memory_allocated() / 2**30, device)
         epoch_started[0] = now
 
-    resume_from = loop.get("resume_from")
+    restored = ray.train.get_checkpoint()  # set when Ray Train restarted the workers after a failure
+    resume_from = restored.path if restored is not None else loop.get("resume_from")
     engine, _ = fit_preferences(
         model, tokenizer, pairs, cfg, _publish_to_ray, Path(resume_from) if resume_from else None,
         known_samples=loop.get("reference_samples"), rank=rank, world_size=world,
@@ -148,11 +149,14 @@ class Trainer:
     """Ray Train + DeepSpeed trainer: ``train.num_workers`` workers with ``cluster.trainer`` resources each.
 
     ``checkpoint_every_steps``: also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only).
+    ``max_failures``: how often Ray Train restarts the workers after one died (a SIGKILL, an OOM kill); each
+    restart resumes from the newest checkpoint this run reported.
     """
 
-    def __init__(self, config: Config, checkpoint_every_steps: int = 0) -> None:
+    def __init__(self, config: Config, checkpoint_every_steps: int = 0, max_failures: int = 2) -> None:
         self.config = config
         self.checkpoint_every_steps = checkpoint_every_steps
+        self.max_failures = max_failures
 
     def fit(
         self,
@@ -167,6 +171,7 @@ class Trainer:
 
         Raises:
             DataError: no pairs to train on.
+            ActorFailureError: the workers failed once more than ``max_failures`` allows.
         """
         if not pairs:
             raise DataError("trainer: no preference pairs to train on")
@@ -189,9 +194,18 @@ class Trainer:
             scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                          resources_per_worker=resources),
             torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
-            run_config=RunConfig(storage_path=str(storage), name=f"fit-{time.time_ns()}"),
+            run_config=RunConfig(storage_path=str(storage), name=f"fit-{time.time_ns()}",
+                                 failure_config=FailureConfig(max_failures=self.max_failures)),
         )
-        result = fit_interruptibly(trainer)
+        try:
+            result = fit_interruptibly(trainer)
+        except TrainingFailedError as exc:
+            last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ActorFailureError(
+                f"trainer: the training workers failed {self.max_failures + 1} times (last: {last}); see the worker "
+                f"logs under /tmp/ray/session_latest/logs and rerun: training resumes from the newest checkpoint "
+                f"under {storage}"
+            ) from exc
         final = latest_checkpoint(storage)
         history = json.loads((final / PROGRESS_FILE).read_text())["epoch_metrics"] if final else []
         logger.info("training done: %s", history[-1] if history else result.metrics)

@@ -1,25 +1,34 @@
 """SIGKILL drills: an actor's OS process is killed while it works, and the call still ends as an
-uninterrupted one does (generation: same candidates; features: same rows and same picks)."""
+uninterrupted one does (generation: same candidates; features: same rows and same picks; training: same
+adapter)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import ray
 import torch
+from safetensors.torch import load_file
 
 from actors.features import FeatureWorkerGroup
 from actors.generation import GenerationFleet
 from actors.selector import Selector
+from actors.trainer import Trainer
 from system.config import load_config
-from system.types import CandidatePair, PromptRecord
+from system.training.checkpoint import PROGRESS_FILE
+from system.types import CandidatePair, PreferencePair, PromptRecord
+from tests.system.training.conftest import assert_identical
 
 KILL_FRACTION = 0.3  # of the uninterrupted call's duration: the victim is mid-call then
 
@@ -122,3 +131,50 @@ def test_feature_worker_sigkilled_mid_featurize_selects_the_same_pairs(ray_clust
     assert rows.shape == (48, 32) and torch.equal(rows, expected_rows)
     assert picked == expected_ids and len(picked) == 6
     workers.shutdown()
+
+
+def _newest_train_worker_pid() -> int:
+    """The OS process of the newest Ray Train worker actor below this driver (its Ray cluster's processes)."""
+    workers = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if " ".join(process.cmdline()).startswith("ray::RayTrainWorker"):
+                workers.append((process.create_time(), process.pid))
+    assert workers, "no Ray Train worker process found"
+    return max(workers)[1]
+
+
+def _checkpointed_steps(root: Path) -> list[int]:
+    return sorted(json.loads(path.read_text())["optimizer_steps"] for path in root.rglob(PROGRESS_FILE))
+
+
+@pytest.mark.drill  # ~60 s: two Ray Train runs (one worker, no DeepSpeed), one worker restart
+def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_run(ray_cluster, tiny_model_dir,
+                                                                                  tmp_path):
+    """SIGKILL the training worker once its fourth step checkpoint exists; Ray Train restarts it from the newest
+    checkpoint its controller had taken in, and the final adapter equals the straight run's bit for bit. (Reports
+    the controller had not yet polled are lost with the worker: the restart redoes those steps and reports again.)"""
+    config = load_config("configs/tiny.yaml", [
+        f"model.path={tiny_model_dir}", "train.num_workers=1", "train.epochs=2", "train.batch_size=2",
+        "train.deepspeed.enabled=false", "lora.dropout=0.1", "cluster.trainer.num_cpus=1"])
+    pairs = [PreferencePair(f"Tell me about cat {i}.", f"Please give cat {i} a soft blanket, thank you.",
+                            f"No. Cat {i} is loud.") for i in range(40)]  # 20 steps per epoch, 40 in all
+    straight, straight_history = Trainer(config, checkpoint_every_steps=4).fit(pairs, tmp_path / "straight")
+    drilled_dir = tmp_path / "drilled"
+    killed: list[int] = []
+
+    def kill_after_first_checkpoint() -> None:
+        while len(_checkpointed_steps(drilled_dir)) < 4:
+            time.sleep(0.05)
+        os.kill(_newest_train_worker_pid(), signal.SIGKILL)
+        killed.append(max(_checkpointed_steps(drilled_dir)))
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    adapter, history = Trainer(config, checkpoint_every_steps=4, max_failures=1).fit(pairs, drilled_dir)
+    killer.join(timeout=5)
+    steps = _checkpointed_steps(drilled_dir)
+    assert killed and 16 <= killed[0] < 40 and steps[-1] == 40
+    assert steps.count(4) == steps.count(8) == 1  # the restart went on from a checkpoint, it did not start over
+    assert [m["loss"] for m in history] == [m["loss"] for m in straight_history]
+    assert_identical(*(load_file(path / "adapter_model.safetensors") for path in (straight, adapter)))
