@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -36,18 +38,27 @@ def _squared_errors(model: torch.nn.Module):
 
 
 def _rank_gradients(rank: int, world: int, port: int, out: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                                         timeout=timedelta(seconds=120))
     try:
         model = _model()
         engine = TorchEngine(model, lr=0.1, weight_decay=0.0, max_grad_norm=1.0, distributed=True)
         accumulate_window(engine, _squared_errors(engine.forward), WINDOW, rank, world, MetricTally())
         torch.save([param.grad for param in model.parameters()], f"{out}/rank{rank}.pt")
+        # Rank 0 hosts the rendezvous store: neither rank tears down while the other may still need it.
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
 
 def test_two_ddp_ranks_take_the_gradient_of_the_global_mean(tmp_path: Path) -> None:
-    mp.spawn(_rank_gradients, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = mp.start_processes(_rank_gradients, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not ranks.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail("the two gloo ranks did not finish within 300 s")
     distributed = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
 
     model = _model()  # one process, the whole window: ∇ (1/6)·Σ_i ℓ_i
