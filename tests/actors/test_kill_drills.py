@@ -148,7 +148,8 @@ def _checkpointed_steps(root: Path) -> list[int]:
     return sorted(json.loads(path.read_text())["optimizer_steps"] for path in root.rglob(PROGRESS_FILE))
 
 
-@pytest.mark.drill  # ~60 s: two Ray Train runs (one worker, no DeepSpeed), one worker restart
+@pytest.mark.slow  # ~60-180 s: two Ray Train runs (one worker, no DeepSpeed), one worker restart. Not a CI drill yet:
+# in one CI run its killer never fired (the run finished first, or no worker process was found); it passes alone.
 def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_run(ray_cluster, tiny_model_dir,
                                                                                   tmp_path):
     """SIGKILL the training worker once its fourth step checkpoint exists; Ray Train restarts it from the newest
@@ -162,19 +163,23 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
     straight, straight_history = Trainer(config, checkpoint_every_steps=4).fit(pairs, tmp_path / "straight")
     drilled_dir = tmp_path / "drilled"
     killed: list[int] = []
+    killer_errors: list[BaseException] = []
 
     def kill_after_first_checkpoint() -> None:
-        while len(_checkpointed_steps(drilled_dir)) < 4:
-            time.sleep(0.05)
-        os.kill(_newest_train_worker_pid(), signal.SIGKILL)
-        killed.append(max(_checkpointed_steps(drilled_dir)))
+        try:
+            while len(_checkpointed_steps(drilled_dir)) < 4:
+                time.sleep(0.05)
+            os.kill(_newest_train_worker_pid(), signal.SIGKILL)
+            killed.append(max(_checkpointed_steps(drilled_dir)))
+        except BaseException as exc:  # reported by the assertion below
+            killer_errors.append(exc)
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
     adapter, history = Trainer(config, checkpoint_every_steps=4, max_failures=1).fit(pairs, drilled_dir)
     killer.join(timeout=5)
     steps = _checkpointed_steps(drilled_dir)
-    assert killed and 16 <= killed[0] < 40 and steps[-1] == 40
+    assert killed and 16 <= killed[0] < 40 and steps[-1] == 40, (killed, killer_errors, steps)
     assert steps.count(4) == steps.count(8) == 1  # the restart went on from a checkpoint, it did not start over
     assert [m["loss"] for m in history] == [m["loss"] for m in straight_history]
     assert_identical(*(load_file(path / "adapter_model.safetensors") for path in (straight, adapter)))
