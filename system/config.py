@@ -373,7 +373,6 @@ class OracleConfig(Section):
         "(stored labels stay stored, so a retry gets them).",
     )
 
-
     @model_validator(mode="after")
     def _backend_inputs(self) -> OracleConfig:
         if self.kind == "programmatic" and not self.callable:
@@ -482,7 +481,6 @@ class TrainConfig(Section):
         "estimate the point-wise KL term.",
     )
 
-
     @field_validator("loss")
     @classmethod
     def _registered_loss(cls, name: str) -> str:
@@ -493,6 +491,7 @@ class TrainConfig(Section):
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("train.loss: ")) from None
         return name
+
 
 class LoopConfig(Section):
     """The active loop: rounds of generate → featurise → select → label → train → sync → evaluate."""
@@ -649,7 +648,6 @@ class Config(Section):
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow tracking.")
     cluster: ClusterConfig = Field(ClusterConfig(), description="Ray cluster and per-actor resources.")
 
-
     @model_validator(mode="after")
     def _weights_need_logistic_curvature(self) -> Config:
         from system.selection import get_strategy
@@ -661,6 +659,7 @@ class Config(Section):
                 "would be wrong (use adpo: with constant weights ADPO+ is ADPO)"
             )
         return self
+
 
 def overrides_from_args(args: Sequence[str]) -> list[str]:
     """Turn CLI tokens ``--train.lr 1e-4 --loop.rounds=3`` into ``["train.lr=1e-4", "loop.rounds=3"]``."""
