@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import yaml
 from bench_oracle import response_text
-from oracle_server import start_healthy, stop_server
+from oracle_server import port_is_free, start_healthy, stop_server
 
 TOKEN = "load-bench-token-0123456789"
 PROMPT = "How do I bake bread?"
@@ -113,11 +113,6 @@ async def run_phase(url: str, name: str, clients: int, requests: int, seconds: f
 def stored_counts(store: Path) -> dict[str, int]:
     with sqlite3.connect(store) as db:
         return dict(db.execute("select pair_id, count(*) from labels group by pair_id").fetchall())
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,12 @@ def start_healthy(config_path: Path, log: Path, url: str, token: str, attempts: 
             return server
         kill_session(server)  # whatever the failed start left behind
     raise AssertionError(f"oracle service did not start:\n{log.read_text()[-3000:]}")
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def session_pids(session: int) -> list[int]:

@@ -22,10 +22,15 @@ from system.ports import ensure_port_free
 logger = logging.getLogger(__name__)
 
 
+def cluster_address(config: Config) -> str | None:
+    """``cluster.address``, else ``$RAY_ADDRESS`` (set by ``ray job submit``); None means a Ray started here."""
+    return config.cluster.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def check_oracle_port(config: Config) -> None:
     """On a Ray this command starts itself, stop before starting it when ``oracle.port`` is taken
     (a cluster's port lives on its head node, where Serve reports a conflict itself)."""
-    if config.cluster.address is None and not os.environ.get("RAY_ADDRESS"):
+    if cluster_address(config) is None:
         ensure_port_free(config.oracle.host, config.oracle.port, "oracle.port")
 
 
@@ -33,7 +38,7 @@ def check_oracle_port(config: Config) -> None:
 def ray_session(config: Config) -> Iterator[str | None]:
     """Connect to ``cluster.address`` (or ``$RAY_ADDRESS`` under ``ray job submit``), else start a local
     Ray in-process; yields the dashboard URL (None without one). Only a Ray started here is shut down."""
-    address = config.cluster.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(config)
     if ray.is_initialized():
         yield None
         return

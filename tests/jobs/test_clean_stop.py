@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.oracle_server import session_pids, start_healthy
+from benchmarks.oracle_server import port_is_free, session_pids, start_healthy
 from tests.conftest import REPO_ROOT, free_port
 
 TOKEN = "clean-stop-token-0123456789"
 STOP_WITHIN_S = 30
 AGENT_GRACE_S = 90
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def wait_gone(process: subprocess.Popen, seconds: float) -> list[int]:
