@@ -155,7 +155,9 @@ class HFEngine:
 
 
 def candidate_pairs(candidates: Sequence[Candidate]) -> list[CandidatePair]:
-    """All C(m, 2) response pairs per prompt, prompts in first-seen order, pairs (i, j) with i < j.
+    """All C(m, 2) response pairs per prompt, prompts in first-seen order, pairs (i, j) with i < j, except
+    pairs with a blank response (an immediate end of sequence): such a pair cannot be written as preference
+    data (every reader refuses a blank ``chosen`` or ``rejected``), so it is never offered for labelling.
 
     The pair id ``{prompt_id}/v{policy_version}/{i}-{j}`` is stable: the same candidates always
     give the same ids, and a prompt revisited in a later round (new policy version) gets new ones.
@@ -166,6 +168,8 @@ def candidate_pairs(candidates: Sequence[Candidate]) -> list[CandidatePair]:
     pairs = []
     for prompt_id, group in by_prompt.items():
         for (i, first), (j, second) in itertools.combinations(enumerate(group), 2):
+            if not (first.response.strip() and second.response.strip()):
+                continue
             pairs.append(
                 CandidatePair(
                     pair_id=f"{prompt_id}/v{first.policy_version}/{i}-{j}",

@@ -87,3 +87,10 @@ def test_candidate_pairs_are_all_pairs_per_prompt_with_stable_ids():
     assert len({q.pair_id for q in pairs}) == len(pairs)
     assert pairs[0].pair_id == "p1/v2/0-1" and pairs[0].policy_version == 2
     assert [q.pair_id for q in candidate_pairs(candidates)] == [q.pair_id for q in pairs]
+
+
+def test_candidate_pairs_skip_blank_responses_and_keep_the_other_ids():
+    candidates = [Candidate("p", "x", text) for text in ("a", " \n", "b", "")]
+    pairs = candidate_pairs(candidates)
+    assert [q.pair_id for q in pairs] == ["p/v0/0-2"]  # every pair with response 1 or 3 (blank) is left out
+    assert (pairs[0].response_1, pairs[0].response_2) == ("a", "b")
