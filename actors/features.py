@@ -21,14 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from actors.group import ActorGroup, ActorNotReadyError, shard_evenly
-from actors.weights import AdapterPayload, VersionedAdapter, load_adapter_weights
+from actors.group import ActorGroup, ActorNotReadyError
+from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
 from system.features import implicit_reward_margins, strategy_rows
 from system.fileio import atomic_output
+from system.models.loading import load_adapter_weights
 from system.run_state import load_state_file
 from system.selection import Proposal, Shard, get_strategy
-from system.selection.shards import blocked_rows
+from system.selection.shards import blocked_rows, shard_evenly
 from system.types import CandidatePair
 
 logger = logging.getLogger(__name__)

@@ -18,10 +18,12 @@ from typing import Any
 import ray
 import torch
 
-from actors.group import ActorGroup, ActorNotReadyError, shard_evenly
-from actors.weights import AdapterPayload, VersionedAdapter, load_adapter_weights
+from actors.group import ActorGroup, ActorNotReadyError
+from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
 from system.generation import HFEngine, SamplingParams, encode_prompt, sampling_params
+from system.models.loading import load_adapter_weights
+from system.selection.shards import shard_evenly
 from system.types import Candidate, PromptRecord
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -26,25 +26,12 @@ from system.errors import ActorFailureError
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 
 class ActorNotReadyError(RuntimeError):
     """Raised by a role asked to work before ``setup()`` ran (e.g. right after Ray restarted it)."""
 
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ActorNotReadyError)
-
-
-def shard_evenly(items: Sequence[T], num_shards: int) -> list[list[T]]:
-    """Contiguous shards whose sizes differ by at most one; concatenated they give ``items`` back."""
-    base, extra = divmod(len(items), num_shards)
-    shards, start = [], 0
-    for rank in range(num_shards):
-        stop = start + base + (1 if rank < extra else 0)
-        shards.append(list(items[start:stop]))
-        start = stop
-    return shards
 
 
 def bundle_for(spec: ResourceSpec) -> dict[str, float]:

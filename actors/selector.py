@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from system.config import Config
 from system.errors import SelectionError
 from system.fileio import atomic_output
 from system.run_state import load_state_file
-from system.selection import DesignState, Proposal, check_budget, get_strategy
+from system.selection import DesignState, Proposal, select_round, selection_record
 from system.types import SelectionResult
 
 logger = logging.getLogger(__name__)
@@ -143,8 +144,7 @@ class SelectorActor:
     def _checkpoint(self) -> None:
         assert self.state is not None
         with atomic_output(self.checkpoint_path) as staging:
-            torch.save({"design": self.state.state_dict(), "round": self.round,
-                        "selected_ids": self.selected_ids}, staging)
+            torch.save(selection_record(self.state, self.round, self.selected_ids), staging)
 
     def select(self, workers: list[Any], budget: int, strategy: str, round_index: int) -> SelectionResult:
         """Pick ``budget`` pairs from the workers' shards with ``strategy``; checkpoint; return them in pick order.
@@ -152,32 +152,24 @@ class SelectorActor:
         V starts as λI + Σ x xᵀ over the workers' labelled rows; the strategy's seed is
         ``selection.seed + round_index``, so a seeded strategy draws differently every round.
         """
-        rule = get_strategy(strategy)
         if round_index < self.round:
             raise SelectionError(f"round {round_index} was already selected (selector is at round {self.round})")
         pool = WorkerPool(workers)
         selection = self.config.selection
-        state = DesignState(pool.dim, selection.reg, refactor_every=selection.refactor_every)
-        state.rebuild(pool.labelled_rows())
-        skipped = check_budget(budget, len(pool.pair_ids), int(pool.blocked().sum()))
-        picks = rule.pick(pool, budget, state, selection.seed + round_index)
-        pair_ids = [pool.pair_ids[index] for index in picks.indices]
-        self.state = state
+        result, self.state = select_round(pool, pool.pair_ids, pool.labelled_rows(), budget, strategy, round_index,
+                                          selection.reg, selection.refactor_every, selection.seed)
         self.worker_restarts += pool.restarts
-        self.selected_ids.extend(pair_ids)
+        self.selected_ids.extend(result.pair_ids)
         self.round = round_index + 1
         self._checkpoint()
-        return SelectionResult(
-            pair_ids=tuple(pair_ids), scores=tuple(picks.scores), strategy=rule.name, round=round_index,
-            skipped_zero_norm=skipped,
-            extra={"logdet": state.logdet(), "worker_restarts": float(self.worker_restarts),
-                   "bytes_per_pick": pool.bytes_moved / max(1, len(pair_ids))},
-        )
+        extra = {"worker_restarts": float(self.worker_restarts),
+                 "bytes_per_pick": pool.bytes_moved / max(1, len(result.pair_ids))}
+        return replace(result, extra={**result.extra, **extra})
 
     def design_state(self) -> dict[str, Any]:
         """The design state and selection record (for inspection and tests)."""
         assert self.state is not None
-        return {"design": self.state.state_dict(), "round": self.round, "selected_ids": list(self.selected_ids)}
+        return selection_record(self.state, self.round, self.selected_ids)
 
 
 class Selector:

@@ -17,15 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from peft import PeftModel, set_peft_model_state_dict
-from safetensors.torch import load_file
 
 from system.errors import StaleVersionError
 
 logger = logging.getLogger(__name__)
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
 
 @dataclass(frozen=True)
 class AdapterPayload:
@@ -55,15 +50,6 @@ def unpack_adapter(payload: AdapterPayload, out_dir: Path) -> Path:
     for name, data in payload.files.items():
         (target / name).write_bytes(data)
     return target
-
-
-def load_adapter_weights(model: PeftModel, adapter_dir: Path) -> None:
-    """Overwrite the LoRA weights of ``model`` in place with those saved in ``adapter_dir``."""
-    state = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
-    result = set_peft_model_state_dict(model, state)
-    unexpected = [key for key in result.unexpected_keys if "lora_" in key]
-    if unexpected:
-        raise ValueError(f"{adapter_dir}: adapter keys do not match the model ({unexpected[:3]} ...)")
 
 
 class VersionedAdapter:

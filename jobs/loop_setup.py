@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from system.config import Config, dump_config, load_config
 from system.data import load_preferences, read_prompts
 from system.errors import ConfigError
 from system.fileio import atomic_write_text
-from system.generation import evaluation_params
-from system.loop import LoopParts, OfflinePool, offline_pool
+from system.loop import LoopParts, OfflinePool, evaluation_responder, offline_pool
 from system.run_state import RoundState, check_resume_config, load_round_state
 from system.types import PromptRecord
 
@@ -77,17 +75,6 @@ def prepare_run_dir(config: Config, resume: Path | None) -> tuple[Path, RoundSta
     return run_dir, state or RoundState()
 
 
-def evaluation_generator(fleet: Any, config: Config) -> Any:
-    """``respond(prompts, version) -> [response]``: the fleet's evaluation responses, prompt by prompt
-    (greedy, or ``loop.eval_samples_per_prompt`` seeded samples per prompt)."""
-    params = evaluation_params(config.generation, config.loop.eval_samples_per_prompt)
-
-    def respond(prompts: Sequence[PromptRecord], version: int) -> list[str]:
-        return [candidate.response for candidate in fleet.generate(prompts, policy_version=version, params=params)]
-
-    return respond
-
-
 class RayParts:
     """Starts the loop's Ray-backed parts (oracle service, generation fleet, feature workers + selector,
     trainer) and shuts down what it started."""
@@ -122,7 +109,7 @@ class RayParts:
             broadcast_adapter(adapter_dir, version, [fleet, selection])
 
         return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=Trainer(config),
-                         respond=evaluation_generator(fleet, config), sync=sync)
+                         respond=evaluation_responder(fleet, config), sync=sync)
 
     def shutdown(self) -> None:
         for stop in reversed(self._started):

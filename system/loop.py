@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm import tqdm
@@ -31,20 +31,23 @@ from system.data import load_preferences, read_rows, write_preferences, write_ro
 from system.evaluation import evaluate_generations
 from system.evaluation.offline import offline_metrics
 from system.fileio import atomic_write_text
-from system.generation import candidate_pairs
+from system.generation import SamplingParams, candidate_pairs, evaluation_params
 from system.losses import get_loss
 from system.run_state import RoundState, restore_rng, round_dir, save_round_state
 from system.selection import get_strategy
-from system.tracking import Tracker
 from system.training.reference import prompt_key
 from system.types import Candidate, CandidatePair, Label, PreferencePair, PromptRecord, SelectionResult, Text
+
+if TYPE_CHECKING:  # MLflow is imported only where a run is tracked, not by the in-process harness
+    from system.tracking import Tracker
 
 logger = logging.getLogger(__name__)
 
 
 class Generator(Protocol):
     def generate(
-        self, prompts: Sequence[PromptRecord], n: int | None = None, policy_version: int = 0
+        self, prompts: Sequence[PromptRecord], n: int | None = None, policy_version: int = 0,
+        params: SamplingParams | None = None,
     ) -> list[Candidate]: ...
 
 
@@ -83,6 +86,17 @@ class LoopParts:
     trainer: PreferenceTrainer
     respond: Callable[[Sequence[PromptRecord], int], list[str]]
     sync: Callable[[Path, int], None]
+
+
+def evaluation_responder(fleet: Generator, config: Config) -> Callable[[Sequence[PromptRecord], int], list[str]]:
+    """``respond(prompts, version) -> [response]``: the fleet's evaluation responses, prompt by prompt
+    (greedy, or ``loop.eval_samples_per_prompt`` seeded samples per prompt)."""
+    params = evaluation_params(config.generation, config.loop.eval_samples_per_prompt)
+
+    def respond(prompts: Sequence[PromptRecord], version: int) -> list[str]:
+        return [candidate.response for candidate in fleet.generate(prompts, policy_version=version, params=params)]
+
+    return respond
 
 
 def prompts_for_round(

@@ -10,10 +10,12 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from system.config import LoraConfig, ModelConfig
@@ -22,6 +24,9 @@ from system.fileio import atomic_output
 from system.models.tiny import build_tiny_model
 
 logger = logging.getLogger(__name__)
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+"""The file of a saved peft adapter that holds its LoRA weights."""
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -156,3 +161,16 @@ def save_adapter(model: torch.nn.Module, out_dir: str | Path) -> Path:
     with atomic_output(out_path) as staging:
         inner.save_pretrained(str(staging))  # type: ignore[operator]
     return out_path
+
+
+def load_adapter_weights(model: PeftModel, adapter_dir: Path) -> None:
+    """Overwrite the LoRA weights of ``model`` in place with those saved in ``adapter_dir``.
+
+    Raises:
+        ValueError: the adapter's LoRA keys do not match the model's modules.
+    """
+    state = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    result: Any = set_peft_model_state_dict(model, state)
+    unexpected = [key for key in result.unexpected_keys if "lora_" in key]
+    if unexpected:
+        raise ValueError(f"{adapter_dir}: adapter keys do not match the model ({unexpected[:3]} ...)")

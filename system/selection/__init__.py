@@ -8,7 +8,15 @@ from system.selection.design import DesignState
 from system.selection.greedy import greedy_pick, greedy_select
 from system.selection.plugin import fit_linear_dpo, plugin_weights
 from system.selection.registry import Picks, PoolInputs, Strategy, get_strategy, register_strategy, strategy_names
-from system.selection.select import check_budget, run_strategy, select_batch, select_pairs, validate_pool
+from system.selection.select import (
+    check_budget,
+    run_strategy,
+    select_batch,
+    select_pairs,
+    select_round,
+    selection_record,
+    validate_pool,
+)
 from system.selection.shards import (
     LocalPool,
     Proposal,
@@ -41,6 +49,8 @@ __all__ = [
     "score_shard",
     "select_batch",
     "select_pairs",
+    "select_round",
+    "selection_record",
     "shard_argmax",
     "strategy_names",
     "update_shard_scores",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from torch import Tensor
 from system.errors import SelectionError
 from system.selection.design import DesignState
 from system.selection.registry import Picks, PoolInputs, Strategy, get_strategy
-from system.selection.shards import LocalPool, blocked_rows
+from system.selection.shards import LocalPool, ShardedPool, blocked_rows
 from system.types import SelectionResult
 
 logger = logging.getLogger(__name__)
@@ -132,3 +133,37 @@ def select_pairs(
         skipped_zero_norm=skipped,
         extra={"logdet": state.logdet()},
     )
+
+
+def select_round(
+    pool: ShardedPool, pair_ids: Sequence[str], labelled_rows: Tensor, budget: int, strategy: str | Strategy,
+    round_index: int, reg: float, refactor_every: int, seed: int,
+) -> tuple[SelectionResult, DesignState]:
+    """One round of the loop's selection over a (sharded) pool of design rows; what the selector actor and the
+    in-process parts both run.
+
+    V starts as λI + Σ_j x_j x_jᵀ over ``labelled_rows`` [L, k] — every pair labelled in earlier rounds, its row
+    recomputed under the current policy (seed 001, Prop. 1) — and ``strategy`` picks ``budget`` rows of ``pool``
+    (row i is pair ``pair_ids[i]``) with the seed ``seed + round_index``, so a seeded strategy draws differently
+    every round; ``reg`` is λ, ``refactor_every`` the design state's refactorisation period (``selection``
+    config). Returns the picks and the design state after them.
+
+    Raises:
+        SelectionError: more picks asked than selectable rows.
+    """
+    rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    state = DesignState(labelled_rows.shape[1], reg, refactor_every=refactor_every)
+    state.rebuild(labelled_rows)
+    skipped = check_budget(budget, len(pair_ids), int(pool.blocked().sum()))
+    picks = rule.pick(pool, budget, state, seed + round_index)
+    result = SelectionResult(
+        pair_ids=tuple(pair_ids[index] for index in picks.indices), scores=tuple(picks.scores), strategy=rule.name,
+        round=round_index, skipped_zero_norm=skipped, extra={"logdet": state.logdet()},
+    )
+    return result, state
+
+
+def selection_record(state: DesignState, next_round: int, selected_ids: Sequence[str]) -> dict[str, Any]:
+    """What a selector saves after a round (and a resumed run restores): the design state, the next round's
+    index and every pair id selected so far, in pick order; loadable with ``torch.load(weights_only=True)``."""
+    return {"design": state.state_dict(), "round": next_round, "selected_ids": list(selected_ids)}

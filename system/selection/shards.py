@@ -17,10 +17,12 @@ greedy is the same procedure with W = 1 and both return the same pick order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
 
 Proposal = tuple[int, float, Tensor]
 """A shard's best untaken row: (global index, score x_iᵀV⁻¹x_i, row x_i [k])."""
@@ -44,6 +46,17 @@ class ShardedPool(Protocol):
     def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
         """Every shard applies s_i ← s_i − (x_iᵀz)²/c, marks ``taken`` if it holds it, and proposes again."""
         ...
+
+
+def shard_evenly(items: Sequence[T], num_shards: int) -> list[list[T]]:
+    """Contiguous shards whose sizes differ by at most one; concatenated they give ``items`` back."""
+    base, extra = divmod(len(items), num_shards)
+    shards, start = [], 0
+    for rank in range(num_shards):
+        stop = start + base + (1 if rank < extra else 0)
+        shards.append(list(items[start:stop]))
+        start = stop
+    return shards
 
 
 def score_shard(phi_shard: Tensor, v_inv: Tensor) -> Tensor:

@@ -14,6 +14,8 @@ window at the end of an epoch is stepped by every engine in the same way.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -212,3 +214,20 @@ def build_engine(model: torch.nn.Module, train_cfg: TrainConfig) -> TrainEngine:
     if train_cfg.deepspeed.enabled:
         return DeepSpeedEngine(model, train_cfg)
     return TorchEngine(model, train_cfg.lr, train_cfg.weight_decay, train_cfg.max_grad_norm, distributed_ready())
+
+
+def join_single_process_group() -> None:
+    """Make this process a ``torch.distributed`` world of one on gloo (127.0.0.1), as DeepSpeed needs at world
+    size 1; a no-op when a group exists. The group stays for the life of the process: DeepSpeed caches its
+    sub-groups, and an engine built after the group was destroyed and re-created would use stale ones."""
+    if torch.distributed.is_initialized():
+        return
+    import deepspeed
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0"}.items():
+        os.environ.setdefault(key, value)
+    deepspeed.init_distributed(dist_backend="gloo")

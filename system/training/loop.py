@@ -252,9 +252,11 @@ def train_preferences(
     resume: bool = True,
     on_epoch_end: EpochCallback | None = None,
     checkpoint_every_steps: int = 0,
+    known_samples: Mapping[str, Sequence[str]] | None = None,
 ) -> TrainResult:
     """:func:`fit_preferences` in this process (world size 1): checkpoints in ``out_dir/checkpoint``
-    (resumed from with ``resume``), the trained adapter in ``out_dir/adapter``.
+    (resumed from with ``resume``), the trained adapter in ``out_dir/adapter``; ``known_samples``: MPO's
+    reference samples already drawn, by prompt key.
 
     The engine follows ``train.deepspeed.enabled``; DeepSpeed needs ``torch.distributed`` initialised.
     """
@@ -263,7 +265,7 @@ def train_preferences(
     resume_from = ckpt_dir if resume and (ckpt_dir / PROGRESS_FILE).exists() else None
     engine, progress = fit_preferences(
         model, tokenizer, pairs, cfg, directory_publisher(ckpt_dir), resume_from,
-        checkpoint_every_steps=checkpoint_every_steps, on_epoch_end=on_epoch_end,
+        known_samples=known_samples, checkpoint_every_steps=checkpoint_every_steps, on_epoch_end=on_epoch_end,
     )
     adapter_dir = engine.export(out_path / ADAPTER_DIR, rank=0)
     return TrainResult(adapter_dir, progress.epoch, progress.optimizer_steps, tuple(progress.epoch_metrics))

@@ -7,9 +7,10 @@ import os
 import pytest
 import ray
 
-from actors.group import ActorGroup, shard_evenly
+from actors.group import ActorGroup
 from system.config import ResourceSpec
 from system.errors import ActorFailureError
+from system.selection.shards import shard_evenly
 
 
 class Squarer:

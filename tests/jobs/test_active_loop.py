@@ -86,6 +86,26 @@ def check_design_rebuilt(run_dir: Path, config: Config) -> None:
     torch.testing.assert_close(design["v"], expected, rtol=1e-4, atol=1e-5)
 
 
+def check_in_process_picks(config: Config, run_dir: Path, tmp: Path) -> None:
+    """The in-process parts (no Ray: ``system/local_parts.py``, the benchmark harness) given the same config
+    generate the same candidates and select exactly the pairs the Ray path selected, round by round."""
+    from jobs.loop_setup import load_prompt_sets
+    from system.local_parts import local_parts
+    from system.loop import ActiveLoop
+    from system.run_state import RoundState
+
+    local = small_config(tmp, Path(config.model.path), **{"tracking.enabled": False})
+    local_dir = Path(local.loop.run_dir)
+    local_dir.mkdir(parents=True)
+    prompts, eval_prompts = load_prompt_sets(local)
+    ActiveLoop(local, local_dir, local_parts(local), None, RoundState(), prompts, eval_prompts).run()
+    for index in range(1, ROUNDS + 1):
+        name = f"round_{index:03d}"
+        assert (local_dir / name / "candidates.jsonl").read_text() == (run_dir / name / "candidates.jsonl").read_text()
+        picked = [json.loads((d / name / "selection.json").read_text())["pair_ids"] for d in (run_dir, local_dir)]
+        assert picked[0] == picked[1], name
+
+
 def _selected_rows(round_dir: Path) -> list[dict]:
     from system.data import read_rows
 
@@ -102,6 +122,7 @@ def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_m
     assert len(state.labelled_pair_ids) == ROUNDS * BUDGET
     check_rounds(run_dir, config)
     check_design_rebuilt(run_dir, config)
+    check_in_process_picks(config, run_dir, tmp_path / "in_process")
 
     client = MlflowClient(tracking_uri=config.tracking.uri)
     run = client.get_run(state.mlflow_run_id)

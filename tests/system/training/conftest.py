@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import pytest
 import torch
 
 from system.config import Config, GenerationConfig, LoraConfig, ModelConfig, TrainConfig
+from system.training.engine import join_single_process_group
 from system.types import PreferencePair
 from tests.system.models.conftest import (  # noqa: F401  (shared fixtures)
     lora_cfg,
@@ -78,22 +77,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def deepspeed_group() -> Iterator[None]:
-    """This process as a world of one on gloo (127.0.0.1), as DeepSpeed needs, for one test module."""
-    import deepspeed
-
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1",
-           "LOCAL_RANK": "0"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    deepspeed.init_distributed(dist_backend="gloo")
-    yield
-    torch.distributed.destroy_process_group()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+def deepspeed_group() -> None:
+    """This process as a world of one on gloo (127.0.0.1), as DeepSpeed needs (kept for the test session)."""
+    join_single_process_group()
 
 
 def assert_identical(want: Any, got: Any, where: str = "") -> None:
