@@ -90,7 +90,8 @@ def evaluation_generator(fleet: Any, config: Config) -> Any:
 
 class RayParts:
     """Starts the loop's Ray-backed parts (oracle service, generation fleet, feature workers + selector,
-    trainer) and shuts down what it started."""
+    trainer group, whose workers start with the first round's training and stay up) and shuts down what it
+    started."""
 
     def __init__(self, config: Config, run_dir: Path) -> None:
         self.config = config
@@ -100,7 +101,7 @@ class RayParts:
     def start(self, state: RoundState) -> LoopParts:
         from actors.generation import GenerationFleet
         from actors.oracle import start_oracle_service, stop_oracle_service
-        from actors.trainer import Trainer
+        from actors.trainer_group import TrainerGroup
         from actors.weights import broadcast_adapter
         from system.oracle_client import OracleClient
 
@@ -121,7 +122,9 @@ class RayParts:
         def sync(adapter_dir: Path, version: int) -> None:
             broadcast_adapter(adapter_dir, version, [fleet, selection])
 
-        return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=Trainer(config),
+        trainer = TrainerGroup(config)
+        self._started.append(trainer.shutdown)
+        return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=trainer,
                          respond=evaluation_generator(fleet, config), sync=sync)
 
     def shutdown(self) -> None:
