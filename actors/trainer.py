@@ -254,11 +254,11 @@ class Trainer:
                                  failure_config=FailureConfig(max_failures=self.max_failures)),
         )
         try:
-            result = fit_interruptibly(trainer)
+            fit_interruptibly(trainer)
         except TrainingFailedError as exc:
             last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise workers_failed(self.max_failures, last, storage) from exc
-        return finished(storage, result.metrics)
+        return finished(storage)
 
 
 def worker_resources(cfg: Config) -> dict[str, float]:
@@ -278,10 +278,10 @@ def workers_failed(max_failures: int, last: str, checkpoints: Path) -> ActorFail
     )
 
 
-def finished(checkpoints: Path, fallback: Any) -> tuple[Path, list[dict]]:
+def finished(checkpoints: Path) -> tuple[Path, list[dict]]:
     """(adapter directory, per-epoch metrics of the whole run) from the newest checkpoint under ``checkpoints``
     (the adapter lies beside them)."""
     final = latest_checkpoint(checkpoints)
     history = json.loads((final / PROGRESS_FILE).read_text())["epoch_metrics"] if final else []
-    logger.info("training done: %s", history[-1] if history else fallback)
+    logger.info("training done: %s", history[-1] if history else "no epoch to report")
     return checkpoints.parent / "adapter", history

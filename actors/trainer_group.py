@@ -3,7 +3,7 @@
 Starting a Ray Train run, importing the stack, initialising the process group and DeepSpeed's communication op
 and loading the policy cost tens of seconds, against a second of optimizer steps on small rounds. The
 :class:`TrainerGroup` pays them once: its :class:`TrainWorker` actors (an :class:`~actors.group.ActorGroup`) load
-the policy and join one ``torch.distributed`` group (gloo on CPU, NCCL on GPU) when the first round trains, and
+the policy and join one ``torch.distributed`` group (gloo on CPU, NCCL on GPU) once, as the loop starts, and
 every round after runs :func:`actors.trainer.train_rank` — the procedure Ray Train's workers run for
 ``activealign train`` — on the same processes. Each round starts from the weights ``train.round_start`` names
 (the seeded LoRA initialisation kept since loading, or the previous round's adapter) with a fresh engine and
@@ -130,8 +130,8 @@ class TrainWorker:
 
 
 class TrainerGroup:
-    """The loop's :class:`~system.loop.PreferenceTrainer`: :class:`TrainWorker` actors started by the first
-    :meth:`fit` and kept until :meth:`shutdown`.
+    """The loop's :class:`~system.loop.PreferenceTrainer`: :class:`TrainWorker` actors started by :meth:`start` (or
+    the first :meth:`fit`) and kept until :meth:`shutdown`.
 
     ``checkpoint_every_steps``: also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only).
     ``max_failures``: how often the group is started again after a worker died; each restart resumes from the
@@ -173,7 +173,7 @@ class TrainerGroup:
                                  dict(reference_samples or {}), self.checkpoint_every_steps,
                                  str(initial_adapter) if initial_adapter else None)
             try:
-                group = self._started()
+                group = self.start()
                 logger.info("trainer: training on %d pairs with %d workers%s", len(pairs), group.num_actors,
                             f", resuming from {resume_from}" if resume_from else "")
                 group.call_all("fit", request, str(checkpoints))
@@ -186,11 +186,12 @@ class TrainerGroup:
                 self.shutdown()
                 raise
             else:
-                return finished(checkpoints, {})
+                return finished(checkpoints)
         raise AssertionError("unreachable")
 
-    def _started(self) -> ActorGroup:
-        """The running group, or a new one: actors up with the policy loaded, then one process group."""
+    def start(self) -> ActorGroup:
+        """The running group, or a new one: actors up with the policy loaded, then one process group. :meth:`fit`
+        calls it; calling it earlier overlaps the start-up with other work."""
         if self.group is None:
             cfg = self.config
             spec = cfg.cluster.trainer.model_copy(  # memory_gb is not honoured for trainers (see its description)

@@ -111,10 +111,11 @@ class RayParts:
 
         selection = SelectionParts(config, self.run_dir)
         selection.restore(state.selector_state_path)
-        self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown]
+        trainer = TrainerGroup(config)
+        self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown, trainer.shutdown]
         url = start_oracle_service(config)
-        with ThreadPoolExecutor(max_workers=2) as pool:  # actor start-ups overlap; each blocks until ready
-            for future in [pool.submit(fleet.setup), pool.submit(selection.setup)]:
+        with ThreadPoolExecutor(max_workers=3) as pool:  # actor start-ups overlap; each blocks until ready
+            for future in [pool.submit(fleet.setup), pool.submit(selection.setup), pool.submit(trainer.start)]:
                 future.result()
         oracle = OracleClient.from_config(config.oracle, base_url=url)
         self._started.append(oracle.close)
@@ -122,8 +123,6 @@ class RayParts:
         def sync(adapter_dir: Path, version: int) -> None:
             broadcast_adapter(adapter_dir, version, [fleet, selection])
 
-        trainer = TrainerGroup(config)
-        self._started.append(trainer.shutdown)
         return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=trainer,
                          respond=evaluation_generator(fleet, config), sync=sync)
 
