@@ -59,11 +59,11 @@ class WorkerIdentity:
 
 
 class TrainWorker:
-    """One data-parallel rank: the trainable policy on its device, kept between rounds, and a copy of its
+    """One data-parallel rank: the trainable policy on its device, kept between rounds, and a CPU copy of its
     trainable weights as loaded (the seeded LoRA matrices; every weight without LoRA) for rounds that reset.
 
     Under ZeRO-3 DeepSpeed partitions the module's own parameters in place, so there the policy is loaded again
-    before each round; every other engine leaves the module as it found it (:meth:`TrainEngine.release`).
+    after each round; every other engine leaves the module as it found it (:meth:`TrainEngine.release`).
     """
 
     def __init__(self, rank: int, world_size: int, config: Config) -> None:
@@ -85,7 +85,7 @@ class TrainWorker:
         cfg = self.config
         self.model, self.tokenizer = load_policy(cfg.model, cfg.lora, is_trainable=True, seed=cfg.train.seed)
         self.model.to(train_device(cfg.train))
-        self.initial_weights = {name: param.detach().clone()
+        self.initial_weights = {name: param.detach().to("cpu", copy=True)
                                 for name, param in self.model.named_parameters() if param.requires_grad}
         self.policy_loads += 1
 
