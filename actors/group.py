@@ -169,8 +169,17 @@ class ActorGroup:
         return ready
 
     def call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        """Run ``method(*args, **kwargs)`` on every live actor; results in rank order."""
-        return ray.get([getattr(self.actors[rank], method).remote(*args, **kwargs) for rank in self._live_ranks()])
+        """Run ``method(*args, **kwargs)`` on every live actor; results in rank order.
+
+        The first call to fail raises at once, whatever its rank: actors in a collective with a dead one would
+        otherwise keep the caller waiting on them.
+        """
+        refs = [getattr(self.actors[rank], method).remote(*args, **kwargs) for rank in self._live_ranks()]
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready[0])
+        return ray.get(refs)
 
     def call_each(self, method: str, per_actor_args: Sequence[tuple[Any, ...]], max_attempts: int = 3) -> list[Any]:
         """Run ``method(*per_actor_args[i])`` on the ``i``-th live actor; results in that order.

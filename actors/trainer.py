@@ -7,6 +7,9 @@ This module is setup only: start the process group, load the policy, publish che
 ``ray.train.report`` (every rank's files land in one checkpoint directory), export the adapter.
 :meth:`Trainer.fit` resumes from the newest checkpoint under ``out_dir`` — at an epoch end or, with
 ``checkpoint_every_steps``, inside an epoch — and continues as the uninterrupted run would.
+
+:func:`train_rank` is what a rank runs once its policy is loaded; ``activealign train`` runs it in a Ray Train job,
+the active loop in the workers of :class:`actors.trainer_group.TrainerGroup`, which stay up across rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +31,12 @@ import torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from system.config import Config
+from system.config import Config, TrainConfig
 from system.errors import ActorFailureError, DataError
-from system.training.checkpoint import PROGRESS_FILE, latest_checkpoint
+from system.models.loading import load_adapter_weights
+from system.training import fit_preferences
+from system.training.checkpoint import PROGRESS_FILE, Publish, latest_checkpoint
+from system.training.engine import TrainEngine
 from system.types import PreferencePair
 
 logger = logging.getLogger(__name__)
@@ -72,6 +79,77 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def dist_backend(train_cfg: TrainConfig) -> str:
+    """The ``torch.distributed`` backend of the trainer workers: NCCL on GPUs, gloo on CPUs."""
+    return "nccl" if train_cfg.use_gpu else "gloo"
+
+
+def start_deepspeed_comm(train_cfg: TrainConfig) -> None:
+    """DeepSpeed's communication layer over the initialised process group (on CPU its shared-memory op is
+    JIT-built on first use; locks a killed build left are cleared first)."""
+    import deepspeed
+
+    clear_stale_extension_locks()
+    deepspeed.init_distributed(dist_backend=dist_backend(train_cfg))
+
+
+def train_device(train_cfg: TrainConfig) -> torch.device:
+    """The worker's training device: its (single visible) current GPU, or the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if train_cfg.use_gpu else torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """One training run, the same for every rank.
+
+    Attributes:
+        pairs: object ref of the ``list[PreferencePair]`` to train on.
+        out_dir: where the adapter is exported (``out_dir/adapter``).
+        resume_from: a checkpoint directory to continue from, or None for a fresh start.
+        reference_samples: MPO's D_ref(x) drawn earlier, by prompt key.
+        checkpoint_every_steps: also checkpoint inside an epoch every this many optimizer steps (0: never).
+        initial_adapter: an adapter to start from instead of the seeded LoRA initialisation (warm start).
+    """
+
+    pairs: Any
+    out_dir: str
+    resume_from: str | None = None
+    reference_samples: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    checkpoint_every_steps: int = 0
+    initial_adapter: str | None = None
+
+
+def train_rank(
+    model: torch.nn.Module, tokenizer: Any, cfg: Config, request: FitRequest, publish: Publish, rank: int, world: int
+) -> TrainEngine:
+    """What every rank of every trainer runs: :func:`system.training.fit_preferences` on the request's pairs with
+    per-epoch resource metrics (mean seconds per batch, peak memory), then the adapter export.
+
+    ``model`` is the trainable policy on its device, holding the weights to start from; returns the engine.
+    """
+    pairs: list[PreferencePair] = ray.get(request.pairs)
+    device = next(model.parameters()).device
+    batches_per_epoch = -(-len(pairs) // cfg.train.batch_size)
+    epoch_started = [time.perf_counter()]
+
+    def add_resource_metrics(epoch: int, metrics: dict[str, float]) -> None:
+        """Mean seconds per batch since the previous epoch end (or the resume), peak memory."""
+        now = time.perf_counter()
+        metrics["step_time_s"] = _all_mean((now - epoch_started[0]) / batches_per_epoch, device)
+        metrics["peak_rss_gb"] = _peak_rss_gb()
+        if cfg.train.use_gpu:
+            metrics["peak_gpu_gb"] = _all_mean(torch.cuda.max_memory_allocated() / 2**30, device)
+        epoch_started[0] = now
+
+    resume_from = Path(request.resume_from) if request.resume_from else None
+    engine, _ = fit_preferences(
+        model, tokenizer, pairs, cfg, publish, resume_from, known_samples=request.reference_samples, rank=rank,
+        world_size=world, checkpoint_every_steps=request.checkpoint_every_steps, on_epoch_end=add_resource_metrics,
+    )
+    engine.export(Path(request.out_dir) / "adapter", rank)
+    return engine
+
+
 def _publish_to_ray(write: Callable[[Path], None], metrics: dict[str, float]) -> None:
     """Every rank stages its files and reports them; Ray Train merges them into one checkpoint directory."""
     with tempfile.TemporaryDirectory() as staging:
@@ -80,44 +158,23 @@ def _publish_to_ray(write: Callable[[Path], None], metrics: dict[str, float]) ->
 
 
 def train_worker(loop: dict[str, Any]) -> None:
-    """The per-worker setup Ray Train runs (``loop``: config dump, pairs ref, out_dir, resume_from, ...)."""
+    """The per-worker setup Ray Train runs (``loop``: config dump, the FitRequest, threads)."""
     from system.models.loading import load_policy
-    from system.training import fit_preferences
 
-    torch.set_num_threads(loop.get("threads", 1))
+    torch.set_num_threads(loop["threads"])
     cfg = Config.model_validate(loop["config"])
-    train_cfg = cfg.train
-    if train_cfg.deepspeed.enabled:
-        import deepspeed
-
-        clear_stale_extension_locks()
-        deepspeed.init_distributed(dist_backend="nccl" if train_cfg.use_gpu else "gloo")
+    if cfg.train.deepspeed.enabled:
+        start_deepspeed_comm(cfg.train)
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    pairs: list[PreferencePair] = ray.get(loop["pairs"])
-    model, tokenizer = load_policy(cfg.model, cfg.lora, is_trainable=True, seed=train_cfg.seed)
-    device = torch.device("cuda", torch.cuda.current_device()) if train_cfg.use_gpu else torch.device("cpu")
-    model.to(device)
-    batches_per_epoch = -(-len(pairs) // train_cfg.batch_size)
-    epoch_started = [time.perf_counter()]
-
-    def add_resource_metrics(epoch: int, metrics: dict[str, float]) -> None:
-        """Mean seconds per batch since the previous epoch end (or the resume), peak memory."""
-        now = time.perf_counter()
-        metrics["step_time_s"] = _all_mean((now - epoch_started[0]) / batches_per_epoch, device)
-        metrics["peak_rss_gb"] = _peak_rss_gb()
-        if train_cfg.use_gpu:
-            metrics["peak_gpu_gb"] = _all_mean(torch.cuda.max_memory_allocated() / 2**30, device)
-        epoch_started[0] = now
-
+    model, tokenizer = load_policy(cfg.model, cfg.lora, is_trainable=True, seed=cfg.train.seed)
+    model.to(train_device(cfg.train))
+    request: FitRequest = loop["request"]
+    if request.initial_adapter:
+        load_adapter_weights(model, Path(request.initial_adapter))
     restored = ray.train.get_checkpoint()  # set when Ray Train restarted the workers after a failure
-    resume_from = restored.path if restored is not None else loop.get("resume_from")
-    engine, _ = fit_preferences(
-        model, tokenizer, pairs, cfg, _publish_to_ray, Path(resume_from) if resume_from else None,
-        known_samples=loop.get("reference_samples"), rank=rank, world_size=world,
-        checkpoint_every_steps=loop.get("checkpoint_every_steps", 0), on_epoch_end=add_resource_metrics,
-    )
-    engine.export(Path(loop["out_dir"]) / "adapter", rank)
+    if restored is not None:
+        request = replace(request, resume_from=restored.path)
+    train_rank(model, tokenizer, cfg, request, _publish_to_ray, context.get_world_rank(), context.get_world_size())
 
 
 def fit_interruptibly(trainer: TorchTrainer) -> Any:
@@ -164,10 +221,12 @@ class Trainer:
         out_dir: str | Path,
         resume: bool = True,
         reference_samples: Mapping[str, Sequence[str]] | None = None,
+        initial_adapter: str | Path | None = None,
     ) -> tuple[Path, list[dict]]:
         """Train on ``pairs``; returns (adapter directory, per-epoch metrics of the whole run, resumed epochs included).
 
         ``reference_samples``: MPO's D_ref(x) drawn earlier, by prompt key (only missing prompts are sampled).
+        ``initial_adapter``: start from this adapter instead of the seeded LoRA initialisation.
 
         Raises:
             DataError: no pairs to train on.
@@ -181,32 +240,48 @@ class Trainer:
         resume_from = latest_checkpoint(storage) if resume else None
         if resume_from is not None:
             logger.info("resuming training from %s", resume_from)
-        resources = {"CPU": spec.num_cpus, **spec.resources}
-        if cfg.train.use_gpu:
-            resources["GPU"] = max(spec.num_gpus, 1.0)
+        request = FitRequest(ray.put(list(pairs)), str(out_path), str(resume_from) if resume_from else None,
+                             dict(reference_samples or {}), self.checkpoint_every_steps,
+                             str(initial_adapter) if initial_adapter else None)
         trainer = TorchTrainer(
             train_worker,
-            train_loop_config={"config": cfg.model_dump(mode="json"), "pairs": ray.put(list(pairs)),
-                               "out_dir": str(out_path), "resume_from": resume_from and str(resume_from),
-                               "reference_samples": dict(reference_samples or {}),
-                               "threads": max(1, int(spec.num_cpus)),
-                               "checkpoint_every_steps": self.checkpoint_every_steps},
+            train_loop_config={"config": cfg.model_dump(mode="json"), "request": request,
+                               "threads": max(1, int(spec.num_cpus))},
             scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                         resources_per_worker=resources),
-            torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+                                         resources_per_worker=worker_resources(cfg)),
+            torch_config=TorchConfig(backend=dist_backend(cfg.train)),
             run_config=RunConfig(storage_path=str(storage), name=f"fit-{time.time_ns()}",
                                  failure_config=FailureConfig(max_failures=self.max_failures)),
         )
         try:
-            result = fit_interruptibly(trainer)
+            fit_interruptibly(trainer)
         except TrainingFailedError as exc:
             last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ActorFailureError(
-                f"trainer: the training workers failed {self.max_failures + 1} times (last: {last}); see the worker "
-                f"logs under /tmp/ray/session_latest/logs and rerun: training resumes from the newest checkpoint "
-                f"under {storage}"
-            ) from exc
-        final = latest_checkpoint(storage)
-        history = json.loads((final / PROGRESS_FILE).read_text())["epoch_metrics"] if final else []
-        logger.info("training done: %s", history[-1] if history else result.metrics)
-        return out_path / "adapter", history
+            raise workers_failed(self.max_failures, last, storage) from exc
+        return finished(storage)
+
+
+def worker_resources(cfg: Config) -> dict[str, float]:
+    """Ray resources of one trainer worker: ``cluster.trainer``, and at least one GPU with ``train.use_gpu``."""
+    spec = cfg.cluster.trainer
+    resources = {"CPU": spec.num_cpus, **spec.resources}
+    if cfg.train.use_gpu:
+        resources["GPU"] = max(spec.num_gpus, 1.0)
+    return resources
+
+
+def workers_failed(max_failures: int, last: str, checkpoints: Path) -> ActorFailureError:
+    """The error once the training workers failed ``max_failures + 1`` times."""
+    return ActorFailureError(
+        f"trainer: the training workers failed {max_failures + 1} times (last: {last}); see the worker logs under "
+        f"/tmp/ray/session_latest/logs and rerun: training resumes from the newest checkpoint under {checkpoints}"
+    )
+
+
+def finished(checkpoints: Path) -> tuple[Path, list[dict]]:
+    """(adapter directory, per-epoch metrics of the whole run) from the newest checkpoint under ``checkpoints``
+    (the adapter lies beside them)."""
+    final = latest_checkpoint(checkpoints)
+    history = json.loads((final / PROGRESS_FILE).read_text())["epoch_metrics"] if final else []
+    logger.info("training done: %s", history[-1] if history else "no epoch to report")
+    return checkpoints.parent / "adapter", history

@@ -77,7 +77,8 @@ def prepare_run_dir(config: Config, resume: Path | None) -> tuple[Path, RoundSta
 
 class RayParts:
     """Starts the loop's Ray-backed parts (oracle service, generation fleet, feature workers + selector,
-    trainer) and shuts down what it started."""
+    trainer group, whose workers start with the first round's training and stay up) and shuts down what it
+    started."""
 
     def __init__(self, config: Config, run_dir: Path) -> None:
         self.config = config
@@ -87,7 +88,7 @@ class RayParts:
     def start(self, state: RoundState) -> LoopParts:
         from actors.generation import GenerationFleet
         from actors.oracle import start_oracle_service, stop_oracle_service
-        from actors.trainer import Trainer
+        from actors.trainer_group import TrainerGroup
         from actors.weights import broadcast_adapter
         from system.oracle_client import OracleClient
 
@@ -97,10 +98,11 @@ class RayParts:
 
         selection = SelectionParts(config, self.run_dir)
         selection.restore(state.selector_state_path)
-        self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown]
+        trainer = TrainerGroup(config)
+        self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown, trainer.shutdown]
         url = start_oracle_service(config)
-        with ThreadPoolExecutor(max_workers=2) as pool:  # actor start-ups overlap; each blocks until ready
-            for future in [pool.submit(fleet.setup), pool.submit(selection.setup)]:
+        with ThreadPoolExecutor(max_workers=3) as pool:  # actor start-ups overlap; each blocks until ready
+            for future in [pool.submit(fleet.setup), pool.submit(selection.setup), pool.submit(trainer.start)]:
                 future.result()
         oracle = OracleClient.from_config(config.oracle, base_url=url)
         self._started.append(oracle.close)
@@ -108,7 +110,7 @@ class RayParts:
         def sync(adapter_dir: Path, version: int) -> None:
             broadcast_adapter(adapter_dir, version, [fleet, selection])
 
-        return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=Trainer(config),
+        return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=trainer,
                          respond=evaluation_responder(fleet, config), sync=sync)
 
     def shutdown(self) -> None:

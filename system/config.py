@@ -442,8 +442,8 @@ class TrainConfig(Section):
     )
     epochs: int = Field(
         4, ge=1,
-        description="Passes over the training pairs; in the loop, every labelled pair so far, with training "
-        "restarting from the base policy each round.",
+        description="Passes over the training pairs; in the loop, every labelled pair so far, each round starting "
+        "from where train.round_start says.",
     )
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate (constant, no schedule).")
     batch_size: int = Field(
@@ -479,6 +479,15 @@ class TrainConfig(Section):
         2, ge=1,
         description="MPO only: responses sampled from πref per training prompt (drawn once, then reused) to "
         "estimate the point-wise KL term.",
+    )
+    round_start: Literal["reset", "warm_start"] = Field(
+        "reset",
+        description="Where each round of the loop starts training from. 'reset' (default): the base policy with the "
+        "seeded LoRA initialisation (B = 0) and a fresh AdamW, every round — the loop's behaviour so far, and what "
+        "training on all labels so far means: the round's adapter depends on those labels and the seeds only, not "
+        "on the earlier rounds' training paths, so a round equals a fresh trainer's run on the same labels. "
+        "'warm_start': the previous round's adapter (fresh AdamW; πref stays the base policy), which may need fewer "
+        "epochs per round but revisits the older labels again every round. Needs lora.enabled.",
     )
 
     @field_validator("loss")
@@ -647,6 +656,13 @@ class Config(Section):
     loop: LoopConfig = Field(LoopConfig(), description="Rounds, prompts, evaluation and the run directory.")
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow tracking.")
     cluster: ClusterConfig = Field(ClusterConfig(), description="Ray cluster and per-actor resources.")
+
+    @model_validator(mode="after")
+    def _warm_start_needs_lora(self) -> Config:
+        if self.train.round_start == "warm_start" and not self.lora.enabled:
+            raise ValueError("train.round_start=warm_start continues the previous round's LoRA adapter (πref stays the "
+                             "base policy); with lora.enabled=false there is no adapter to continue: use 'reset'")
+        return self
 
     @model_validator(mode="after")
     def _weights_need_logistic_curvature(self) -> Config:

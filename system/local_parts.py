@@ -139,20 +139,22 @@ class LocalOracle:
 
 
 class LocalTrainer:
-    """:func:`~system.training.train_preferences` from a fresh policy (LoRA initialised from ``train.seed``),
-    as every round of the Ray Train trainer does."""
+    """:func:`~system.training.train_preferences` from the seeded LoRA initialisation (``train.seed``) or, with
+    ``train.round_start = warm_start``, from the previous round's adapter, as the loop's trainer group does."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
 
     def fit(
         self, pairs: Sequence[PreferencePair], out_dir: str | Path, resume: bool = True,
-        reference_samples: Mapping[str, Sequence[str]] | None = None,
+        reference_samples: Mapping[str, Sequence[str]] | None = None, initial_adapter: str | Path | None = None,
     ) -> tuple[Path, list[dict]]:
         if self.config.train.deepspeed.enabled:
             join_single_process_group()
         model, tokenizer = load_policy(self.config.model, self.config.lora, is_trainable=True,
                                        seed=self.config.train.seed)
+        if initial_adapter is not None:  # train.round_start = warm_start
+            load_adapter_weights(model, Path(initial_adapter))
         result = train_preferences(model, tokenizer, pairs, self.config, out_dir, resume=resume,
                                    known_samples=reference_samples)
         return result.adapter_dir, [dict(metrics) for metrics in result.epoch_metrics]

@@ -68,9 +68,11 @@ class Labeller(Protocol):
 
 
 class PreferenceTrainer(Protocol):
+    """Trains on every label so far, from ``initial_adapter`` when given, else from the seeded initialisation."""
+
     def fit(
         self, pairs: Sequence[PreferencePair], out_dir: str | Path, resume: bool = True,
-        reference_samples: Mapping[str, Sequence[str]] | None = None,
+        reference_samples: Mapping[str, Sequence[str]] | None = None, initial_adapter: str | Path | None = None,
     ) -> tuple[Any, list[dict]]: ...
 
 
@@ -287,8 +289,10 @@ class ActiveLoop:
     def _train(self, r: int, out: Path, metrics: dict[str, float]) -> None:
         metrics_path = out / "train_metrics.json"
         if not self.state.done(r, "trained"):
+            warm = self.config.train.round_start == "warm_start"
             adapter_dir, history = self.parts.trainer.fit(self.all_labels(r), out / "train", resume=True,
-                                                          reference_samples=self.reference_samples)
+                                                          reference_samples=self.reference_samples,
+                                                          initial_adapter=self.state.adapter_path if warm else None)
             last_epoch = history[-1] if history else {}
             numeric = {k: float(v) for k, v in last_epoch.items() if isinstance(v, (int, float))}
             atomic_write_text(metrics_path, json.dumps(numeric))

@@ -163,7 +163,7 @@ def save_adapter(model: torch.nn.Module, out_dir: str | Path) -> Path:
     return out_path
 
 
-def load_adapter_weights(model: PeftModel, adapter_dir: Path) -> None:
+def load_adapter_weights(model: torch.nn.Module, adapter_dir: Path) -> None:
     """Overwrite the LoRA weights of ``model`` in place with those saved in ``adapter_dir``.
 
     Raises:

@@ -8,13 +8,14 @@ Layout of a checkpoint directory (rank 0 writes the shared files; every rank wri
     engine.pt | deepspeed/   the engine's trainable weights and optimizer state (TrainEngine.save)
 
 A :data:`Publish` callable makes a staged directory the newest checkpoint: an atomic directory swap
-in a single process, ``ray.train.report`` under Ray Train.
+in a single process, a rename by rank 0 for ranks that share a filesystem, ``ray.train.report`` under Ray Train.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -123,5 +124,32 @@ def directory_publisher(ckpt_dir: Path) -> Publish:
         with atomic_output(ckpt_dir) as staging:
             staging.mkdir()
             write(staging)
+
+    return publish
+
+
+def shared_directory_publisher(root: Path, rank: int, world_size: int) -> Publish:
+    """Publishing for ``world_size`` ranks that share a filesystem: every rank writes its part into one staging
+    directory, then rank 0 renames it to ``root/checkpoint_<optimizer steps>``, so a checkpoint under ``root`` is
+    complete or absent and :func:`latest_checkpoint` finds the newest. Collective (barriers) when ``world_size`` > 1.
+    """
+
+    def barrier() -> None:
+        if world_size > 1:
+            torch.distributed.barrier()
+
+    def publish(write: Callable[[Path], None], metrics: dict[str, float]) -> None:
+        name = f"checkpoint_{int(metrics['optimizer_steps']):08d}"
+        staging = root.parent / f".{root.name}-staging" / name
+        if rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while writing it
+            staging.mkdir(parents=True)
+        barrier()
+        write(staging)
+        barrier()
+        if rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            staging.rename(root / name)
+        barrier()
 
     return publish

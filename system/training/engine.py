@@ -57,6 +57,9 @@ class TrainEngine(Protocol):
     def export(self, out_dir: Path, rank: int) -> Path:
         """Write the trained weights as a peft adapter (full model without LoRA) to ``out_dir`` from rank 0."""
 
+    def release(self) -> None:
+        """Detach from ``module`` (gradient hooks, wrappers) so that a later engine can train it afresh."""
+
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters an optimizer updates; raises ValueError when there are none."""
@@ -121,6 +124,9 @@ class TorchEngine:
         if rank == 0:
             save_adapter(self.module, out_dir)
         return out_dir
+
+    def release(self) -> None:
+        self.forward = self.module  # the DDP wrapper's reducer, and with it its gradient hooks, goes with it
 
 
 def deepspeed_config(train_cfg: TrainConfig, world_size: int) -> dict[str, Any]:
@@ -207,6 +213,11 @@ class DeepSpeedEngine:
             if rank == 0:
                 save_adapter(self.module, out_dir)
         return out_dir
+
+    def release(self) -> None:
+        """Remove DeepSpeed's gradient hooks. Under ZeRO-3 the module's parameters stay partitioned: the module
+        cannot be trained again and must be loaded anew."""
+        self.engine.destroy()
 
 
 def build_engine(model: torch.nn.Module, train_cfg: TrainConfig) -> TrainEngine:

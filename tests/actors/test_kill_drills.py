@@ -25,7 +25,9 @@ from actors.features import FeatureWorkerGroup
 from actors.generation import GenerationFleet
 from actors.selector import Selector
 from actors.trainer import Trainer
-from system.config import load_config
+from actors.trainer_group import TrainerGroup
+from system.config import Config, load_config
+from system.errors import ActorFailureError
 from system.training.checkpoint import PROGRESS_FILE
 from system.types import CandidatePair, PreferencePair, PromptRecord
 from tests.system.training.conftest import assert_identical
@@ -133,14 +135,14 @@ def test_feature_worker_sigkilled_mid_featurize_selects_the_same_pairs(ray_clust
     workers.shutdown()
 
 
-def _newest_train_worker_pid() -> int:
-    """The OS process of the newest Ray Train worker actor below this driver (its Ray cluster's processes)."""
+def _newest_worker_pid(title: str) -> int:
+    """The OS process of the newest actor titled ``title`` (e.g. ``ray::RayTrainWorker``) below this driver."""
     workers = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if " ".join(process.cmdline()).startswith("ray::RayTrainWorker"):
+            if " ".join(process.cmdline()).startswith(title):
                 workers.append((process.create_time(), process.pid))
-    assert workers, "no Ray Train worker process found"
+    assert workers, f"no {title} process found"
     return max(workers)[1]
 
 
@@ -148,38 +150,71 @@ def _checkpointed_steps(root: Path) -> list[int]:
     return sorted(json.loads(path.read_text())["optimizer_steps"] for path in root.rglob(PROGRESS_FILE))
 
 
-@pytest.mark.slow  # ~60-180 s: two Ray Train runs (one worker, no DeepSpeed), one worker restart. Not a CI drill yet:
-# in one CI run its killer never fired (the run finished first, or no worker process was found); it passes alone.
-def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_run(ray_cluster, tiny_model_dir,
-                                                                                  tmp_path):
-    """SIGKILL the training worker once its fourth step checkpoint exists; Ray Train restarts it from the newest
-    checkpoint its controller had taken in, and the final adapter equals the straight run's bit for bit. (Reports
-    the controller had not yet polled are lost with the worker: the restart redoes those steps and reports again.)"""
-    config = load_config("configs/tiny.yaml", [
+def _killer(run_dir: Path, title: str) -> tuple[threading.Thread, list[int], list[BaseException]]:
+    """A started thread that SIGKILLs the newest ``title`` process once 4 step checkpoints exist under ``run_dir``;
+    it records the newest checkpointed step at the kill, or its error."""
+    killed: list[int] = []
+    errors: list[BaseException] = []
+
+    def kill_after_fourth_checkpoint() -> None:
+        try:
+            while len(_checkpointed_steps(run_dir)) < 4:
+                time.sleep(0.05)
+            os.kill(_newest_worker_pid(title), signal.SIGKILL)
+            killed.append(max(_checkpointed_steps(run_dir)))
+        except BaseException as exc:  # reported by the caller's assertions
+            errors.append(exc)
+
+    thread = threading.Thread(target=kill_after_fourth_checkpoint, daemon=True)
+    thread.start()
+    return thread, killed, errors
+
+
+def _drill_config(tiny_model_dir: Path) -> Config:
+    return load_config("configs/tiny.yaml", [
         f"model.path={tiny_model_dir}", "train.num_workers=1", "train.epochs=2", "train.batch_size=2",
         "train.deepspeed.enabled=false", "lora.dropout=0.1", "cluster.trainer.num_cpus=1"])
-    pairs = [PreferencePair(f"Tell me about cat {i}.", f"Please give cat {i} a soft blanket, thank you.",
-                            f"No. Cat {i} is loud.") for i in range(40)]  # 20 steps per epoch, 40 in all
-    straight, straight_history = Trainer(config, checkpoint_every_steps=4).fit(pairs, tmp_path / "straight")
-    drilled_dir = tmp_path / "drilled"
-    killed: list[int] = []
-    killer_errors: list[BaseException] = []
 
-    def kill_after_first_checkpoint() -> None:
-        try:
-            while len(_checkpointed_steps(drilled_dir)) < 4:
-                time.sleep(0.05)
-            os.kill(_newest_train_worker_pid(), signal.SIGKILL)
-            killed.append(max(_checkpointed_steps(drilled_dir)))
-        except BaseException as exc:  # reported by the assertion below
-            killer_errors.append(exc)
 
-    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
-    killer.start()
-    adapter, history = Trainer(config, checkpoint_every_steps=4, max_failures=1).fit(pairs, drilled_dir)
+DRILL_PAIRS = [PreferencePair(f"Tell me about cat {i}.", f"Please give cat {i} a soft blanket, thank you.",
+                              f"No. Cat {i} is loud.") for i in range(40)]  # 20 steps per epoch, 40 in all
+
+
+@pytest.mark.slow  # ~60-180 s: two runs (one worker, no DeepSpeed), one worker restart. Not a CI drill yet: in one
+# CI run the Ray Train killer never fired (the run finished first, or no worker process was found); it passes alone.
+@pytest.mark.parametrize(("trainer_cls", "title"), [(Trainer, "ray::RayTrainWorker"),
+                                                     (TrainerGroup, "ray::TrainWorker")])
+def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_run(
+    ray_cluster, tiny_model_dir, tmp_path, trainer_cls: type, title: str
+):
+    """SIGKILL the training worker once its fourth step checkpoint exists; the trainer (Ray Train, or the loop's
+    group, which starts all its workers again) resumes from the newest checkpoint it had taken in, and the final
+    adapter equals the straight run's bit for bit. (Under Ray Train, reports the controller had not yet polled are
+    lost with the worker: the restart redoes those steps and reports again.)"""
+    config = _drill_config(tiny_model_dir)
+    straight_trainer, trainer = (trainer_cls(config, checkpoint_every_steps=4, max_failures=1) for _ in range(2))
+    try:
+        straight, straight_history = straight_trainer.fit(DRILL_PAIRS, tmp_path / "straight")
+        killer, killed, killer_errors = _killer(tmp_path / "drilled", title)
+        adapter, history = trainer.fit(DRILL_PAIRS, tmp_path / "drilled")
+    finally:
+        for stoppable in (straight_trainer, trainer):
+            getattr(stoppable, "shutdown", lambda: None)()
     killer.join(timeout=5)
-    steps = _checkpointed_steps(drilled_dir)
+    steps = _checkpointed_steps(tmp_path / "drilled")
     assert killed and 16 <= killed[0] < 40 and steps[-1] == 40, (killed, killer_errors, steps)
     assert steps.count(4) == steps.count(8) == 1  # the restart went on from a checkpoint, it did not start over
     assert [m["loss"] for m in history] == [m["loss"] for m in straight_history]
     assert_identical(*(load_file(path / "adapter_model.safetensors") for path in (straight, adapter)))
+
+
+@pytest.mark.slow  # ~40-60 s: one group start and a kill
+def test_trainer_group_out_of_restarts_raises_a_clear_error(ray_cluster, tiny_model_dir, tmp_path):
+    """With no restarts left, a killed worker ends the round with an ActorFailureError that says where the
+    checkpoints to resume from are, and the group's workers are gone."""
+    group = TrainerGroup(_drill_config(tiny_model_dir), checkpoint_every_steps=4, max_failures=0)
+    killer, killed, killer_errors = _killer(tmp_path, "ray::TrainWorker")
+    with pytest.raises(ActorFailureError, match=f"failed 1 times .* under {tmp_path}/checkpoints"):
+        group.fit(DRILL_PAIRS, tmp_path)
+    killer.join(timeout=5)
+    assert killed and not killer_errors and group.group is None

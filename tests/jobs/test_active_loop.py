@@ -1,7 +1,7 @@
 """End to end: the active loop on a local Ray with the tiny config, read back through MLflow.
 
 Every actor runs for real (generation fleet, two feature workers, selector, Serve oracle with the
-MiniLM judge, Ray Train + DeepSpeed trainer). One Ray cluster is shared by the module; each run
+MiniLM judge, the DeepSpeed trainer group). One Ray cluster is shared by the module; each run
 starts and stops its own oracle app on a free port. The full strategy × loss matrix is ``slow``.
 """
 

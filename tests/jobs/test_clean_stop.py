@@ -120,7 +120,7 @@ def test_generate_and_train_stop_everything(tmp_path: Path, verb: str, stop_sign
 @pytest.mark.drill
 @pytest.mark.parametrize(("stop_signal", "when"), [
     (signal.SIGTERM, "round 1/"),  # the round has begun: fleet, feature workers, selector and Serve are up
-    (signal.SIGINT, "Reporting training result"),  # mid-training: Ray Train's Ctrl-C handler must not swallow it
+    (signal.SIGINT, "trainer: training on"),  # mid-training: the trainer group's workers are up and training
 ])
 def test_run_stops_everything_mid_round_and_frees_its_port(tmp_path: Path, stop_signal: signal.Signals,
                                                           when: str) -> None:
