@@ -6,7 +6,7 @@ or DDP (:mod:`system.training.engine`).
 This module is setup only: start the process group, load the policy, publish checkpoints through
 ``ray.train.report`` (every rank's files land in one checkpoint directory), export the adapter.
 :meth:`Trainer.fit` resumes from the newest checkpoint under ``out_dir`` — at an epoch end or, with
-``checkpoint_every_steps``, inside an epoch — and continues as the uninterrupted run would.
+``train.checkpoint_every_steps``, inside an epoch — and continues as the uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def train_worker(loop: dict[str, Any]) -> None:
     engine, _ = fit_preferences(
         model, tokenizer, pairs, cfg, _publish_to_ray, Path(resume_from) if resume_from else None,
         known_samples=loop.get("reference_samples"), rank=rank, world_size=world,
-        checkpoint_every_steps=loop.get("checkpoint_every_steps", 0), on_epoch_end=add_resource_metrics,
+        checkpoint_every_steps=train_cfg.checkpoint_every_steps, on_epoch_end=add_resource_metrics,
     )
     engine.export(Path(loop["out_dir"]) / "adapter", rank)
 
@@ -148,14 +148,12 @@ def fit_interruptibly(trainer: TorchTrainer) -> Any:
 class Trainer:
     """Ray Train + DeepSpeed trainer: ``train.num_workers`` workers with ``cluster.trainer`` resources each.
 
-    ``checkpoint_every_steps``: also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only).
     ``max_failures``: how often Ray Train restarts the workers after one died (a SIGKILL, an OOM kill); each
     restart resumes from the newest checkpoint this run reported.
     """
 
-    def __init__(self, config: Config, checkpoint_every_steps: int = 0, max_failures: int = 2) -> None:
+    def __init__(self, config: Config, max_failures: int = 2) -> None:
         self.config = config
-        self.checkpoint_every_steps = checkpoint_every_steps
         self.max_failures = max_failures
 
     def fit(
@@ -189,8 +187,7 @@ class Trainer:
             train_loop_config={"config": cfg.model_dump(mode="json"), "pairs": ray.put(list(pairs)),
                                "out_dir": str(out_path), "resume_from": resume_from and str(resume_from),
                                "reference_samples": dict(reference_samples or {}),
-                               "threads": max(1, int(spec.num_cpus)),
-                               "checkpoint_every_steps": self.checkpoint_every_steps},
+                               "threads": max(1, int(spec.num_cpus))},
             scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                          resources_per_worker=resources),
             torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),

@@ -480,6 +480,11 @@ class TrainConfig(Section):
         description="MPO only: responses sampled from πref per training prompt (drawn once, then reused) to "
         "estimate the point-wise KL term.",
     )
+    checkpoint_every_steps: int = Field(
+        0, ge=0,
+        description="Also checkpoint inside an epoch every this many optimizer steps, so a restarted trainer loses "
+        "at most that much work; 0 checkpoints at epoch ends only.",
+    )
 
     @field_validator("loss")
     @classmethod
