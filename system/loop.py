@@ -29,7 +29,7 @@ from tqdm import tqdm
 from system.config import Config
 from system.data import load_preferences, read_rows, write_preferences, write_rows
 from system.evaluation import evaluate_generations
-from system.evaluation.offline import offline_metrics
+from system.evaluation.offline import logit_error_report, scored_pairs
 from system.fileio import atomic_write_text
 from system.generation import candidate_pairs
 from system.losses import get_loss
@@ -50,13 +50,15 @@ class Generator(Protocol):
 
 class PairSelector(Protocol):
     """Feature workers + selector: featurise the round's candidates and the earlier rounds' labelled pairs,
-    pick ``budget`` candidates, snapshot V."""
+    pick ``budget`` candidates, snapshot V; ``margins`` are the implicit-reward margins h_i = r_θ(x, y1) −
+    r_θ(x, y2) of ``pairs`` under ``policy_version`` [N] (the offline evaluation's predicted logits)."""
 
     def featurize(
         self, pairs: Sequence[CandidatePair], labelled: Sequence[CandidatePair], policy_version: int
     ) -> int: ...
     def select(self, budget: int, round_index: int) -> SelectionResult: ...
     def save_state(self, path: Path) -> None: ...
+    def margins(self, pairs: Sequence[CandidatePair], policy_version: int) -> list[float]: ...
 
 
 class Labeller(Protocol):
@@ -287,7 +289,8 @@ class ActiveLoop:
 
     def _evaluate(self, r: int, metrics: dict[str, float]) -> None:
         if self.pool is not None:
-            metrics.update(offline_metrics(self.config, self.state.adapter_path, self.pool.held_out))
+            margins = self.parts.selector.margins(scored_pairs(self.pool.held_out), self.state.policy_version)
+            metrics.update(logit_error_report(margins, self.pool.held_out))
         elif self.eval_prompts:
             reference = self._reference_responses()
             responses = self.parts.respond(self.eval_prompts, self.state.policy_version)
