@@ -73,6 +73,12 @@ class PreferenceTrainer(Protocol):
     ) -> tuple[Any, list[dict]]: ...
 
 
+class MetricsSink(Protocol):
+    """Receives each round's final metrics (round 0: the untrained policy's evaluation), e.g. to export them."""
+
+    def __call__(self, metrics: Mapping[str, float], round_index: int) -> None: ...
+
+
 @dataclass
 class LoopParts:
     """What a round talks to; ``respond(prompts, version)`` returns the evaluation responses of policy
@@ -144,11 +150,13 @@ class ActiveLoop:
         state: loaded round state (resume) or a fresh one.
         prompts: the training prompt set; eval_prompts: held-out prompts for evaluation.
         pool: the fixed pool of offline mode (then nothing is generated).
+        sinks: called with every round's metrics after they are written and tracked.
     """
 
     def __init__(
         self, config: Config, run_dir: Path, parts: LoopParts, tracker: Tracker | None, state: RoundState,
         prompts: Sequence[PromptRecord], eval_prompts: Sequence[PromptRecord], pool: OfflinePool | None = None,
+        sinks: Sequence[MetricsSink] = (),
     ) -> None:
         self.config = config
         self.run_dir = run_dir
@@ -158,6 +166,7 @@ class ActiveLoop:
         self.prompts = list(prompts)
         self.eval_prompts = list(eval_prompts)
         self.pool = pool
+        self.sinks = list(sinks)
         self.timings: dict[str, float] = {}
         self.reference_samples: dict[str, list[str]] | None = None
 
@@ -198,7 +207,7 @@ class ActiveLoop:
             with self._timed("selection", bar):
                 selection = self._select(r, out, pairs, metrics)
             with self._timed("labelling", bar):
-                self._label(r, out, pairs, selection)
+                self._label(r, out, pairs, selection, metrics)
             with self._timed("training", bar):
                 self._train(r, out, metrics)
             with self._timed("evaluation", bar):
@@ -251,12 +260,16 @@ class ActiveLoop:
                         "selection/pairs_available": float(len(pairs))})
         return result
 
-    def _label(self, r: int, out: Path, pairs: list[CandidatePair], selection: SelectionResult) -> None:
+    def _label(
+        self, r: int, out: Path, pairs: list[CandidatePair], selection: SelectionResult, metrics: dict[str, float]
+    ) -> None:
         path = out / "labels.jsonl"
         if not self.state.done(r, "labelled"):
             by_id = {pair.pair_id: pair for pair in pairs}
             chosen = [by_id[pair_id] for pair_id in selection.pair_ids]
+            start = time.perf_counter()
             labels = self.parts.oracle.label(chosen, r)
+            metrics["oracle/latency_s"] = time.perf_counter() - start
             write_preferences(path, labelled_pairs(chosen, labels))
             write_rows(out / "selected_pairs.parquet", [asdict(pair) for pair in chosen])
             self.state.labelled_pair_ids.extend(selection.pair_ids)
@@ -305,6 +318,8 @@ class ActiveLoop:
             self.tracker.log_metrics(metrics, step=r)
             if r > 0:
                 self.tracker.log_round(round_dir(self.run_dir, r), r, self.state.adapter_path)
+        for sink in self.sinks:
+            sink(metrics, r)
         logger.info("round %d: %s", r, {k: round(v, 4) for k, v in metrics.items() if not k.startswith("time/")})
 
     def _mpo_reference_samples(self) -> dict[str, list[str]] | None:

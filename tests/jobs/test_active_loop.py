@@ -23,6 +23,7 @@ from system.run_state import load_round_state
 from system.training import prompt_key
 from system.types import PreferencePair
 from tests.conftest import REPO_ROOT, free_port
+from tests.jobs.ray_metrics_export import wait_for_ray_metrics
 
 ROUNDS = 2
 BUDGET = 4
@@ -104,6 +105,8 @@ def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_m
     state = load_round_state(run_dir)
     assert state is not None and (state.round, state.phase, state.policy_version) == (ROUNDS, "evaluated", ROUNDS)
     assert len(state.labelled_pair_ids) == ROUNDS * BUDGET
+    wait_for_ray_metrics({"ray_activealign_loop_phase_seconds", "ray_activealign_loop_oracle_latency_seconds"},
+                         {"ray_activealign_loop_round": ROUNDS, "ray_activealign_loop_labels": ROUNDS * BUDGET})
     check_rounds(run_dir, config)
     check_design_rebuilt(run_dir, config)
 
