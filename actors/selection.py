@@ -52,6 +52,9 @@ class SelectionParts:
     def select(self, budget: int, round_index: int) -> Any:
         return self.selector.select(self.features, budget, self.config.selection.strategy, round_index)
 
+    def margins(self, pairs: Sequence[Any], policy_version: int) -> list[float]:
+        return self.features.reward_margins(pairs, policy_version).tolist()
+
     def save_state(self, path: Path) -> None:
         atomic_write_bytes(path, self.checkpoint.read_bytes())
 

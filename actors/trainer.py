@@ -6,7 +6,7 @@ or DDP (:mod:`system.training.engine`).
 This module is setup only: start the process group, load the policy, publish checkpoints through
 ``ray.train.report`` (every rank's files land in one checkpoint directory), export the adapter.
 :meth:`Trainer.fit` resumes from the newest checkpoint under ``out_dir`` — at an epoch end or, with
-``checkpoint_every_steps``, inside an epoch — and continues as the uninterrupted run would.
+``train.checkpoint_every_steps``, inside an epoch — and continues as the uninterrupted run would.
 
 :func:`train_rank` is what a rank runs once its policy is loaded; ``activealign train`` runs it in a Ray Train job,
 the active loop in the workers of :class:`actors.trainer_group.TrainerGroup`, which stay up across rounds.
@@ -107,7 +107,6 @@ class FitRequest:
         out_dir: where the adapter is exported (``out_dir/adapter``).
         resume_from: a checkpoint directory to continue from, or None for a fresh start.
         reference_samples: MPO's D_ref(x) drawn earlier, by prompt key.
-        checkpoint_every_steps: also checkpoint inside an epoch every this many optimizer steps (0: never).
         initial_adapter: an adapter to start from instead of the seeded LoRA initialisation (warm start).
     """
 
@@ -115,7 +114,6 @@ class FitRequest:
     out_dir: str
     resume_from: str | None = None
     reference_samples: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    checkpoint_every_steps: int = 0
     initial_adapter: str | None = None
 
 
@@ -144,7 +142,7 @@ def train_rank(
     resume_from = Path(request.resume_from) if request.resume_from else None
     engine, _ = fit_preferences(
         model, tokenizer, pairs, cfg, publish, resume_from, known_samples=request.reference_samples, rank=rank,
-        world_size=world, checkpoint_every_steps=request.checkpoint_every_steps, on_epoch_end=add_resource_metrics,
+        world_size=world, checkpoint_every_steps=cfg.train.checkpoint_every_steps, on_epoch_end=add_resource_metrics,
     )
     engine.export(Path(request.out_dir) / "adapter", rank)
     return engine
@@ -205,14 +203,12 @@ def fit_interruptibly(trainer: TorchTrainer) -> Any:
 class Trainer:
     """Ray Train + DeepSpeed trainer: ``train.num_workers`` workers with ``cluster.trainer`` resources each.
 
-    ``checkpoint_every_steps``: also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only).
     ``max_failures``: how often Ray Train restarts the workers after one died (a SIGKILL, an OOM kill); each
     restart resumes from the newest checkpoint this run reported.
     """
 
-    def __init__(self, config: Config, checkpoint_every_steps: int = 0, max_failures: int = 2) -> None:
+    def __init__(self, config: Config, max_failures: int = 2) -> None:
         self.config = config
-        self.checkpoint_every_steps = checkpoint_every_steps
         self.max_failures = max_failures
 
     def fit(
@@ -241,7 +237,7 @@ class Trainer:
         if resume_from is not None:
             logger.info("resuming training from %s", resume_from)
         request = FitRequest(ray.put(list(pairs)), str(out_path), str(resume_from) if resume_from else None,
-                             dict(reference_samples or {}), self.checkpoint_every_steps,
+                             dict(reference_samples or {}),
                              str(initial_adapter) if initial_adapter else None)
         trainer = TorchTrainer(
             train_worker,

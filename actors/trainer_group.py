@@ -132,14 +132,12 @@ class TrainerGroup:
     """The loop's :class:`~system.loop.PreferenceTrainer`: :class:`TrainWorker` actors started by :meth:`start` (or
     the first :meth:`fit`) and kept until :meth:`shutdown`.
 
-    ``checkpoint_every_steps``: also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only).
     ``max_failures``: how often the group is started again after a worker died; each restart resumes from the
     newest checkpoint of the run.
     """
 
-    def __init__(self, config: Config, checkpoint_every_steps: int = 0, max_failures: int = 2) -> None:
+    def __init__(self, config: Config, max_failures: int = 2) -> None:
         self.config = config
-        self.checkpoint_every_steps = checkpoint_every_steps
         self.max_failures = max_failures
         self.group: ActorGroup | None = None
 
@@ -169,7 +167,7 @@ class TrainerGroup:
         for attempt in range(self.max_failures + 1):
             resume_from = latest_checkpoint(checkpoints) if checkpoints.exists() else None
             request = FitRequest(pairs_ref, str(checkpoints.parent), str(resume_from) if resume_from else None,
-                                 dict(reference_samples or {}), self.checkpoint_every_steps,
+                                 dict(reference_samples or {}),
                                  str(initial_adapter) if initial_adapter else None)
             try:
                 group = self.start()

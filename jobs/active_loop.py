@@ -13,6 +13,7 @@ from jobs.loop_setup import (
     load_prompt_sets,
     prepare_run_dir,
 )
+from jobs.ray_metrics import RayMetricsSink
 from jobs.ray_session import check_oracle_port, ray_session
 from system.config import Config
 from system.loop import ActiveLoop
@@ -40,7 +41,8 @@ def main(config: Config, resume: Path | None = None) -> int:
         with ray_session(config) as dashboard_url:
             parts = RayParts(config, run_dir)
             try:
-                loop = ActiveLoop(config, run_dir, parts.start(state), tracker, state, prompts, eval_prompts, pool)
+                loop = ActiveLoop(config, run_dir, parts.start(state), tracker, state, prompts, eval_prompts, pool,
+                                  sinks=[RayMetricsSink()])
                 loop.run()
             finally:
                 parts.shutdown()

@@ -489,6 +489,11 @@ class TrainConfig(Section):
         "'warm_start': the previous round's adapter (fresh AdamW; πref stays the base policy), which may need fewer "
         "epochs per round but revisits the older labels again every round. Needs lora.enabled.",
     )
+    checkpoint_every_steps: int = Field(
+        0, ge=0,
+        description="Also checkpoint inside an epoch every this many optimizer steps, so a restarted trainer loses "
+        "at most that much work; 0 checkpoints at epoch ends only.",
+    )
 
     @field_validator("loss")
     @classmethod

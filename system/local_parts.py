@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from system.config import Config
-from system.features import strategy_rows
+from system.features import implicit_reward_margins, strategy_rows
 from system.fileio import atomic_output
 from system.generation import HFEngine, SamplingParams, sampling_params
 from system.loop import LoopParts, evaluation_responder
@@ -117,6 +117,11 @@ class LocalSelector:
         self.selected_ids.extend(result.pair_ids)
         self.record = selection_record(state, round_index + 1, self.selected_ids)
         return result
+
+    def margins(self, pairs: Sequence[CandidatePair], policy_version: int) -> list[float]:
+        """Implicit-reward margins h_i = r_θ(x, y1) − r_θ(x, y2) under the policy held → one per pair."""
+        self.policy.require_version(policy_version)
+        return implicit_reward_margins(self.policy.model, self.policy.tokenizer, pairs, self.config).tolist()
 
     def save_state(self, path: Path) -> None:
         with atomic_output(path) as staging:

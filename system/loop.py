@@ -29,7 +29,7 @@ from tqdm import tqdm
 from system.config import Config
 from system.data import load_preferences, read_rows, write_preferences, write_rows
 from system.evaluation import evaluate_generations
-from system.evaluation.offline import offline_metrics
+from system.evaluation.offline import logit_error_report, scored_pairs
 from system.fileio import atomic_write_text
 from system.generation import SamplingParams, candidate_pairs, evaluation_params
 from system.losses import get_loss
@@ -53,13 +53,15 @@ class Generator(Protocol):
 
 class PairSelector(Protocol):
     """Feature workers + selector: featurise the round's candidates and the earlier rounds' labelled pairs,
-    pick ``budget`` candidates, snapshot V."""
+    pick ``budget`` candidates, snapshot V; ``margins`` are the implicit-reward margins h_i = r_θ(x, y1) −
+    r_θ(x, y2) of ``pairs`` under ``policy_version`` [N] (the offline evaluation's predicted logits)."""
 
     def featurize(
         self, pairs: Sequence[CandidatePair], labelled: Sequence[CandidatePair], policy_version: int
     ) -> int: ...
     def select(self, budget: int, round_index: int) -> SelectionResult: ...
     def save_state(self, path: Path) -> None: ...
+    def margins(self, pairs: Sequence[CandidatePair], policy_version: int) -> list[float]: ...
 
 
 class Labeller(Protocol):
@@ -74,6 +76,12 @@ class PreferenceTrainer(Protocol):
         self, pairs: Sequence[PreferencePair], out_dir: str | Path, resume: bool = True,
         reference_samples: Mapping[str, Sequence[str]] | None = None, initial_adapter: str | Path | None = None,
     ) -> tuple[Any, list[dict]]: ...
+
+
+class MetricsSink(Protocol):
+    """Receives each round's final metrics (round 0: the untrained policy's evaluation), e.g. to export them."""
+
+    def __call__(self, metrics: Mapping[str, float], round_index: int) -> None: ...
 
 
 @dataclass
@@ -158,11 +166,13 @@ class ActiveLoop:
         state: loaded round state (resume) or a fresh one.
         prompts: the training prompt set; eval_prompts: held-out prompts for evaluation.
         pool: the fixed pool of offline mode (then nothing is generated).
+        sinks: called with every round's metrics after they are written and tracked.
     """
 
     def __init__(
         self, config: Config, run_dir: Path, parts: LoopParts, tracker: Tracker | None, state: RoundState,
         prompts: Sequence[PromptRecord], eval_prompts: Sequence[PromptRecord], pool: OfflinePool | None = None,
+        sinks: Sequence[MetricsSink] = (),
     ) -> None:
         self.config = config
         self.run_dir = run_dir
@@ -172,6 +182,7 @@ class ActiveLoop:
         self.prompts = list(prompts)
         self.eval_prompts = list(eval_prompts)
         self.pool = pool
+        self.sinks = list(sinks)
         self.timings: dict[str, float] = {}
         self.reference_samples: dict[str, list[str]] | None = None
 
@@ -212,7 +223,7 @@ class ActiveLoop:
             with self._timed("selection", bar):
                 selection = self._select(r, out, pairs, metrics)
             with self._timed("labelling", bar):
-                self._label(r, out, pairs, selection)
+                self._label(r, out, pairs, selection, metrics)
             with self._timed("training", bar):
                 self._train(r, out, metrics)
             with self._timed("evaluation", bar):
@@ -265,12 +276,16 @@ class ActiveLoop:
                         "selection/pairs_available": float(len(pairs))})
         return result
 
-    def _label(self, r: int, out: Path, pairs: list[CandidatePair], selection: SelectionResult) -> None:
+    def _label(
+        self, r: int, out: Path, pairs: list[CandidatePair], selection: SelectionResult, metrics: dict[str, float]
+    ) -> None:
         path = out / "labels.jsonl"
         if not self.state.done(r, "labelled"):
             by_id = {pair.pair_id: pair for pair in pairs}
             chosen = [by_id[pair_id] for pair_id in selection.pair_ids]
+            start = time.perf_counter()
             labels = self.parts.oracle.label(chosen, r)
+            metrics["oracle/latency_s"] = time.perf_counter() - start
             write_preferences(path, labelled_pairs(chosen, labels))
             write_rows(out / "selected_pairs.parquet", [asdict(pair) for pair in chosen])
             self.state.labelled_pair_ids.extend(selection.pair_ids)
@@ -305,7 +320,8 @@ class ActiveLoop:
 
     def _evaluate(self, r: int, metrics: dict[str, float]) -> None:
         if self.pool is not None:
-            metrics.update(offline_metrics(self.config, self.state.adapter_path, self.pool.held_out))
+            margins = self.parts.selector.margins(scored_pairs(self.pool.held_out), self.state.policy_version)
+            metrics.update(logit_error_report(margins, self.pool.held_out))
         elif self.eval_prompts:
             reference = self._reference_responses()
             responses = self.parts.respond(self.eval_prompts, self.state.policy_version)
@@ -320,6 +336,8 @@ class ActiveLoop:
             self.tracker.log_metrics(metrics, step=r)
             if r > 0:
                 self.tracker.log_round(round_dir(self.run_dir, r), r, self.state.adapter_path)
+        for sink in self.sinks:
+            sink(metrics, r)
         logger.info("round %d: %s", r, {k: round(v, 4) for k, v in metrics.items() if not k.startswith("time/")})
 
     def _mpo_reference_samples(self) -> dict[str, list[str]] | None:

@@ -173,7 +173,8 @@ def _killer(run_dir: Path, title: str) -> tuple[threading.Thread, list[int], lis
 def _drill_config(tiny_model_dir: Path) -> Config:
     return load_config("configs/tiny.yaml", [
         f"model.path={tiny_model_dir}", "train.num_workers=1", "train.epochs=2", "train.batch_size=2",
-        "train.deepspeed.enabled=false", "lora.dropout=0.1", "cluster.trainer.num_cpus=1"])
+        "train.deepspeed.enabled=false", "lora.dropout=0.1", "cluster.trainer.num_cpus=1",
+        "train.checkpoint_every_steps=4"])
 
 
 DRILL_PAIRS = [PreferencePair(f"Tell me about cat {i}.", f"Please give cat {i} a soft blanket, thank you.",
@@ -192,7 +193,7 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
     adapter equals the straight run's bit for bit. (Under Ray Train, reports the controller had not yet polled are
     lost with the worker: the restart redoes those steps and reports again.)"""
     config = _drill_config(tiny_model_dir)
-    straight_trainer, trainer = (trainer_cls(config, checkpoint_every_steps=4, max_failures=1) for _ in range(2))
+    straight_trainer, trainer = (trainer_cls(config, max_failures=1) for _ in range(2))
     try:
         straight, straight_history = straight_trainer.fit(DRILL_PAIRS, tmp_path / "straight")
         killer, killed, killer_errors = _killer(tmp_path / "drilled", title)
@@ -212,7 +213,7 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
 def test_trainer_group_out_of_restarts_raises_a_clear_error(ray_cluster, tiny_model_dir, tmp_path):
     """With no restarts left, a killed worker ends the round with an ActorFailureError that says where the
     checkpoints to resume from are, and the group's workers are gone."""
-    group = TrainerGroup(_drill_config(tiny_model_dir), checkpoint_every_steps=4, max_failures=0)
+    group = TrainerGroup(_drill_config(tiny_model_dir), max_failures=0)
     killer, killed, killer_errors = _killer(tmp_path, "ray::TrainWorker")
     with pytest.raises(ActorFailureError, match=f"failed 1 times .* under {tmp_path}/checkpoints"):
         group.fit(DRILL_PAIRS, tmp_path)

@@ -60,9 +60,10 @@ def test_resume_inside_an_epoch_is_bit_identical(ray_cluster, tiny_model_dir, tm
     the same adapter, optimizer state and metrics as the run that went straight through."""
     config = load_config("configs/tiny.yaml", [
         f"model.path={tiny_model_dir}", "train.num_workers=2", "train.epochs=2", "train.batch_size=5",
-        "train.grad_accum_steps=2", "train.deepspeed.stage=2", "lora.dropout=0.1", "cluster.trainer.num_cpus=1"])
+        "train.grad_accum_steps=2", "train.deepspeed.stage=2", "lora.dropout=0.1", "cluster.trainer.num_cpus=1",
+        "train.checkpoint_every_steps=1"])
     pairs = _pairs(12)
-    straight_adapter, straight_history = Trainer(config, checkpoint_every_steps=1).fit(pairs, tmp_path / "straight")
+    straight_adapter, straight_history = Trainer(config).fit(pairs, tmp_path / "straight")
 
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(tmp_path / "straight" / "ray_train", resumed_dir / "ray_train")
@@ -70,7 +71,7 @@ def test_resume_inside_an_epoch_is_bit_identical(ray_cluster, tiny_model_dir, tm
         if json.loads(progress.read_text())["optimizer_steps"] > 3:
             shutil.rmtree(progress.parent)
     assert json.loads((latest_checkpoint(resumed_dir) / PROGRESS_FILE).read_text())["batch"] == 2
-    adapter, history = Trainer(config, checkpoint_every_steps=1).fit(pairs, resumed_dir)
+    adapter, history = Trainer(config).fit(pairs, resumed_dir)
 
     timing = {"step_time_s", "peak_rss_gb"}
     assert [{k: v for k, v in m.items() if k not in timing} for m in history] == \

@@ -8,17 +8,22 @@ starts and stops its own oracle app on a free port. The full strategy × loss ma
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from system.config import Config, flatten_config, load_config
 from system.data import load_preferences, read_prompts
+from system.loop import offline_pool
 from system.oracles import build_oracle
 from system.run_state import load_round_state
 from system.training import prompt_key
+from system.types import PreferencePair
 from tests.conftest import REPO_ROOT, free_port
+from tests.jobs.ray_metrics_export import wait_for_ray_metrics
 
 ROUNDS = 2
 BUDGET = 4
@@ -120,6 +125,8 @@ def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_m
     state = load_round_state(run_dir)
     assert state is not None and (state.round, state.phase, state.policy_version) == (ROUNDS, "evaluated", ROUNDS)
     assert len(state.labelled_pair_ids) == ROUNDS * BUDGET
+    wait_for_ray_metrics({"ray_activealign_loop_phase_seconds", "ray_activealign_loop_oracle_latency_seconds"},
+                         {"ray_activealign_loop_round": ROUNDS, "ray_activealign_loop_labels": ROUNDS * BUDGET})
     check_rounds(run_dir, config)
     check_design_rebuilt(run_dir, config)
     check_in_process_picks(config, run_dir, tmp_path / "in_process")
@@ -171,19 +178,57 @@ def test_every_strategy_and_loss_runs_two_rounds(
         assert set(samples) == prompts and {len(s) for s in samples.values()} == {config.train.mpo_ref_samples}
 
 
+def refuse_policy_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every ``load_policy`` this process has imported fail (actors and Ray Train workers are other processes)."""
+    from system.models import loading
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the driver loaded a policy")
+
+    for module in list(sys.modules.values()):
+        if vars(module).get("load_policy") is loading.load_policy:
+            monkeypatch.setattr(module, "load_policy", refuse)
+
+
+def driver_logit_errors(config: Config, adapter: Path, held_out: list[PreferencePair]) -> dict[str, float]:
+    """Logit-error metrics computed in this process from a policy loaded here: ℓ̂ = β·Δ(log πθ − log πref),
+    chosen − rejected, for every held-out pair with scores."""
+    from system.evaluation import logit_error_metrics
+    from system.models.loading import load_policy
+    from system.models.logprobs import encode_sequences, policy_and_reference_logps
+
+    scored = [p for p in held_out if p.score_chosen is not None and p.score_rejected is not None]
+    model, tokenizer = load_policy(config.model, config.lora, adapter_path=adapter, is_trainable=False)
+    batch = encode_sequences(tokenizer, [p.prompt for p in scored] * 2,
+                             [p.chosen for p in scored] + [p.rejected for p in scored], config.model)
+    with torch.no_grad():
+        policy, reference = policy_and_reference_logps(model, batch, config.model.length_normalize)
+    ratio = policy - reference
+    predicted = (config.train.beta * (ratio[: len(scored)] - ratio[len(scored) :])).tolist()
+    truth = [float(p.score_chosen) - float(p.score_rejected) for p in scored]  # type: ignore[arg-type]
+    return {f"eval/{key}": value for key, value in logit_error_metrics(predicted, truth).items()}
+
+
 @pytest.mark.slow
 def test_offline_mode_selects_from_the_pool_and_reports_logit_error(
-    ray_cluster, shared_model: Path, tmp_path: Path
+    ray_cluster, shared_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The offline logit error comes from the feature workers' margins: equal to a computation in this process
+    with the trained adapter, and the loop itself loads no policy here."""
     pool = REPO_ROOT / "configs/data/tiny_pool.jsonl"
     config = small_config(tmp_path, shared_model, **{
         "loop.mode": "offline", "loop.pool_path": str(pool), "oracle.kind": "replay", "oracle.dataset": str(pool),
         "selection.strategy": "adpo_plus"})
+    refuse_policy_loads(monkeypatch)
     run_dir = run_loop(config)
+    monkeypatch.undo()
     truth = {pair.pair_id: pair.chosen for pair in load_preferences(pool)}
     for index in range(1, ROUNDS + 1):
         labelled = load_preferences(run_dir / f"round_{index:03d}" / "labels.jsonl")
         assert len(labelled) == BUDGET and all(truth[p.pair_id] == p.chosen for p in labelled)
     metrics = json.loads((run_dir / "round_002" / "metrics.json").read_text())
+    held_out = offline_pool(load_preferences(pool), config.loop.seed).held_out
+    expected = driver_logit_errors(config, run_dir / "round_002" / "train" / "adapter", held_out)
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert 0.0 <= metrics["eval/error_rate"] <= 1.0
     assert metrics["eval/max_logit_error"] >= metrics["eval/mean_logit_error"] >= 0.0

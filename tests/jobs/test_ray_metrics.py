@@ -1,0 +1,28 @@
+"""The loop's metrics reach Ray's metrics export: recorded in this driver, scraped from the node's Prometheus
+endpoint, the way the Ray dashboard's Metrics view and a Prometheus server read them."""
+
+from __future__ import annotations
+
+from jobs.ray_metrics import RayMetricsSink
+from tests.jobs.ray_metrics_export import bucket_counts, wait_for_ray_metrics
+
+ROUND_METRICS = {
+    "labels": 8.0, "selection/pairs_available": 12.0, "selection/score_mean": 0.5, "selection/score_max": 0.875,
+    "time/generation_s": 2.0, "time/selection_s": 0.25, "oracle/latency_s": 0.75, "eval/reward": 0.2,
+}
+
+
+def test_a_rounds_metrics_are_exported_with_their_values(ray_cluster) -> None:
+    RayMetricsSink()(ROUND_METRICS, 3)
+    families = wait_for_ray_metrics(
+        {"ray_activealign_loop_phase_seconds", "ray_activealign_loop_oracle_latency_seconds"},
+        {"ray_activealign_loop_round": 3.0, "ray_activealign_loop_labels": 8.0, "ray_activealign_loop_candidate_pairs":
+         12.0, "ray_activealign_loop_pick_score_mean": 0.5, "ray_activealign_loop_pick_score_max": 0.875},
+    )
+    # one observation per histogram, counted from the first bucket bound it does not exceed (the buckets, not
+    # _sum: Ray exports a histogram's sum from bucket midpoints, 2.0 s in (1, 5] as 3.0)
+    phases = "ray_activealign_loop_phase_seconds"
+    assert bucket_counts(families, phases, phase="generation") == {"0.5": 0, "1.0": 0, "5.0": 1}
+    assert bucket_counts(families, phases, phase="selection") == {"0.5": 1, "1.0": 1, "5.0": 1}
+    assert bucket_counts(families, "ray_activealign_loop_oracle_latency_seconds") == {"0.5": 0, "1.0": 1, "5.0": 1}
+
