@@ -11,14 +11,15 @@ This module is setup only: start the process group, load the policy, publish che
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-import os
 import resource
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +43,46 @@ def _all_mean(value: float, device: torch.device) -> float:
     return float(tensor) / torch.distributed.get_world_size()
 
 
-STALE_BUILD_LOCK_S = 600.0
+SHM_OP_BUILDER = "ShareMemCommBuilder"
 
 
-def clear_stale_extension_locks(max_age_s: float = STALE_BUILD_LOCK_S) -> list[Path]:
-    """Remove JIT-build locks that a killed process left behind; returns the removed paths.
+@contextmanager
+def extension_build_lock(name: str) -> Iterator[Path]:
+    """Hold the right to build or load torch JIT extension ``name``; yields its build directory.
 
-    On CPU, ``deepspeed.init_distributed`` JIT-compiles its shared-memory op through torch's
-    ``cpp_extension``, which serialises builders with a ``lock`` file in the extension's build
-    directory. A process killed mid-build leaves that file, and every later trainer waits on it for
-    ever. A build takes a minute or two here, so a lock older than ``max_age_s`` is stale.
+    torch's ``cpp_extension`` serialises builders of an extension with a baton, ``<build dir>/lock``, a file
+    created with ``O_EXCL`` and removed when the build ends. A process killed mid-build leaves the file behind,
+    and every later loader polls for it to vanish, for ever. An ``flock`` held on ``<build dir>.flock`` is
+    released by the kernel when its holder dies: while one live process builds, the next waits here; once this
+    lock is granted no live process that loads through it is building, so a baton found now was left by a dead
+    one and is removed. Every activealign process loads JIT extensions only under this lock.
     """
-    from torch.utils.cpp_extension import get_default_build_root
+    from torch.utils.cpp_extension import _get_build_directory  # the directory torch's own loader builds in
 
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-    removed = []
-    for lock in root.glob("*/*/lock"):
-        try:
-            if time.time() - lock.stat().st_mtime > max_age_s:
-                lock.unlink()
-                removed.append(lock)
-                logger.warning("removed a stale extension build lock %s (its builder was killed)", lock)
-        except FileNotFoundError:
-            continue
-    return removed
+    build_dir = Path(_get_build_directory(name, verbose=False))
+    with (build_dir.parent / f"{build_dir.name}.flock").open("a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # released on close, or by the kernel when this process dies
+        baton = build_dir / "lock"
+        if baton.exists():
+            baton.unlink()
+            logger.warning("removed the extension build lock %s: the process building it was killed", baton)
+        yield build_dir
+
+
+def load_deepspeed_shm_op() -> None:
+    """Build (the first time) or load DeepSpeed's CPU shared-memory collectives op under :func:`extension_build_lock`.
+
+    DeepSpeed keeps loaded ops per process, so the ``deepspeed.init_distributed`` that follows finds the op
+    loaded and does not touch torch's build baton itself. A no-op where the accelerator has no such op (CUDA).
+    """
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.comm.torch import build_shm_op
+
+    builder = get_accelerator().create_op_builder(SHM_OP_BUILDER)
+    if builder is None:
+        return
+    with extension_build_lock(builder.name):
+        build_shm_op()
 
 
 def _peak_rss_gb() -> float:
@@ -90,7 +107,7 @@ def train_worker(loop: dict[str, Any]) -> None:
     if train_cfg.deepspeed.enabled:
         import deepspeed
 
-        clear_stale_extension_locks()
+        load_deepspeed_shm_op()
         deepspeed.init_distributed(dist_backend="nccl" if train_cfg.use_gpu else "gloo")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
