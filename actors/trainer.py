@@ -166,14 +166,13 @@ class Trainer:
     """Ray Train + DeepSpeed trainer: ``train.num_workers`` workers with ``cluster.trainer`` resources each.
 
     ``checkpoint_every_steps``: also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only).
-    ``max_failures``: how often Ray Train restarts the workers after one died (a SIGKILL, an OOM kill); each
-    restart resumes from the newest checkpoint this run reported.
+    Ray Train restarts the workers after one died (a SIGKILL, an OOM kill) up to
+    ``cluster.retries.trainer_max_failures`` times; each restart resumes from the newest checkpoint this run reported.
     """
 
-    def __init__(self, config: Config, checkpoint_every_steps: int = 0, max_failures: int = 2) -> None:
+    def __init__(self, config: Config, checkpoint_every_steps: int = 0) -> None:
         self.config = config
         self.checkpoint_every_steps = checkpoint_every_steps
-        self.max_failures = max_failures
 
     def fit(
         self,
@@ -188,11 +187,12 @@ class Trainer:
 
         Raises:
             DataError: no pairs to train on.
-            ActorFailureError: the workers failed once more than ``max_failures`` allows.
+            ActorFailureError: the workers failed once more than ``cluster.retries.trainer_max_failures`` allows.
         """
         if not pairs:
             raise DataError("trainer: no preference pairs to train on")
         cfg, spec = self.config, self.config.cluster.trainer
+        max_failures = cfg.cluster.retries.trainer_max_failures
         out_path = Path(out_dir).absolute()
         storage = out_path / "ray_train"
         resume_from = latest_checkpoint(storage) if resume else None
@@ -212,16 +212,16 @@ class Trainer:
                                          resources_per_worker=resources),
             torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
             run_config=RunConfig(storage_path=str(storage), name=f"fit-{time.time_ns()}",
-                                 failure_config=FailureConfig(max_failures=self.max_failures)),
+                                 failure_config=FailureConfig(max_failures=max_failures)),
         )
         try:
             result = fit_interruptibly(trainer)
         except TrainingFailedError as exc:
             last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ActorFailureError(
-                f"trainer: the training workers failed {self.max_failures + 1} times (last: {last}); see the worker "
-                f"logs under /tmp/ray/session_latest/logs and rerun: training resumes from the newest checkpoint "
-                f"under {storage}"
+                f"trainer: the training workers failed {max_failures + 1} time{'s' if max_failures else ''} (last: "
+                f"{last}); see the worker logs under /tmp/ray/session_latest/logs, then rerun (training resumes from "
+                f"the newest checkpoint under {storage}) or raise cluster.retries.trainer_max_failures"
             ) from exc
         final = latest_checkpoint(storage)
         history = json.loads((final / PROGRESS_FILE).read_text())["epoch_metrics"] if final else []

@@ -157,7 +157,8 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
     the controller had not yet polled are lost with the worker: the restart redoes those steps and reports again.)"""
     config = load_config("configs/tiny.yaml", [
         f"model.path={tiny_model_dir}", "train.num_workers=1", "train.epochs=2", "train.batch_size=2",
-        "train.deepspeed.enabled=false", "lora.dropout=0.1", "cluster.trainer.num_cpus=1"])
+        "train.deepspeed.enabled=false", "lora.dropout=0.1", "cluster.trainer.num_cpus=1",
+        "cluster.retries.trainer_max_failures=1"])
     pairs = [PreferencePair(f"Tell me about cat {i}.", f"Please give cat {i} a soft blanket, thank you.",
                             f"No. Cat {i} is loud.") for i in range(40)]  # 20 steps per epoch, 40 in all
     straight, straight_history = Trainer(config, checkpoint_every_steps=4).fit(pairs, tmp_path / "straight")
@@ -176,7 +177,7 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
-    adapter, history = Trainer(config, checkpoint_every_steps=4, max_failures=1).fit(pairs, drilled_dir)
+    adapter, history = Trainer(config, checkpoint_every_steps=4).fit(pairs, drilled_dir)
     killer.join(timeout=5)
     steps = _checkpointed_steps(drilled_dir)
     assert killed and 16 <= killed[0] < 40 and steps[-1] == 40, (killed, killer_errors, steps)
