@@ -230,7 +230,8 @@ class ActorGroup:
         if attempts >= self.retries.max_attempts:
             raise ActorFailureError(
                 f"{self.name}: {method} failed {attempts} times (last on actor {rank}: {type(exc).__name__}); "
-                f"see the actor logs under /tmp/ray/session_latest/logs (out of memory?) and rerun"
+                f"see the actor logs under /tmp/ray/session_latest/logs (out of memory?), then rerun or raise "
+                f"cluster.retries.max_attempts"
             ) from exc
         logger.warning("%s: actor %d failed in %s (%s); retrying", self.name, rank, method, type(exc).__name__)
 
