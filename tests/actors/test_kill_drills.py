@@ -5,7 +5,6 @@ adapter)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -15,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import ray
 import torch
@@ -26,7 +24,8 @@ from actors.generation import GenerationFleet
 from actors.selector import Selector
 from actors.trainer import Trainer
 from system.config import load_config
-from system.training.checkpoint import PROGRESS_FILE
+from system.errors import DataError
+from system.training.checkpoint import PROGRESS_FILE, read_progress
 from system.types import CandidatePair, PreferencePair, PromptRecord
 from tests.system.training.conftest import assert_identical
 
@@ -133,23 +132,27 @@ def test_feature_worker_sigkilled_mid_featurize_selects_the_same_pairs(ray_clust
     workers.shutdown()
 
 
-def _newest_train_worker_pid() -> int:
-    """The OS process of the newest Ray Train worker actor below this driver (its Ray cluster's processes)."""
-    workers = []
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if " ".join(process.cmdline()).startswith("ray::RayTrainWorker"):
-                workers.append((process.create_time(), process.pid))
-    assert workers, "no Ray Train worker process found"
-    return max(workers)[1]
+def _live_train_worker_pid() -> int:
+    """The OS process of the one live Ray Train worker actor, from Ray's actor table (a process's age does not tell:
+    Ray hands actors worker processes it started ahead of time)."""
+    alive = ray._private.state.actors(actor_state_name="ALIVE").values()  # the GCS actor table; no public call has pids
+    pids = [int(actor["Pid"]) for actor in alive if actor["ActorClassName"] == "RayTrainWorker"]
+    assert len(pids) == 1, f"live Ray Train workers: {pids}"
+    return pids[0]
 
 
 def _checkpointed_steps(root: Path) -> list[int]:
-    return sorted(json.loads(path.read_text())["optimizer_steps"] for path in root.rglob(PROGRESS_FILE))
+    """Optimizer steps of the checkpoints under ``root`` whose progress file is complete. Ray Train copies a reported
+    checkpoint into place file by file, so a progress file can exist before its content does; one that does not read
+    yet is not counted (read as plain JSON, it would end the killer thread before it fired)."""
+    steps = []
+    for path in root.rglob(PROGRESS_FILE):
+        with contextlib.suppress(DataError):
+            steps.append(read_progress(path).optimizer_steps)
+    return sorted(steps)
 
 
-@pytest.mark.slow  # ~60-180 s: two Ray Train runs (one worker, no DeepSpeed), one worker restart. Not a CI drill yet:
-# in one CI run its killer never fired (the run finished first, or no worker process was found); it passes alone.
+@pytest.mark.drill  # ~60-180 s: two Ray Train runs (one worker, no DeepSpeed), one worker restart
 def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_run(ray_cluster, tiny_model_dir,
                                                                                   tmp_path):
     """SIGKILL the training worker once its fourth step checkpoint exists; Ray Train restarts it from the newest
@@ -165,20 +168,24 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
     drilled_dir = tmp_path / "drilled"
     killed: list[int] = []
     killer_errors: list[BaseException] = []
+    fit_returned = threading.Event()
 
-    def kill_after_first_checkpoint() -> None:
+    def kill_after_fourth_checkpoint() -> None:
         try:
             while len(_checkpointed_steps(drilled_dir)) < 4:
-                time.sleep(0.05)
-            os.kill(_newest_train_worker_pid(), signal.SIGKILL)
+                assert not fit_returned.wait(0.05), "the run ended before its fourth checkpoint was complete"
+            os.kill(_live_train_worker_pid(), signal.SIGKILL)
             killed.append(max(_checkpointed_steps(drilled_dir)))
         except BaseException as exc:  # reported by the assertion below
             killer_errors.append(exc)
 
-    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer = threading.Thread(target=kill_after_fourth_checkpoint, daemon=True)
     killer.start()
-    adapter, history = Trainer(config, checkpoint_every_steps=4).fit(pairs, drilled_dir)
-    killer.join(timeout=5)
+    try:
+        adapter, history = Trainer(config, checkpoint_every_steps=4).fit(pairs, drilled_dir)
+    finally:
+        fit_returned.set()
+        killer.join()
     steps = _checkpointed_steps(drilled_dir)
     assert killed and 16 <= killed[0] < 40 and steps[-1] == 40, (killed, killer_errors, steps)
     assert steps.count(4) == steps.count(8) == 1  # the restart went on from a checkpoint, it did not start over
