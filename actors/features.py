@@ -159,7 +159,7 @@ class FeatureWorkerGroup:
             config.cluster.features,
             actor_args=(config, str(state_dir)),
             placement_group=placement_group,
-            max_restarts=2,
+            retries=config.cluster.retries,
             name="features",
         )
 

@@ -202,6 +202,7 @@ class GenerationFleet:
             config.cluster.generation,
             actor_args=(config,),
             placement_group=placement_group,
+            retries=config.cluster.retries,
             on_restart=self._restore,
             name="generation",
         )

@@ -21,8 +21,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from system.config import Config, ResourceSpec
-from system.errors import ActorFailureError
+from system.config import Config, ResourceSpec, RetryConfig
+from system.errors import ActorFailureError, ActorGoneError
 
 logger = logging.getLogger(__name__)
 
@@ -82,21 +82,31 @@ def colocated_placement_group(config: Config, force: bool = False) -> PlacementG
     return make_placement_group(specs, strategy="PACK")
 
 
-def wait_restarted(actor: Any, call: Callable[[Any], Any], timeout_s: float = 300.0) -> Any:
+def wait_restarted(actor: Any, call: Callable[[Any], Any], name: str, timeout_s: float) -> Any:
     """``ray.get(call(actor))`` once Ray has restarted ``actor`` (retrying while it is still coming back).
 
+    ``name`` (e.g. ``generation actor 1``) opens the error's one line.
+
     Raises:
-        ActorDiedError: the actor is dead for good (its restarts are used up).
-        ActorUnavailableError: it did not come back within ``timeout_s``.
+        ActorGoneError: the actor is dead for good (its restarts, ``cluster.retries.max_restarts``, are used up).
+        ActorFailureError: it did not come back within ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return ray.get(call(actor))
-        except (ActorUnavailableError, ActorNotReadyError):
+        except (ActorUnavailableError, ActorNotReadyError) as exc:
             if time.monotonic() > deadline:
-                raise
+                raise ActorFailureError(
+                    f"{name} did not come back within {timeout_s:.0f} s; check the cluster's free resources (ray "
+                    f"status), then rerun or raise cluster.retries.restart_timeout_s"
+                ) from exc
             time.sleep(0.5)
+        except RayActorError as exc:
+            raise ActorGoneError(
+                f"{name} died and its restarts (cluster.retries.max_restarts) are used up; see its log under "
+                f"/tmp/ray/session_latest/logs (out of memory?), then rerun or raise cluster.retries.max_restarts"
+            ) from exc
 
 
 class ActorGroup:
@@ -109,10 +119,10 @@ class ActorGroup:
         actor_args: further constructor arguments (the config, usually).
         placement_group: a group reserved elsewhere (colocated roles share one); bundle ``rank`` hosts actor ``rank``.
         use_placement_group: reserve a group of this group's own; default: when the actors need GPUs.
-        max_restarts: how often Ray restarts a dead actor.
+        retries: how often Ray restarts a dead actor, how often a call is tried, how long a restart is waited for
+            (``config.cluster.retries``).
         on_restart: called with a restarted actor's handle, returns the object ref(s) to wait for before the
             actor takes more work; default ``setup()`` (stateful roles also reload weights or state).
-        restart_timeout_s: how long to wait for Ray to bring a dead actor back.
         name: label in logs.
     """
 
@@ -124,9 +134,8 @@ class ActorGroup:
         actor_args: Sequence[Any] = (),
         placement_group: PlacementGroup | None = None,
         use_placement_group: bool | None = None,
-        max_restarts: int = 1,
+        retries: RetryConfig = RetryConfig(),
         on_restart: Callable[[Any], Any] | None = None,
-        restart_timeout_s: float = 300.0,
         name: str = "actors",
     ) -> None:
         self.actor_cls = actor_cls
@@ -134,9 +143,8 @@ class ActorGroup:
         self.spec = spec
         self.actor_args = tuple(actor_args)
         self.name = name
-        self.max_restarts = max_restarts
+        self.retries = retries
         self.on_restart = on_restart or (lambda actor: actor.setup.remote())
-        self.restart_timeout_s = restart_timeout_s
         self._dead: set[int] = set()
         self._placement_group = placement_group
         self._owns_placement_group = False
@@ -154,7 +162,7 @@ class ActorGroup:
                 "num_cpus": self.spec.num_cpus,
                 "num_gpus": self.spec.num_gpus,
                 "resources": dict(self.spec.resources),
-                "max_restarts": self.max_restarts,
+                "max_restarts": self.retries.max_restarts,
                 "max_concurrency": 1,
             }
             if self.spec.memory_gb:
@@ -181,14 +189,15 @@ class ActorGroup:
             ray.get(ready[0])
         return ray.get(refs)
 
-    def call_each(self, method: str, per_actor_args: Sequence[tuple[Any, ...]], max_attempts: int = 3) -> list[Any]:
+    def call_each(self, method: str, per_actor_args: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run ``method(*per_actor_args[i])`` on the ``i``-th live actor; results in that order.
 
         Each actor keeps its own shard, so a call whose actor dies is not moved: once Ray has restarted
         the actor and ``on_restart`` has run, the same call reruns on it (``method`` must be idempotent).
 
         Raises:
-            ActorFailureError: an actor failed ``max_attempts`` times, stayed dead or did not come back in time.
+            ActorFailureError: a call failed ``retries.max_attempts`` times, or its actor stayed dead or did not come
+                back in time.
         """
         ranks = self._live_ranks()
         calls = list(zip(ranks, per_actor_args, strict=True))
@@ -203,31 +212,34 @@ class ActorGroup:
                 results[i] = ray.get(ready[0])
             except ACTOR_FAILURES as exc:
                 attempts[i] += 1
-                self._check_attempts(method, rank, attempts[i], max_attempts, exc)
+                self._check_attempts(method, rank, attempts[i], exc)
                 self._revive(rank)
                 if rank in self._dead:
                     raise ActorFailureError(f"{self.name}: actor {rank} died during {method} and its restarts are "
-                                            f"used up; see its log under /tmp/ray/session_latest/logs") from exc
+                                            f"used up; see its log under /tmp/ray/session_latest/logs, then rerun "
+                                            f"or raise cluster.retries.max_restarts") from exc
                 pending[getattr(self.actors[rank], method).remote(*args)] = i
         return results
 
-    def _check_attempts(self, method: str, rank: int, attempts: int, max_attempts: int, exc: Exception) -> None:
-        """Log a failed call; raise once ``max_attempts`` calls of it failed."""
-        if attempts >= max_attempts:
+    def _check_attempts(self, method: str, rank: int, attempts: int, exc: Exception) -> None:
+        """Log a failed call; raise once ``retries.max_attempts`` calls of it failed."""
+        if attempts >= self.retries.max_attempts:
             raise ActorFailureError(
                 f"{self.name}: {method} failed {attempts} times (last on actor {rank}: {type(exc).__name__}); "
-                f"see the actor logs under /tmp/ray/session_latest/logs (out of memory?) and rerun"
+                f"see the actor logs under /tmp/ray/session_latest/logs (out of memory?), then rerun or raise "
+                f"cluster.retries.max_attempts"
             ) from exc
         logger.warning("%s: actor %d failed in %s (%s); retrying", self.name, rank, method, type(exc).__name__)
 
-    def map_shards(self, method: str, shards: Sequence[Any], *args: Any, max_attempts: int = 3) -> list[Any]:
+    def map_shards(self, method: str, shards: Sequence[Any], *args: Any) -> list[Any]:
         """Run ``method(shard, *args)`` for each shard, shard ``i`` on actor ``i mod n``; results in shard order.
 
         A shard whose actor dies is sent to the next live actor; a dead actor that Ray restarts gets
         ``on_restart`` (``setup()``) before it takes more work, one that stays dead leaves the group.
 
         Raises:
-            ActorFailureError: a shard failed on ``max_attempts`` actors, or a dead actor did not come back in time.
+            ActorFailureError: a shard failed on ``retries.max_attempts`` actors, a dead actor did not come back in
+                time, or every actor is dead for good.
         """
         results: list[Any] = [None] * len(shards)
         attempts = [0] * len(shards)
@@ -242,7 +254,7 @@ class ActorGroup:
                 results[index] = ray.get(ready[0])
             except ACTOR_FAILURES as exc:
                 attempts[index] += 1
-                self._check_attempts(method, rank, attempts[index], max_attempts, exc)
+                self._check_attempts(method, rank, attempts[index], exc)
                 pending.update(self._submit(method, shards[index], args, index, rank + 1))
                 if rank not in revived:
                     revived.add(rank)
@@ -261,16 +273,20 @@ class ActorGroup:
         return {getattr(self.actors[rank], method).remote(shard, *args): (index, rank)}
 
     def _revive(self, rank: int) -> None:
-        """Wait for Ray to restart actor ``rank`` and run ``on_restart`` on it; drop it when it stays dead."""
+        """Wait for Ray to restart actor ``rank`` and run ``on_restart`` on it; drop it when it stays dead.
+
+        Raises:
+            ActorGoneError: it stays dead and was the last live actor of the group.
+            ActorFailureError: it did not come back within ``retries.restart_timeout_s``.
+        """
         try:
-            wait_restarted(self.actors[rank], self.on_restart, self.restart_timeout_s)
-        except ActorUnavailableError as exc:
-            raise ActorFailureError(f"{self.name}: actor {rank} did not come back within {self.restart_timeout_s:.0f} "
-                                    f"s; check the cluster's free resources (ray status) and rerun") from exc
-        except (ActorDiedError, RayActorError):
-            left = len(self._live_ranks()) - 1
-            logger.warning("%s: actor %d is gone for good; %d actors left", self.name, rank, left)
+            wait_restarted(self.actors[rank], self.on_restart, f"{self.name} actor {rank}",
+                           self.retries.restart_timeout_s)
+        except ActorGoneError:
             self._dead.add(rank)
+            if not self._live_ranks():
+                raise
+            logger.warning("%s: actor %d is gone for good; %d actors left", self.name, rank, len(self._live_ranks()))
 
     def shutdown(self) -> None:
         """Kill the actors and release a placement group this group reserved."""

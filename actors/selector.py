@@ -51,10 +51,12 @@ logger = logging.getLogger(__name__)
 
 class WorkerPool:
     """The :class:`~system.selection.shards.ShardedPool` over Ray feature workers (worker w holds the global
-    rows ``offsets[w]`` … in order); counts the bytes of every pick and the worker restarts it waited for."""
+    rows ``offsets[w]`` … in order); counts the bytes of every pick and the worker restarts it waited for
+    (each for at most ``restart_timeout_s``)."""
 
-    def __init__(self, workers: list[Any]) -> None:
+    def __init__(self, workers: list[Any], restart_timeout_s: float) -> None:
         self.workers = workers
+        self.restart_timeout_s = restart_timeout_s
         self.restarts = 0
         self.bytes_moved = 0
         infos = [self.call(rank, "shard_info") for rank in range(len(workers))]
@@ -74,8 +76,13 @@ class WorkerPool:
             return ray.get(getattr(worker, method).remote(*args))
         except ACTOR_FAILURES:
             self.restarts += 1
-            wait_restarted(worker, lambda actor: actor.setup.remote())
+            self._wait_restarted(rank)
             return ray.get(getattr(worker, method).remote(*args))
+
+    def _wait_restarted(self, rank: int) -> None:
+        """Wait for Ray to restart worker ``rank`` and set it up again (it then reloads its shard from disk)."""
+        wait_restarted(self.workers[rank], lambda actor: actor.setup.remote(), f"feature worker {rank}",
+                       self.restart_timeout_s)
 
     def labelled_rows(self) -> Tensor:
         """Rows [L, k] of every pair labelled in earlier rounds, under the workers' current adapter."""
@@ -112,7 +119,7 @@ class WorkerPool:
                 self.restarts += 1
                 logger.warning("feature worker %d died mid-round; restoring it and replaying %d updates", rank,
                                len(self._history))
-                wait_restarted(self.workers[rank], lambda actor: actor.setup.remote())
+                self._wait_restarted(rank)
                 replay = self.workers[rank].replay.remote(self._v_ref, self.offsets[rank], self._history)
                 proposals.append(ray.get(replay))
         self._proposals = proposals
@@ -154,7 +161,7 @@ class SelectorActor:
         """
         if round_index < self.round:
             raise SelectionError(f"round {round_index} was already selected (selector is at round {self.round})")
-        pool = WorkerPool(workers)
+        pool = WorkerPool(workers, self.config.cluster.retries.restart_timeout_s)
         selection = self.config.selection
         result, self.state = select_round(pool, pool.pair_ids, pool.labelled_rows(), budget, strategy, round_index,
                                           selection.reg, selection.refactor_every, selection.seed)
@@ -184,7 +191,7 @@ class Selector:
         self.config = config
         Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
         self.group = ActorGroup(SelectorActor, 1, config.cluster.selector, actor_args=(config, str(checkpoint_path)),
-                                max_restarts=3, name="selector")
+                                retries=config.cluster.retries, name="selector")
 
     def setup(self) -> int:
         """Start the actor; returns the next round index (from its checkpoint)."""
@@ -207,7 +214,8 @@ class Selector:
             return ray.get(self.actor.select.remote(*args))
         except ACTOR_FAILURES:
             logger.warning("selector died mid-round %d; rerunning the round from its checkpoint", round_index)
-            wait_restarted(self.actor, lambda actor: actor.setup.remote())
+            wait_restarted(self.actor, lambda actor: actor.setup.remote(), "selector",
+                           self.config.cluster.retries.restart_timeout_s)
             return ray.get(self.actor.select.remote(*args))
 
     def design_state(self) -> dict[str, Any]:

@@ -14,14 +14,15 @@ the active loop in the workers of :class:`actors.trainer_group.TrainerGroup`, wh
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-import os
 import resource
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,30 +50,46 @@ def _all_mean(value: float, device: torch.device) -> float:
     return float(tensor) / torch.distributed.get_world_size()
 
 
-STALE_BUILD_LOCK_S = 600.0
+SHM_OP_BUILDER = "ShareMemCommBuilder"
 
 
-def clear_stale_extension_locks(max_age_s: float = STALE_BUILD_LOCK_S) -> list[Path]:
-    """Remove JIT-build locks that a killed process left behind; returns the removed paths.
+@contextmanager
+def extension_build_lock(name: str) -> Iterator[Path]:
+    """Hold the right to build or load torch JIT extension ``name``; yields its build directory.
 
-    On CPU, ``deepspeed.init_distributed`` JIT-compiles its shared-memory op through torch's
-    ``cpp_extension``, which serialises builders with a ``lock`` file in the extension's build
-    directory. A process killed mid-build leaves that file, and every later trainer waits on it for
-    ever. A build takes a minute or two here, so a lock older than ``max_age_s`` is stale.
+    torch's ``cpp_extension`` serialises builders of an extension with a baton, ``<build dir>/lock``, a file
+    created with ``O_EXCL`` and removed when the build ends. A process killed mid-build leaves the file behind,
+    and every later loader polls for it to vanish, for ever. An ``flock`` held on ``<build dir>.flock`` is
+    released by the kernel when its holder dies: while one live process builds, the next waits here; once this
+    lock is granted no live process that loads through it is building, so a baton found now was left by a dead
+    one and is removed. Every activealign process loads JIT extensions only under this lock.
     """
-    from torch.utils.cpp_extension import get_default_build_root
+    from torch.utils.cpp_extension import _get_build_directory  # the directory torch's own loader builds in
 
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-    removed = []
-    for lock in root.glob("*/*/lock"):
-        try:
-            if time.time() - lock.stat().st_mtime > max_age_s:
-                lock.unlink()
-                removed.append(lock)
-                logger.warning("removed a stale extension build lock %s (its builder was killed)", lock)
-        except FileNotFoundError:
-            continue
-    return removed
+    build_dir = Path(_get_build_directory(name, verbose=False))
+    with (build_dir.parent / f"{build_dir.name}.flock").open("a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # released on close, or by the kernel when this process dies
+        baton = build_dir / "lock"
+        if baton.exists():
+            baton.unlink()
+            logger.warning("removed the extension build lock %s: the process building it was killed", baton)
+        yield build_dir
+
+
+def load_deepspeed_shm_op() -> None:
+    """Build (the first time) or load DeepSpeed's CPU shared-memory collectives op under :func:`extension_build_lock`.
+
+    DeepSpeed keeps loaded ops per process, so the ``deepspeed.init_distributed`` that follows finds the op
+    loaded and does not touch torch's build baton itself. A no-op where the accelerator has no such op (CUDA).
+    """
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.comm.torch import build_shm_op
+
+    builder = get_accelerator().create_op_builder(SHM_OP_BUILDER)
+    if builder is None:
+        return
+    with extension_build_lock(builder.name):
+        build_shm_op()
 
 
 def _peak_rss_gb() -> float:
@@ -86,10 +103,10 @@ def dist_backend(train_cfg: TrainConfig) -> str:
 
 def start_deepspeed_comm(train_cfg: TrainConfig) -> None:
     """DeepSpeed's communication layer over the initialised process group (on CPU its shared-memory op is
-    JIT-built on first use; locks a killed build left are cleared first)."""
+    JIT-built on first use, under :func:`extension_build_lock`)."""
     import deepspeed
 
-    clear_stale_extension_locks()
+    load_deepspeed_shm_op()
     deepspeed.init_distributed(dist_backend=dist_backend(train_cfg))
 
 
@@ -203,13 +220,12 @@ def fit_interruptibly(trainer: TorchTrainer) -> Any:
 class Trainer:
     """Ray Train + DeepSpeed trainer: ``train.num_workers`` workers with ``cluster.trainer`` resources each.
 
-    ``max_failures``: how often Ray Train restarts the workers after one died (a SIGKILL, an OOM kill); each
-    restart resumes from the newest checkpoint this run reported.
+    Ray Train restarts the workers after one died (a SIGKILL, an OOM kill) up to
+    ``cluster.retries.trainer_max_failures`` times; each restart resumes from the newest checkpoint this run reported.
     """
 
-    def __init__(self, config: Config, max_failures: int = 2) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.max_failures = max_failures
 
     def fit(
         self,
@@ -226,11 +242,12 @@ class Trainer:
 
         Raises:
             DataError: no pairs to train on.
-            ActorFailureError: the workers failed once more than ``max_failures`` allows.
+            ActorFailureError: the workers failed once more than ``cluster.retries.trainer_max_failures`` allows.
         """
         if not pairs:
             raise DataError("trainer: no preference pairs to train on")
         cfg, spec = self.config, self.config.cluster.trainer
+        max_failures = cfg.cluster.retries.trainer_max_failures
         out_path = Path(out_dir).absolute()
         storage = out_path / "ray_train"
         resume_from = latest_checkpoint(storage) if resume else None
@@ -247,13 +264,13 @@ class Trainer:
                                          resources_per_worker=worker_resources(cfg)),
             torch_config=TorchConfig(backend=dist_backend(cfg.train)),
             run_config=RunConfig(storage_path=str(storage), name=f"fit-{time.time_ns()}",
-                                 failure_config=FailureConfig(max_failures=self.max_failures)),
+                                 failure_config=FailureConfig(max_failures=max_failures)),
         )
         try:
             fit_interruptibly(trainer)
         except TrainingFailedError as exc:
             last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise workers_failed(self.max_failures, last, storage) from exc
+            raise workers_failed(max_failures, last, storage) from exc
         return finished(storage)
 
 
@@ -269,8 +286,9 @@ def worker_resources(cfg: Config) -> dict[str, float]:
 def workers_failed(max_failures: int, last: str, checkpoints: Path) -> ActorFailureError:
     """The error once the training workers failed ``max_failures + 1`` times."""
     return ActorFailureError(
-        f"trainer: the training workers failed {max_failures + 1} times (last: {last}); see the worker logs under "
-        f"/tmp/ray/session_latest/logs and rerun: training resumes from the newest checkpoint under {checkpoints}"
+        f"trainer: the training workers failed {max_failures + 1} time{'s' if max_failures else ''} (last: {last}); "
+        f"see the worker logs under /tmp/ray/session_latest/logs, then rerun (training resumes from the newest "
+        f"checkpoint under {checkpoints}) or raise cluster.retries.trainer_max_failures"
     )
 
 

@@ -10,7 +10,7 @@ every round after runs :func:`actors.trainer.train_rank` — the procedure Ray T
 optimizer, so it computes what a freshly started trainer computes on the same inputs.
 
 Failures: a worker that dies takes the round's collectives with it, so the whole group is stopped and started
-again, and the round resumes from its newest checkpoint, at most ``max_failures`` times.
+again, and the round resumes from its newest checkpoint, at most ``cluster.retries.trainer_max_failures`` times.
 """
 
 from __future__ import annotations
@@ -132,13 +132,13 @@ class TrainerGroup:
     """The loop's :class:`~system.loop.PreferenceTrainer`: :class:`TrainWorker` actors started by :meth:`start` (or
     the first :meth:`fit`) and kept until :meth:`shutdown`.
 
-    ``max_failures``: how often the group is started again after a worker died; each restart resumes from the
-    newest checkpoint of the run.
+    After a worker died the group is started again, up to ``cluster.retries.trainer_max_failures`` times; each restart
+    resumes from the newest checkpoint of the run.
     """
 
-    def __init__(self, config: Config, max_failures: int = 2) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.max_failures = max_failures
+        self.max_failures = config.cluster.retries.trainer_max_failures
         self.group: ActorGroup | None = None
 
     def fit(
@@ -156,7 +156,7 @@ class TrainerGroup:
 
         Raises:
             DataError: no pairs to train on.
-            ActorFailureError: the workers failed once more than ``max_failures`` allows.
+            ActorFailureError: the workers failed once more than ``cluster.retries.trainer_max_failures`` allows.
         """
         if not pairs:
             raise DataError("trainer: no preference pairs to train on")

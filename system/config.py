@@ -351,6 +351,14 @@ class OracleConfig(Section):
         description="Seconds a labelling call waits for human annotators to label every queued pair (kind=human).",
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request to the service (seconds).")
+    retry_deadline_s: float = Field(
+        120.0, gt=0,
+        description="Seconds a client keeps retrying a request the service could not answer (down, restarting, "
+        "overloaded) before the command exits 3.",
+    )
+    retry_max_attempts: int = Field(
+        30, ge=1, description="Tries of one request within retry_deadline_s before the command exits 3."
+    )
     max_pairs_per_request: int = Field(
         4096, ge=1, le=4096,
         description="Most pairs (or reward items) one request may carry; more get HTTP 413. 4096 is the cap the "
@@ -613,6 +621,32 @@ class ResourceSpec(Section):
     )
 
 
+class RetryConfig(Section):
+    """How often and how long dead actors are waited for; once a bound is used up the command stops with exit 3
+    and one line naming the actor."""
+
+    max_restarts: int = Field(
+        2, ge=0,
+        description="How often Ray restarts a dead generation actor, feature worker or selector (0: never); once "
+        "they are used up the command exits 3 naming the actor.",
+    )
+    max_attempts: int = Field(
+        3, ge=1,
+        description="Tries of one call of an actor group (generate, featurize, …) across actor deaths before the "
+        "command exits 3.",
+    )
+    restart_timeout_s: float = Field(
+        300.0, gt=0,
+        description="Seconds to wait for Ray to bring a dead actor back (it may be waiting for free resources) "
+        "before the command exits 3.",
+    )
+    trainer_max_failures: int = Field(
+        2, ge=0,
+        description="How often Ray Train restarts the training workers after one died, each time from the newest "
+        "step checkpoint; one more failure and the command exits 3 naming the checkpoint folder.",
+    )
+
+
 class ClusterConfig(Section):
     """Where Ray runs: an in-process local cluster (``address: null``) or an existing one."""
 
@@ -646,6 +680,7 @@ class ClusterConfig(Section):
     )
     trainer: ResourceSpec = Field(ResourceSpec(), description="Resources of each Ray Train worker.")
     oracle: ResourceSpec = Field(ResourceSpec(num_cpus=0.5), description="Resources of each oracle judge replica.")
+    retries: RetryConfig = Field(RetryConfig(), description="Restart and retry bounds of the actors.")
 
 
 class Config(Section):

@@ -49,3 +49,7 @@ class ActorFailureError(ActiveAlignError):
     """A Ray actor kept dying or did not come back: its retries (count and time) are used up."""
 
     exit_code = 3
+
+
+class ActorGoneError(ActorFailureError):
+    """A Ray actor died and will not be restarted again: its restarts are used up."""

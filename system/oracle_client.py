@@ -3,10 +3,10 @@
 Requests and answers are the pydantic models of :mod:`system.api`, the same ones the service validates and
 publishes. Requests go out in chunks of ``batch_size`` pairs. Connection failures, timeouts, 429 and 5xx
 answers (and the plain-text 404 of a Serve proxy whose app is still deploying) are retried with
-exponential backoff until ``retry_deadline_s``; the service's label store is keyed by (pair_id, oracle,
-annotator), so a chunk retried after the service died mid-request is stored once and answered with the
-stored verdicts: the pair id is the idempotency key. Other 4xx answers raise :class:`OracleError` with the
-service's one-line detail. For the human oracle the pairs are queued (HTTP 202) and the
+exponential backoff, at most ``retry_max_attempts`` tries within ``retry_deadline_s``; the service's label
+store is keyed by (pair_id, oracle, annotator), so a chunk retried after the service died mid-request is
+stored once and answered with the stored verdicts: the pair id is the idempotency key. Other 4xx answers raise
+:class:`OracleError` with the service's one-line detail. For the human oracle the pairs are queued (HTTP 202) and the
 client polls ``GET /v1/labels`` until every pair has a label or ``human_timeout_s`` passes.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from tqdm import tqdm
 
 from system.api import LabelRequest, LabelResponse, LabelsPage, PairIn, RewardRequest, RewardResponse
@@ -59,6 +59,7 @@ class OracleClient:
         timeout: seconds per HTTP request.
         batch_size: pairs (or reward items) per request.
         retry_deadline_s: give up retrying a request after this many seconds.
+        retry_max_attempts: give up after this many tries of one request.
         human_timeout_s: how long :meth:`label` waits for annotators.
         poll_interval_s: seconds between polls for human labels.
         progress: show a tqdm bar while waiting for humans.
@@ -71,6 +72,7 @@ class OracleClient:
         timeout: float = 60.0,
         batch_size: int = 64,
         retry_deadline_s: float = 120.0,
+        retry_max_attempts: int = 30,
         human_timeout_s: float = 3600.0,
         poll_interval_s: float = 2.0,
         token_env: str = "ACTIVEALIGN_API_TOKEN",
@@ -82,6 +84,7 @@ class OracleClient:
         self.base_url = base_url.rstrip("/")
         self.batch_size = batch_size
         self.retry_deadline_s = retry_deadline_s
+        self.retry_max_attempts = retry_max_attempts
         self.human_timeout_s = human_timeout_s
         self.poll_interval_s = poll_interval_s
         self.progress = progress
@@ -96,6 +99,8 @@ class OracleClient:
         kwargs.setdefault("timeout", oracle_cfg.request_timeout_s)
         kwargs.setdefault("human_timeout_s", oracle_cfg.human_timeout_s)
         kwargs.setdefault("batch_size", oracle_cfg.max_batch_size)
+        kwargs.setdefault("retry_deadline_s", oracle_cfg.retry_deadline_s)
+        kwargs.setdefault("retry_max_attempts", oracle_cfg.retry_max_attempts)
         return cls(url, token_env=oracle_cfg.token_env, **kwargs)
 
     def close(self) -> None:
@@ -111,7 +116,7 @@ class OracleClient:
         """One API call with retries; returns a 2xx response or raises OracleError."""
         retrying = Retrying(
             retry=retry_if_exception(_retryable), wait=wait_exponential(multiplier=0.2, max=5.0),
-            stop=stop_after_delay(self.retry_deadline_s), reraise=True,
+            stop=stop_after_delay(self.retry_deadline_s) | stop_after_attempt(self.retry_max_attempts), reraise=True,
         )
         try:
             for attempt in retrying:

@@ -129,8 +129,9 @@ def load_state_file(path: str | Path, allow: Sequence[type] = (), mmap: bool = F
 RESUME_SAFE_KEYS = (
     "tracking.", "cluster.", "loop.rounds", "loop.run_dir", "oracle.host", "oracle.port", "oracle.token_env",
     "oracle.min_replicas", "oracle.max_replicas", "oracle.max_batch_size", "oracle.batch_wait_timeout_s",
-    "oracle.max_request_bytes", "oracle.human_timeout_s", "oracle.request_timeout_s", "oracle.max_pairs_per_request",
-    "oracle.max_ongoing_requests", "oracle.max_queued_requests", "oracle.retry_after_s", "oracle.server_timeout_s",
+    "oracle.max_request_bytes", "oracle.human_timeout_s", "oracle.request_timeout_s", "oracle.retry_deadline_s",
+    "oracle.retry_max_attempts", "oracle.max_pairs_per_request", "oracle.max_ongoing_requests",
+    "oracle.max_queued_requests", "oracle.retry_after_s", "oracle.server_timeout_s",
 )
 """Settings a resumed run may change (a key matches an entry equal to it or, for entries ending in ``.``,
 starting with it); see :func:`check_resume_config`."""

@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from actors.group import ActorGroup
-from system.config import ResourceSpec
+from system.config import ResourceSpec, RetryConfig
 from system.errors import ActorFailureError
 from system.selection.shards import shard_evenly
 
@@ -58,7 +58,8 @@ def test_map_shards_keeps_order(ray_cluster, tmp_path):
 
 
 def test_failed_shard_is_retried_on_another_actor(ray_cluster, tmp_path):
-    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), max_restarts=1)
+    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),),
+                       retries=RetryConfig(max_restarts=1))
     group.setup()
     pids_before = group.call_all("pid")
     results = group.map_shards("square", [[1, 2], [3, -1], [4]])
@@ -71,14 +72,14 @@ def test_failed_shard_is_retried_on_another_actor(ray_cluster, tmp_path):
 
 
 def test_call_each_reruns_a_killed_call_on_the_restarted_actor_and_gives_up_after_max_attempts(ray_cluster, tmp_path):
-    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), max_restarts=3,
-                       name="squarers")
+    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),),
+                       retries=RetryConfig(max_restarts=3, max_attempts=2), name="squarers")
     group.setup()
     pid_before = group.call_all("pid")[1]
     assert group.call_each("square", [([2],), ([3, -1],)]) == [(0, [4]), (1, [9, 1])]  # same actor, restarted
     assert group.call_all("pid")[1] != pid_before
     with pytest.raises(ActorFailureError, match=r"squarers: square failed 2 times \(last on actor 1") as failure:
-        group.call_each("square", [([2],), ([-2],)], max_attempts=2)
+        group.call_each("square", [([2],), ([-2],)])
     assert failure.value.exit_code == 3
     group.shutdown()
 

@@ -5,7 +5,6 @@ adapter)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -15,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import ray
 import torch
@@ -27,8 +25,8 @@ from actors.selector import Selector
 from actors.trainer import Trainer
 from actors.trainer_group import TrainerGroup
 from system.config import Config, load_config
-from system.errors import ActorFailureError
-from system.training.checkpoint import PROGRESS_FILE
+from system.errors import ActorFailureError, DataError
+from system.training.checkpoint import PROGRESS_FILE, read_progress
 from system.types import CandidatePair, PreferencePair, PromptRecord
 from tests.system.training.conftest import assert_identical
 
@@ -135,32 +133,39 @@ def test_feature_worker_sigkilled_mid_featurize_selects_the_same_pairs(ray_clust
     workers.shutdown()
 
 
-def _newest_worker_pid(title: str) -> int:
-    """The OS process of the newest actor titled ``title`` (e.g. ``ray::RayTrainWorker``) below this driver."""
-    workers = []
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if " ".join(process.cmdline()).startswith(title):
-                workers.append((process.create_time(), process.pid))
-    assert workers, f"no {title} process found"
-    return max(workers)[1]
+def _live_worker_pid(actor_class: str) -> int:
+    """The OS process of the one live actor of class ``actor_class`` (``RayTrainWorker``, ``TrainWorker``), from
+    Ray's actor table (a process's age does not tell: Ray hands actors worker processes it started ahead of time)."""
+    alive = ray._private.state.actors(actor_state_name="ALIVE").values()  # the GCS actor table; no public call has pids
+    pids = [int(actor["Pid"]) for actor in alive if actor["ActorClassName"] == actor_class]
+    assert len(pids) == 1, f"live {actor_class} actors: {pids}"
+    return pids[0]
 
 
 def _checkpointed_steps(root: Path) -> list[int]:
-    return sorted(json.loads(path.read_text())["optimizer_steps"] for path in root.rglob(PROGRESS_FILE))
+    """Optimizer steps of the checkpoints under ``root`` whose progress file is complete. Ray Train copies a reported
+    checkpoint into place file by file, so a progress file can exist before its content does; one that does not read
+    yet is not counted (read as plain JSON, it would end the killer thread before it fired)."""
+    steps = []
+    for path in root.rglob(PROGRESS_FILE):
+        with contextlib.suppress(DataError):
+            steps.append(read_progress(path).optimizer_steps)
+    return sorted(steps)
 
 
-def _killer(run_dir: Path, title: str) -> tuple[threading.Thread, list[int], list[BaseException]]:
-    """A started thread that SIGKILLs the newest ``title`` process once 4 step checkpoints exist under ``run_dir``;
-    it records the newest checkpointed step at the kill, or its error."""
+def _killer(run_dir: Path, actor_class: str, stop: threading.Event) -> tuple[threading.Thread, list[int],
+                                                                             list[BaseException]]:
+    """A started thread that SIGKILLs the live ``actor_class`` actor once 4 complete step checkpoints exist under
+    ``run_dir``; it records the newest checkpointed step at the kill, or its error (also when ``stop`` is set
+    first: the run ended before the fourth checkpoint)."""
     killed: list[int] = []
     errors: list[BaseException] = []
 
     def kill_after_fourth_checkpoint() -> None:
         try:
             while len(_checkpointed_steps(run_dir)) < 4:
-                time.sleep(0.05)
-            os.kill(_newest_worker_pid(title), signal.SIGKILL)
+                assert not stop.wait(0.05), "the run ended before its fourth checkpoint was complete"
+            os.kill(_live_worker_pid(actor_class), signal.SIGKILL)
             killed.append(max(_checkpointed_steps(run_dir)))
         except BaseException as exc:  # reported by the caller's assertions
             errors.append(exc)
@@ -170,38 +175,38 @@ def _killer(run_dir: Path, title: str) -> tuple[threading.Thread, list[int], lis
     return thread, killed, errors
 
 
-def _drill_config(tiny_model_dir: Path) -> Config:
+def _drill_config(tiny_model_dir: Path, max_failures: int = 1) -> Config:
     return load_config("configs/tiny.yaml", [
         f"model.path={tiny_model_dir}", "train.num_workers=1", "train.epochs=2", "train.batch_size=2",
         "train.deepspeed.enabled=false", "lora.dropout=0.1", "cluster.trainer.num_cpus=1",
-        "train.checkpoint_every_steps=4"])
+        "train.checkpoint_every_steps=4", f"cluster.retries.trainer_max_failures={max_failures}"])
 
 
 DRILL_PAIRS = [PreferencePair(f"Tell me about cat {i}.", f"Please give cat {i} a soft blanket, thank you.",
                               f"No. Cat {i} is loud.") for i in range(40)]  # 20 steps per epoch, 40 in all
 
 
-@pytest.mark.slow  # ~60-180 s: two runs (one worker, no DeepSpeed), one worker restart. Not a CI drill yet: in one
-# CI run the Ray Train killer never fired (the run finished first, or no worker process was found); it passes alone.
-@pytest.mark.parametrize(("trainer_cls", "title"), [(Trainer, "ray::RayTrainWorker"),
-                                                     (TrainerGroup, "ray::TrainWorker")])
+@pytest.mark.drill  # ~60-180 s each: two runs (one worker, no DeepSpeed), one worker restart
+@pytest.mark.parametrize(("trainer_cls", "actor_class"), [(Trainer, "RayTrainWorker"), (TrainerGroup, "TrainWorker")])
 def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_run(
-    ray_cluster, tiny_model_dir, tmp_path, trainer_cls: type, title: str
+    ray_cluster, tiny_model_dir, tmp_path, trainer_cls: type, actor_class: str
 ):
     """SIGKILL the training worker once its fourth step checkpoint exists; the trainer (Ray Train, or the loop's
     group, which starts all its workers again) resumes from the newest checkpoint it had taken in, and the final
     adapter equals the straight run's bit for bit. (Under Ray Train, reports the controller had not yet polled are
     lost with the worker: the restart redoes those steps and reports again.)"""
     config = _drill_config(tiny_model_dir)
-    straight_trainer, trainer = (trainer_cls(config, max_failures=1) for _ in range(2))
+    straight_trainer, trainer = trainer_cls(config), trainer_cls(config)
+    fit_returned = threading.Event()
     try:
         straight, straight_history = straight_trainer.fit(DRILL_PAIRS, tmp_path / "straight")
-        killer, killed, killer_errors = _killer(tmp_path / "drilled", title)
+        killer, killed, killer_errors = _killer(tmp_path / "drilled", actor_class, fit_returned)
         adapter, history = trainer.fit(DRILL_PAIRS, tmp_path / "drilled")
     finally:
+        fit_returned.set()
         for stoppable in (straight_trainer, trainer):
             getattr(stoppable, "shutdown", lambda: None)()
-    killer.join(timeout=5)
+    killer.join()
     steps = _checkpointed_steps(tmp_path / "drilled")
     assert killed and 16 <= killed[0] < 40 and steps[-1] == 40, (killed, killer_errors, steps)
     assert steps.count(4) == steps.count(8) == 1  # the restart went on from a checkpoint, it did not start over
@@ -213,9 +218,11 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
 def test_trainer_group_out_of_restarts_raises_a_clear_error(ray_cluster, tiny_model_dir, tmp_path):
     """With no restarts left, a killed worker ends the round with an ActorFailureError that says where the
     checkpoints to resume from are, and the group's workers are gone."""
-    group = TrainerGroup(_drill_config(tiny_model_dir), max_failures=0)
-    killer, killed, killer_errors = _killer(tmp_path, "ray::TrainWorker")
-    with pytest.raises(ActorFailureError, match=f"failed 1 times .* under {tmp_path}/checkpoints"):
+    group = TrainerGroup(_drill_config(tiny_model_dir, max_failures=0))
+    fit_returned = threading.Event()
+    killer, killed, killer_errors = _killer(tmp_path, "TrainWorker", fit_returned)
+    with pytest.raises(ActorFailureError, match=f"failed 1 time .* under {tmp_path}/checkpoints"):
         group.fit(DRILL_PAIRS, tmp_path)
-    killer.join(timeout=5)
+    fit_returned.set()
+    killer.join()
     assert killed and not killer_errors and group.group is None

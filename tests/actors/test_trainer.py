@@ -4,20 +4,22 @@ run resumed from a checkpoint inside an epoch ends bit for bit where the uninter
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from actors.trainer import Trainer, clear_stale_extension_locks
+from actors.trainer import Trainer
 from system.config import load_config
 from system.models.loading import load_policy
 from system.models.logprobs import encode_sequences, sequence_logps
 from system.training.checkpoint import PROGRESS_FILE, latest_checkpoint
 from system.types import PreferencePair
+from tests.conftest import REPO_ROOT
 from tests.system.training.conftest import assert_identical, saved_tensors
 
 
@@ -100,13 +102,59 @@ def test_sft_warmup_runs_inside_the_ray_trainer(ray_cluster, tiny_model_dir, tmp
     assert bool((policy > reference + 1.0).all()), (policy - reference).tolist()
 
 
-def test_only_stale_extension_build_locks_are_removed(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    stale, fresh = tmp_path / "py311_cpu" / "old_op" / "lock", tmp_path / "py311_cpu" / "busy_op" / "lock"
-    for lock in (stale, fresh):
-        lock.parent.mkdir(parents=True)
-        lock.touch()
-    hour_ago = time.time() - 3600
-    os.utime(stale, (hour_ago, hour_ago))
-    assert clear_stale_extension_locks(max_age_s=600) == [stale]
-    assert not stale.exists() and fresh.exists()
+TINY_EXTENSION = """
+#include <Python.h>
+static struct PyModuleDef tiny = {PyModuleDef_HEAD_INIT, "tiny_op", nullptr, -1, nullptr};
+PyMODINIT_FUNC PyInit_tiny_op() { return PyModule_Create(&tiny); }
+"""
+HOLD_MID_BUILD = """
+import time
+from torch.utils.file_baton import FileBaton
+from actors.trainer import extension_build_lock
+with extension_build_lock("tiny_op") as build_dir:
+    assert FileBaton(str(build_dir / "lock")).try_acquire()  # what torch's JIT build does first
+    print("building", flush=True)
+    time.sleep(600)
+"""
+BUILD = """
+import sys
+from torch.utils.cpp_extension import load
+from actors.trainer import extension_build_lock
+print("waiting", flush=True)
+with extension_build_lock("tiny_op"):
+    load("tiny_op", [sys.argv[1]])
+print("built", flush=True)
+"""
+
+
+@pytest.mark.drill  # ~60 s: torch builds a tiny extension after a SIGKILLed builder
+def test_a_killed_builders_lock_does_not_hold_up_the_next_build(tmp_path, monkeypatch):
+    """A live builder makes the next one wait; once it is SIGKILLed mid-build (torch's baton file left behind),
+    the next one goes ahead and builds the extension."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    source = tmp_path / "tiny_op.cpp"
+    source.write_text(TINY_EXTENSION)
+    baton = tmp_path / "extensions" / "tiny_op" / "lock"
+
+    def python(code: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO_ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    holder = python(HOLD_MID_BUILD)
+    builder = None
+    try:
+        assert holder.stdout.readline() == "building\n" and baton.exists()  # type: ignore[union-attr]
+        builder = python(BUILD, str(source))
+        assert builder.stdout.readline() == "waiting\n"  # type: ignore[union-attr]
+        time.sleep(2)
+        assert builder.poll() is None and baton.exists()  # the live builder is waited for, its baton left alone
+        holder.kill()
+        holder.wait()
+        output, _ = builder.communicate(timeout=180)  # before, it polled the left-over baton for ever
+        assert builder.returncode == 0 and output.endswith("built\n"), output
+        assert not baton.exists()
+    finally:
+        for process in (holder, builder):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()

@@ -102,7 +102,7 @@ def stop_when(process: subprocess.Popen, log: Path, marker: str, stop_signal: si
 @pytest.mark.drill
 @pytest.mark.parametrize(("verb", "stop_signal", "marker"), [
     ("generate", signal.SIGTERM, "generation: 1 actors ready"),
-    ("train", signal.SIGINT, "Reporting training result"),  # past DeepSpeed's JIT load: a kill there leaves its lock
+    ("train", signal.SIGINT, "Reporting training result"),  # mid-training, past the workers' setup
 ])
 def test_generate_and_train_stop_everything(tmp_path: Path, verb: str, stop_signal: signal.Signals,
                                            marker: str) -> None:

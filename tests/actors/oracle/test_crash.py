@@ -1,16 +1,19 @@
-"""SIGKILL the serve process mid-stream: a retrying client's acknowledged labels all survive, exactly once."""
+"""SIGKILL the serve process mid-stream: a retrying client's acknowledged labels all survive, exactly once, on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import func, select
 
 from benchmarks.oracle_server import kill_session, start_healthy, stop_server
+from system.labels.migrate import create_store_engine
+from system.labels.schema import labels_table
 from system.oracle_client import OracleClient
 from system.types import CandidatePair
 from tests.actors.oracle.conftest import TOKEN
@@ -21,13 +24,12 @@ KILL_AFTER = 12
 
 
 @pytest.mark.drill
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, store_url: str) -> None:
     port = free_port()
-    store = tmp_path / "labels.db"
     config_path = tmp_path / "serve.yaml"
     config_path.write_text(yaml.safe_dump({
         "oracle": {"kind": "programmatic", "callable": "tests.system.oracles.rewards_for_tests:politeness",
-                   "port": port, "label_store_url": f"sqlite:///{store}"},
+                   "port": port, "label_store_url": store_url},
         "cluster": {"num_cpus": 4},
     }))
     url = f"http://127.0.0.1:{port}"
@@ -61,8 +63,11 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None
         assert not client_thread.is_alive() and not failures, (failures, log.read_text()[-3000:])
     finally:
         stop_server(server)
-    rows = sqlite3.connect(store).execute("select pair_id, count(*) from labels group by pair_id").fetchall()
-    counts = dict(rows)
+    engine = create_store_engine(store_url)
+    with engine.connect() as connection:
+        counts = dict(connection.execute(
+            select(labels_table.c.pair_id, func.count()).group_by(labels_table.c.pair_id)).tuples().all())
+    engine.dispose()
     assert set(acked_before_kill) <= set(counts)
     assert sorted(acknowledged) == sorted(counts) == sorted(pair.pair_id for pair in pairs)
     assert set(counts.values()) == {1}
