@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from offline_report import write_report
+from offline_report import merge_reports, write_report
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -138,22 +138,26 @@ def select(
 
 
 def run_seed(args: argparse.Namespace, digits: Digits, seed: int) -> tuple[list[dict], dict[str, float]]:
-    """One pool, one label draw, every strategy: (rows per strategy × budget, seconds per strategy)."""
+    """One pool, one label draw, every strategy: (rows per strategy × budget, CPU seconds per strategy and for
+    the evaluation fits). CPU time of this process, not wall time, so a busy machine does not inflate it."""
     phi, prefer_first = draw_pool(digits, 2**args.pool_log2, seed)
     test_rows = all_pairs(len(digits.test))
     test_phi = pair_features(digits.test, test_rows)
     test_margin = test_phi @ digits.theta_star
-    results, seconds = [], {}
+    results: list[dict] = []
+    seconds = {"seed": float(seed), "evaluation": 0.0}
     for strategy in STRATEGIES:
-        started = time.perf_counter()
+        started = time.process_time()
         picks = select(args, strategy, phi, prefer_first, seed)
-        seconds[strategy] = time.perf_counter() - started
+        seconds[strategy] = time.process_time() - started
+        started = time.process_time()
         for log2 in range(args.min_log2, args.max_log2 + 1):
             chosen = picks[: 2**log2]
             theta = fit_linear_dpo(phi[chosen], prefer_first[chosen], args.l2)
             results.append({"seed": seed, "strategy": strategy, "labels": 2**log2,
                             **logit_errors(theta, test_phi, test_margin)})
-        print(f"seed {seed} {strategy:10s} selected in {seconds[strategy]:7.1f} s; at {2**args.max_log2} labels "
+        seconds["evaluation"] += time.process_time() - started
+        print(f"seed {seed} {strategy:10s} selected in {seconds[strategy]:7.1f} CPU s; at {2**args.max_log2} labels "
               f"mean logit error {results[-1]['mean_logit_error']:.4f}", flush=True)
     return results, seconds
 
@@ -161,6 +165,7 @@ def run_seed(args: argparse.Namespace, digits: Digits, seed: int) -> tuple[list[
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed … first-seed + seeds − 1")
     parser.add_argument("--pool-log2", type=int, default=17, help="pool of 2^this pairs")
     parser.add_argument("--min-log2", type=int, default=6, help="smallest budget 2^this")
     parser.add_argument("--max-log2", type=int, default=15, help="largest budget 2^this")
@@ -174,6 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--merge", type=Path, nargs="+", help="no run: one report from these runs' JSON files "
+                        "(seeds run in parallel processes with --first-seed)")
     args = parser.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK)
@@ -181,19 +188,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run every seed, rewriting the report after each; returns the report's JSON content."""
+    """Run every seed, rewriting the report after each (or merge finished runs); returns the report's JSON content."""
     args = parse_args(argv)
+    if args.merge:
+        return merge_reports(args.merge, args.out)
     torch.set_num_threads(args.threads)
-    started = time.perf_counter()
     digits = build_digits(args.pca, args.truth_c)
     results: list[dict] = []
     seconds: list[dict[str, float]] = []
     report: dict = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         seed_results, seed_seconds = run_seed(args, digits, seed)
         results += seed_results
         seconds.append(seed_seconds)
-        report = write_report(args, results, seconds, time.perf_counter() - started)
+        report = write_report(vars(args), results, seconds)
     return report
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -29,10 +29,14 @@ def error_table(results: list[dict], strategy: str, metric: str, budgets: list[i
     return np.array([[lookup[seed, budget] for budget in budgets] for seed in seeds])
 
 
-def summarise(args: argparse.Namespace, results: list[dict], seconds: list[dict[str, float]], elapsed: float) -> dict:
-    """The report's JSON content: config, timings, curves and ratios with 95% bootstrap CIs, and every row."""
+def summarise(config: dict, results: list[dict], seconds: list[dict[str, float]]) -> dict:
+    """The report's JSON content: config, CPU seconds per seed, curves and ratios with 95% bootstrap CIs, every row.
+
+    ``config`` is the run's arguments (``bootstrap`` and ``threads`` are read); ``seconds`` holds one dict per seed
+    with its ``seed`` and the CPU seconds of each strategy's selection and of the ``evaluation`` fits.
+    """
     budgets = sorted({row["labels"] for row in results})
-    resamples = seed_resamples(len(seconds), args.bootstrap, seed=0)
+    resamples = seed_resamples(len(seconds), config["bootstrap"], seed=0)
     curves, ratios = {}, {}
     for metric in METRICS:
         tables = {strategy: error_table(results, strategy, metric, budgets) for strategy in LABELS}
@@ -40,15 +44,13 @@ def summarise(args: argparse.Namespace, results: list[dict], seconds: list[dict[
                           for strategy, table in tables.items()}
         ratio = labels_saved_interval(np.array(budgets), tables["random"], tables["adpo_plus"], resamples)
         ratios[metric] = asdict(ratio)
-    config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     return {
-        "config": config,
+        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in config.items()},
         "seeds": len(seconds),
         "budgets": budgets,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch threads {args.threads}",
-        "seconds_total": elapsed,
-        "seconds_per_seed": [sum(row.values()) for row in seconds],
-        "seconds_by_strategy": {strategy: [row[strategy] for row in seconds] for strategy in LABELS},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {config['threads']}",
+        "cpu_seconds": seconds,
+        "cpu_seconds_per_seed": float(np.mean([sum(v for k, v in row.items() if k != "seed") for row in seconds])),
         "curves": curves,
         "labels_saved": ratios,
         "results": results,
@@ -85,7 +87,8 @@ def _cell(point: dict, digits: int) -> str:
 def markdown(report: dict) -> str:
     """Ratios, timings and per-budget tables (mean [95% CI]) as Markdown."""
     config, budget_max = report["config"], report["budgets"][-1]
-    per_seed = np.mean(report["seconds_per_seed"])
+    per_seed = report["cpu_seconds_per_seed"]
+    parts = [*LABELS, "evaluation"]
     lines = [
         "# Offline logit error (seed 000's offline experiment on digits)",
         "",
@@ -95,9 +98,11 @@ def markdown(report: dict) -> str:
         f"{10 * (config['pca'] + 1)}, ridge {config['l2']:g}, ADPO+ refit every {config['refit_every']} picks after "
         f"{config['warm_start']} uniform ones.",
         "",
-        f"Time: {report['seconds_total']:.0f} s in all, {per_seed:.0f} s per seed (selection: "
-        + ", ".join(f"{LABELS[s]} {np.mean(v):.0f} s" for s, v in report["seconds_by_strategy"].items())
-        + "), one torch thread on this project's 2-core box, which other jobs shared.",
+        f"Time: {per_seed:.0f} CPU s per seed, one torch thread ("
+        + ", ".join(f"{LABELS.get(part, part)} {np.mean([row[part] for row in report['cpu_seconds']]):.0f} s"
+                    for part in parts)
+        + f"), so {report['seeds']} seeds take about {report['seeds'] * per_seed / 60:.0f} min on one free core of "
+        "this project's 2-core box (CPU time: the box was shared, and wall time there depended on the other jobs).",
         "",
         f"## Labels saved: labels Uniform needs for its error at {budget_max} ÷ labels ADPO+ needs for it",
         "",
@@ -121,16 +126,34 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(
-    args: argparse.Namespace, results: list[dict], seconds: list[dict[str, float]], elapsed: float
-) -> dict:
-    """Write ``NAME.{json,md,png}`` under ``args.out``; returns the JSON content."""
-    report = summarise(args, results, seconds, elapsed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"{NAME}.json", json.dumps(report, indent=1) + "\n")
-    atomic_write_text(args.out / f"{NAME}.md", markdown(report))
-    plot(report, args.out / f"{NAME}.png")
+def write_report(config: dict, results: list[dict], seconds: list[dict[str, float]]) -> dict:
+    """Write ``NAME.{json,md,png}`` under ``config["out"]``; returns the JSON content."""
+    report = summarise(config, results, seconds)
+    out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{NAME}.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / f"{NAME}.md", markdown(report))
+    plot(report, out / f"{NAME}.png")
     ratio = report["labels_saved"]
     print("labels saved: " + ", ".join(f"{METRICS[m]} {r['value']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]"
                                        for m, r in ratio.items()), flush=True)
     return report
+
+
+def merge_reports(paths: list[Path], out: Path) -> dict:
+    """One report from the JSON files of runs over disjoint seeds with otherwise equal settings.
+
+    Raises:
+        ValueError: the runs' settings differ (other than seeds and output folder) or a seed repeats.
+    """
+    parts = [json.loads(path.read_text()) for path in paths]
+    varying = {"seeds", "first_seed", "out", "merge"}
+    settings = [{k: v for k, v in part["config"].items() if k not in varying} for part in parts]
+    if any(setting != settings[0] for setting in settings):
+        raise ValueError(f"cannot merge runs with different settings: {paths}")
+    seconds = [row for part in parts for row in part["cpu_seconds"]]
+    if len({row["seed"] for row in seconds}) != len(seconds):
+        raise ValueError(f"a seed repeats across {paths}")
+    config = dict(parts[0]["config"], seeds=len(seconds), first_seed=min(int(row["seed"]) for row in seconds),
+                  out=str(out), merge=None)
+    return write_report(config, [row for part in parts for row in part["results"]], seconds)

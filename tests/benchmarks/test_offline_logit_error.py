@@ -57,12 +57,31 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[dict, Path]) -
     assert saved["seeds"] == 3 and saved["budgets"] == [32, 64, 128, 256, 512]
     assert saved["config"]["pool_log2"] == 12 and saved["config"]["refit_every"] <= 8
     assert len(saved["results"]) == 3 * len(STRATEGIES) * 5
-    assert len(saved["seconds_per_seed"]) == 3 and all(seconds > 0 for seconds in saved["seconds_per_seed"])
+    assert [row["seed"] for row in saved["cpu_seconds"]] == [0, 1, 2]
+    assert all(row[part] > 0 for row in saved["cpu_seconds"] for part in (*STRATEGIES, "evaluation"))
     assert (out / "offline_logit_error.png").read_bytes().startswith(b"\x89PNG")
     text = (out / "offline_logit_error.md").read_text()
     ratio = saved["labels_saved"]["mean_logit_error"]
     assert f"| mean logit error | {ratio['value']:.2f}x | [{ratio['low']:.2f}, {ratio['high']:.2f}] |" in text
-    assert "s per seed" in text
+    assert "CPU s per seed" in text
+
+
+def test_merging_runs_over_disjoint_seeds_gives_the_one_run_report(
+    quick_run: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report, out = quick_run
+    paths = []
+    for name, seeds in (("first", {0}), ("rest", {1, 2})):
+        part = dict(report, results=[row for row in report["results"] if row["seed"] in seeds],
+                    cpu_seconds=[row for row in report["cpu_seconds"] if row["seed"] in seeds])
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(part))
+    merged = _benchmark_module("offline_logit_error", monkeypatch).main(
+        ["--merge", *map(str, paths), "--out", str(tmp_path / "merged")])
+    assert merged["labels_saved"] == report["labels_saved"] and merged["curves"] == report["curves"]
+    assert (tmp_path / "merged/offline_logit_error.png").exists()
+    with pytest.raises(ValueError, match="a seed repeats"):
+        _benchmark_module("offline_report", monkeypatch).merge_reports([paths[1], paths[1]], tmp_path / "twice")
 
 
 def test_quick_run_is_paired_and_its_errors_are_sane(quick_run: tuple[dict, Path]) -> None:
