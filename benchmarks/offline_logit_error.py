@@ -1,213 +1,208 @@
-"""Seed 000's offline sample-efficiency experiment rebuilt on scikit-learn's bundled digits.
+"""Seed 000's offline experiment: labels Uniform needs ÷ labels ADPO+ needs for the same logit error.
 
-x = an 8×8 digit (standardised, PCA to ``--pca`` dims, plus a constant), responses = the 10 classes,
-φ(x, y) = one-hot(y) ⊗ f(x). The ground truth θ* is a multinomial logistic regression fitted on all
-digits; a pool pair (x, y1, y2) gets the label "y1 preferred" with Bradley–Terry probability
-σ(θ*ᵀ(φ1 − φ2)). Each strategy selects up to 2^max_log2 pool pairs through the library's offline path
-(labels revealed only after selection, ADPO+ refitting its plug-in estimate every ``--batch-size`` picks);
-θ̂ is fit by logistic DPO on each budget's first n picks and scored on held-out digits × all class
-pairs: max and mean |θ̂ᵀφ − θ*ᵀφ| (logit error) and the rate of flipped preferences.
+A log-linear preference model on scikit-learn's bundled digits. A context x is an 8×8 digit, shifted by
+at most one pixel (9 shifts of each training digit: 11 313 contexts, 509 085 context × class-pair rows);
+f(x) = (PCA-``pca`` of the standardised pixels, 1) scaled to ‖f‖ = 1, responses are the 10 classes and
+φ(x, y1, y2) = (e_y1 − e_y2) ⊗ f(x) ∈ R^{10·(pca+1)}, so ‖φ‖ = √2 (bounded features). θ* is a multinomial
+logistic regression fit on the unshifted digits; a pool pair gets "y1 preferred" with Bradley–Terry
+probability σ(θ*ᵀφ). Per seed one pool of 2^pool_log2 rows and one set of labels is drawn and every
+strategy selects from it (paired):
 
-    .venv/bin/python benchmarks/offline_logit_error.py            # ≈ a few minutes on 2 cores
-    .venv/bin/python benchmarks/offline_logit_error.py --seeds 2 --max-log2 6 --out /tmp/x   # smoke size
+- ``random`` (Uniform): a uniform permutation of the pool;
+- ``adpo`` (ADPO): greedy D-optimal on φ, argmax φᵀV⁻¹φ, V = λI + Σ φφᵀ;
+- ``adpo_plus`` (ADPO+): ``warm_start`` uniform picks, then greedy on √w·φ, refitting θ̂ (logistic MLE,
+  ridge ``l2``) on the labels revealed so far every ``refit_every`` picks and re-weighting every term of V
+  with w = μ(1 − μ), μ = σ(θ̂ᵀφ) (``system.selection.offline.select_offline``).
 
-Prints the labels-saved ratio: labels Uniform needs for its error at the largest budget ÷ labels ADPO+
-needs for the same error (log-log interpolation between budgets).
+At each budget n = 2^min_log2 … 2^max_log2, θ̂ is the same near-unregularised logistic MLE on the first n
+picks, scored on held-out digits × all 45 class pairs: max and mean |θ̂ᵀφ − θ*ᵀφ| and the rate of flipped
+preferences. ``offline_stats`` turns the seeds into curves, labels-saved ratios and bootstrap CIs.
+
+    .venv/bin/python benchmarks/offline_logit_error.py            # 10 seeds, pool 2^17, budgets 2^6…2^15
+    .venv/bin/python benchmarks/offline_logit_error.py --quick    # 3 seeds, pool 2^12, budgets 2^5…2^9 (< 1 min)
+
+Writes ``offline_logit_error.{json,md,png}`` to ``--out`` after every seed, so a stopped run leaves the seeds
+it finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from offline_report import merge_reports, write_report
+from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from system.selection import DesignState, fit_linear_dpo, get_strategy
+from system.selection.offline import OfflinePool, select_offline
 
-from system.fileio import atomic_output, atomic_write_text  # noqa: E402
-from system.selection import DesignState, fit_linear_dpo, get_strategy  # noqa: E402
-from system.selection.offline import OfflinePool, select_offline  # noqa: E402
-
-STRATEGIES = {"random": "Uniform", "adpo": "ADPO (D-optimal)", "adpo_plus": "ADPO+"}
-METRICS = ("max_logit_error", "mean_logit_error", "error_rate")
+STRATEGIES = ("random", "adpo", "adpo_plus")
 NUM_CLASSES = 10
+CLASS_PAIRS = np.array(list(itertools.combinations(range(NUM_CLASSES), 2)))
+QUICK = {"seeds": 3, "pool_log2": 12, "min_log2": 5, "max_log2": 9, "warm_start": 32}
 
 
-@dataclass
-class Problem:
-    """Pool and held-out pair features with ground-truth margins θ*ᵀφ."""
+@dataclass(frozen=True)
+class Digits:
+    """Unit-norm context features f(x) and the true per-class parameters θ* [10, pca+1].
 
-    pool_phi: torch.Tensor
-    pool_margin: torch.Tensor
-    test_phi: torch.Tensor
-    test_margin: torch.Tensor
+    Attributes:
+        contexts: [C, pca+1] training digits and their one-pixel shifts.
+        test: [T, pca+1] held-out unshifted digits.
+        theta_star: [10·(pca+1)] flattened θ*.
+    """
 
-
-def pair_features(features: np.ndarray, pairs: np.ndarray) -> torch.Tensor:
-    """φ(x, y1) − φ(x, y2) with φ(x, y) = one-hot(y) ⊗ f(x), for rows (image, y1, y2) → [n, 10·d]."""
-    images, first, second = pairs.T
-    phi = np.zeros((len(pairs), NUM_CLASSES, features.shape[1]))
-    phi[np.arange(len(pairs)), first] += features[images]
-    phi[np.arange(len(pairs)), second] -= features[images]
-    return torch.from_numpy(phi.reshape(len(pairs), -1))
+    contexts: np.ndarray
+    test: np.ndarray
+    theta_star: torch.Tensor
 
 
-def build_problem(pca_dims: int, pairs_per_image: int, seed: int) -> Problem:
-    """Digits → features, θ* (C = 0.1), a pool of ``pairs_per_image`` random class pairs per training image."""
-    digits, classes = load_digits(return_X_y=True)
-    reduced = PCA(pca_dims, random_state=0).fit_transform(StandardScaler().fit_transform(digits))
-    features = np.hstack([reduced / reduced.std(0), np.ones((len(reduced), 1))])
-    truth = LogisticRegression(C=0.1, fit_intercept=False, max_iter=5000).fit(features, classes)
-    theta_star = torch.from_numpy(truth.coef_.reshape(-1))
-    train, test = train_test_split(np.arange(len(features)), test_size=0.3, random_state=0)
-    class_pairs = np.array(list(itertools.combinations(range(NUM_CLASSES), 2)))
+def shifted(images: np.ndarray) -> np.ndarray:
+    """[M, 8, 8] digits → [9·M, 8, 8]: every shift by (−1, 0, 1) rows and columns, zero-filled."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
+    return np.concatenate([padded[:, 1 + dr:9 + dr, 1 + dc:9 + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)])
+
+
+def build_digits(pca_dims: int, truth_c: float) -> Digits:
+    """Standardise + PCA fit on all digits; f = (pcs / std, 1) / ‖·‖; θ* = multinomial LR (C = ``truth_c``)."""
+    data = load_digits()
+    scaler = StandardScaler().fit(data.data)
+    pca = PCA(pca_dims, random_state=0).fit(scaler.transform(data.data))
+    scale = pca.transform(scaler.transform(data.data)).std(0)
+
+    def features(pixels: np.ndarray) -> np.ndarray:
+        reduced = pca.transform(scaler.transform(pixels)) / scale
+        raw = np.hstack([reduced, np.ones((len(reduced), 1))])
+        return raw / np.linalg.norm(raw, axis=1, keepdims=True)
+
+    truth = LogisticRegression(C=truth_c, fit_intercept=False, max_iter=5000).fit(features(data.data), data.target)
+    train, test = train_test_split(np.arange(len(data.target)), test_size=0.3, random_state=0)
+    contexts = features(shifted(data.images[train]).reshape(-1, 64))
+    return Digits(contexts, features(data.data[test]), torch.from_numpy(truth.coef_.reshape(-1)))
+
+
+def pair_features(contexts: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """φ = (e_y1 − e_y2) ⊗ f(x) for rows (context, class pair index) [n, 2] → [n, 10·(pca+1)] float64."""
+    first, second = CLASS_PAIRS[rows[:, 1]].T
+    phi = np.zeros((len(rows), NUM_CLASSES, contexts.shape[1]))
+    phi[np.arange(len(rows)), first] += contexts[rows[:, 0]]
+    phi[np.arange(len(rows)), second] -= contexts[rows[:, 0]]
+    return torch.from_numpy(phi.reshape(len(rows), -1))
+
+
+def all_pairs(num_contexts: int) -> np.ndarray:
+    """Every (context, class pair) row [num_contexts·45, 2]."""
+    return np.stack(np.meshgrid(np.arange(num_contexts), np.arange(len(CLASS_PAIRS)), indexing="ij"), -1).reshape(-1, 2)
+
+
+def draw_pool(digits: Digits, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` distinct rows of contexts × class pairs and Bradley–Terry labels: (φ [size, k], y1 wins [size])."""
+    rows = all_pairs(len(digits.contexts))
     rng = np.random.default_rng(seed)
-    pool_rows = np.array(
-        [(i, *class_pairs[j]) for i in train for j in rng.choice(len(class_pairs), pairs_per_image, replace=False)]
-    )
-    test_rows = np.array([(i, a, b) for i in test for a, b in class_pairs])
-    pool_phi, test_phi = pair_features(features, pool_rows), pair_features(features, test_rows)
-    return Problem(pool_phi, pool_phi @ theta_star, test_phi, test_phi @ theta_star)
+    phi = pair_features(digits.contexts, rows[rng.choice(len(rows), size, replace=False)])
+    prefer_first = torch.from_numpy(rng.random(size)) < torch.sigmoid(phi @ digits.theta_star)
+    return phi, prefer_first
 
 
-def evaluate(problem: Problem, picks: list[int], labels: torch.Tensor, l2: float) -> dict[str, float]:
-    """Fit θ̂ by logistic DPO on the picked pairs; logit errors and flipped-preference rate on held-out pairs."""
-    theta = fit_linear_dpo(problem.pool_phi[picks], labels[picks], l2)
-    predicted = problem.test_phi @ theta
-    error = (predicted - problem.test_margin).abs()
-    flipped = (predicted > 0) != (problem.test_margin > 0)
+def logit_errors(theta: torch.Tensor, test_phi: torch.Tensor, test_margin: torch.Tensor) -> dict[str, float]:
+    """Max and mean |θ̂ᵀφ − θ*ᵀφ| and the flipped-preference rate over held-out pairs φ [T, k]."""
+    predicted = test_phi @ theta
+    error = (predicted - test_margin).abs()
     return {"max_logit_error": float(error.max()), "mean_logit_error": float(error.mean()),
-            "error_rate": float(flipped.double().mean())}
+            "error_rate": float(((predicted > 0) != (test_margin > 0)).double().mean())}
 
 
-def run(args: argparse.Namespace) -> list[dict[str, float | int | str]]:
-    """One row per (seed, strategy, budget)."""
-    torch.set_num_threads(args.threads)
-    budgets = [2**j for j in range(5, args.max_log2 + 1)]
-    results: list[dict[str, float | int | str]] = []
-    for seed in range(args.seeds):
-        problem = build_problem(args.pca, args.pairs_per_image, seed)
-        generator = torch.Generator().manual_seed(1000 + seed)
-        prefer_first = torch.rand(len(problem.pool_margin), generator=generator, dtype=torch.float64) < torch.sigmoid(
-            problem.pool_margin
-        )
-        sealed = [1 if bool(value) else 2 for value in prefer_first]
-        for strategy in STRATEGIES:
-            started = time.perf_counter()
-            pool = OfflinePool(Path("digits"), [{} for _ in sealed], [str(i) for i in range(len(sealed))], sealed,
-                               list(range(1, len(sealed) + 1)))
-            state = DesignState(problem.pool_phi.shape[1], args.reg, refactor_every=256)
-            rows = select_offline(pool, problem.pool_phi, get_strategy(strategy), budgets[-1], args.batch_size, state,
-                                  seed=seed, plugin_l2=args.l2)
-            picks = [int(row["pair_id"]) for row in rows]
-            for budget in budgets:
-                metrics = evaluate(problem, picks[:budget], prefer_first, args.l2)
-                results.append({"seed": seed, "strategy": strategy, "labels": budget, **metrics})
-            print(f"seed {seed} {strategy:10s} {time.perf_counter() - started:6.1f} s  "
-                  f"mean logit error at {budgets[-1]}: {results[-1]['mean_logit_error']:.3f}", flush=True)
-    return results
+def select(
+    args: argparse.Namespace, strategy: str, phi: torch.Tensor, prefer_first: torch.Tensor, seed: int
+) -> list[int]:
+    """Pool indices the strategy picks, in order, through the library's offline path (labels revealed per batch)."""
+    labels = [1 if bool(value) else 2 for value in prefer_first]
+    pool = OfflinePool(Path("digits"), [{} for _ in labels], [str(i) for i in range(len(labels))], labels,
+                       list(range(1, len(labels) + 1)))
+    rule = get_strategy(strategy)
+    budget = 2**args.max_log2
+    # Uniform and ADPO never read a label, so revealing per batch would change nothing: one batch.
+    batch_size = args.refit_every if rule.needs_weights else budget
+    rows = select_offline(pool, phi, rule, budget, batch_size, DesignState(phi.shape[1], args.reg), seed=seed,
+                          plugin_l2=args.l2, warm_start=args.warm_start if rule.needs_weights else 0)
+    return [int(row["pair_id"]) for row in rows]
 
 
-def curve(results: list[dict], strategy: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(budgets, mean over seeds, std over seeds) of ``metric`` for ``strategy``."""
-    budgets = sorted({int(row["labels"]) for row in results})
-    values = np.array([[row[metric] for row in results if row["strategy"] == strategy and row["labels"] == budget]
-                       for budget in budgets])
-    return np.array(budgets), values.mean(1), values.std(1)
-
-
-def labels_needed(budgets: np.ndarray, errors: np.ndarray, target: float) -> float:
-    """Smallest n where the (log-log interpolated) error curve reaches ``target``; inf if it never does."""
-    for j, error in enumerate(errors):
-        if error <= target:
-            if j == 0:
-                return float(budgets[0])
-            slope = (math.log(errors[j]) - math.log(errors[j - 1])) / (math.log(budgets[j]) - math.log(budgets[j - 1]))
-            return float(budgets[j - 1] * math.exp((math.log(target) - math.log(errors[j - 1])) / slope))
-    return math.inf
-
-
-def labels_saved(results: list[dict], metric: str) -> float:
-    """Labels Uniform needs for its final error ÷ labels ADPO+ needs for the same error."""
-    budgets, uniform, _ = curve(results, "random", metric)
-    _, plus, _ = curve(results, "adpo_plus", metric)
-    return float(budgets[-1]) / labels_needed(budgets, plus, float(uniform[-1]))
-
-
-def plot(results: list[dict], out: Path) -> None:
-    """Error vs labels (log2 x-axis), one line per strategy, ±1 std over seeds shaded."""
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(15, 4))
-    for axis, metric in zip(axes, METRICS, strict=True):
-        for strategy, label in STRATEGIES.items():
-            budgets, mean, std = curve(results, strategy, metric)
-            axis.plot(budgets, mean, marker="o", label=label)
-            axis.fill_between(budgets, mean - std, mean + std, alpha=0.2)
-        axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
-        axis.set_xlabel("labelled pairs")
-        axis.set_title(metric.replace("_", " "))
-        axis.legend()
-    seeds = len({row["seed"] for row in results})
-    fig.suptitle(f"Offline active DPO on digits (mean ± std over {seeds} seeds)")
-    fig.tight_layout()
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def write_csv(results: list[dict], out: Path) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(results[0]))
-    writer.writeheader()
-    writer.writerows(results)
-    atomic_write_text(out, buffer.getvalue())
+def run_seed(args: argparse.Namespace, digits: Digits, seed: int) -> tuple[list[dict], dict[str, float]]:
+    """One pool, one label draw, every strategy: (rows per strategy × budget, CPU seconds per strategy and for
+    the evaluation fits). CPU time of this process, not wall time, so a busy machine does not inflate it."""
+    phi, prefer_first = draw_pool(digits, 2**args.pool_log2, seed)
+    test_rows = all_pairs(len(digits.test))
+    test_phi = pair_features(digits.test, test_rows)
+    test_margin = test_phi @ digits.theta_star
+    results: list[dict] = []
+    seconds = {"seed": float(seed), "evaluation": 0.0}
+    for strategy in STRATEGIES:
+        started = time.process_time()
+        picks = select(args, strategy, phi, prefer_first, seed)
+        seconds[strategy] = time.process_time() - started
+        started = time.process_time()
+        for log2 in range(args.min_log2, args.max_log2 + 1):
+            chosen = picks[: 2**log2]
+            theta = fit_linear_dpo(phi[chosen], prefer_first[chosen], args.l2)
+            results.append({"seed": seed, "strategy": strategy, "labels": 2**log2,
+                            **logit_errors(theta, test_phi, test_margin)})
+        seconds["evaluation"] += time.process_time() - started
+        print(f"seed {seed} {strategy:10s} selected in {seconds[strategy]:7.1f} CPU s; at {2**args.max_log2} labels "
+              f"mean logit error {results[-1]['mean_logit_error']:.4f}", flush=True)
+    return results, seconds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--max-log2", type=int, default=11, help="largest budget is 2^this (smallest is 2^5)")
-    parser.add_argument("--pca", type=int, default=12, help="image feature dims (φ has 10·(pca+1))")
-    parser.add_argument("--pairs-per-image", type=int, default=6, help="random class pairs per pool image")
-    parser.add_argument("--batch-size", type=int, default=64, help="labels revealed (ADPO+ refits) every this many")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed … first-seed + seeds − 1")
+    parser.add_argument("--pool-log2", type=int, default=17, help="pool of 2^this pairs")
+    parser.add_argument("--min-log2", type=int, default=6, help="smallest budget 2^this")
+    parser.add_argument("--max-log2", type=int, default=15, help="largest budget 2^this")
+    parser.add_argument("--pca", type=int, default=5, help="context feature dims (φ has 10·(pca+1))")
+    parser.add_argument("--truth-c", type=float, default=1.0, help="inverse ridge of the θ* fit")
+    parser.add_argument("--refit-every", type=int, default=8, help="ADPO+ refits θ̂ and re-weights V every this many")
+    parser.add_argument("--warm-start", type=int, default=64, help="ADPO+'s first picks, uniform")
     parser.add_argument("--reg", type=float, default=1.0, help="λ of the design V = λI + Σ w φφᵀ")
-    parser.add_argument("--l2", type=float, default=1.0, help="ridge of the logistic DPO fits")
+    parser.add_argument("--l2", type=float, default=1e-4, help="ridge of every logistic fit (plug-in and scored)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws of the seeds")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/offline_logit_error"))
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--merge", type=Path, nargs="+", help="no run: one report from these runs' JSON files "
+                        "(seeds run in parallel processes with --first-seed)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict:
+    """Run every seed, rewriting the report after each (or merge finished runs); returns the report's JSON content."""
     args = parse_args(argv)
-    started = time.perf_counter()
-    results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(results, args.out / "results.csv")
-    plot(results, args.out / "logit_error.png")
-    ratios = {metric: labels_saved(results, metric) for metric in METRICS}
-    elapsed = time.perf_counter() - started
-    print(f"\nwrote {args.out / 'results.csv'} and {args.out / 'logit_error.png'} in {elapsed:.0f} s")
-    for strategy in STRATEGIES:
-        row = {metric: curve(results, strategy, metric)[1][-1] for metric in METRICS}
-        print(f"{STRATEGIES[strategy]:18s} at {2**args.max_log2} labels: " + ", ".join(
-            f"{metric} {value:.3f}" for metric, value in row.items()))
-    for metric, ratio in ratios.items():
-        print(f"labels saved ({metric}): Uniform needs {ratio:.2f}x the labels ADPO+ needs for Uniform's final error")
-    return ratios
+    if args.merge:
+        return merge_reports(args.merge, args.out)
+    torch.set_num_threads(args.threads)
+    digits = build_digits(args.pca, args.truth_c)
+    results: list[dict] = []
+    seconds: list[dict[str, float]] = []
+    report: dict = {}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        seed_results, seed_seconds = run_seed(args, digits, seed)
+        results += seed_results
+        seconds.append(seed_seconds)
+        report = write_report(vars(args), results, seconds)
+    return report
 
 
 if __name__ == "__main__":

@@ -642,8 +642,9 @@ class RetryConfig(Section):
     )
     trainer_max_failures: int = Field(
         2, ge=0,
-        description="How often Ray Train restarts the training workers after one died, each time from the newest "
-        "step checkpoint; one more failure and the command exits 3 naming the checkpoint folder.",
+        description="How often the training workers are started again after one died (Ray Train for `train`, the "
+        "loop's trainer group for `run`), each time from the newest step checkpoint; one more failure and the "
+        "command exits 3 naming the checkpoint folder.",
     )
 
 

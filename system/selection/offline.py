@@ -22,8 +22,8 @@ from system.data import parse_field, read_numbered_rows
 from system.errors import DataError, SelectionError
 from system.selection.design import DesignState
 from system.selection.plugin import fit_linear_dpo, plugin_weights
-from system.selection.registry import PoolInputs, Strategy
-from system.selection.select import run_strategy, validate_pool
+from system.selection.registry import PoolInputs, Strategy, get_strategy
+from system.selection.select import pick_validated, validate_pool
 from system.types import CandidatePair
 
 logger = logging.getLogger(__name__)
@@ -116,14 +116,20 @@ def select_offline(
     state: DesignState,
     seed: int = 0,
     plugin_l2: float = 1.0,
+    warm_start: int = 0,
 ) -> list[dict[str, Any]]:
     """Select ``budget`` rows of ``pool`` in batches of ``batch_size``, revealing labels after each batch.
 
     For strategies that need plug-in weights (ADPO+), before each batch θ̂ is refit by logistic DPO on
-    the labels revealed so far (θ̂ = 0, i.e. w = 1/4 everywhere, before any label), w_i = μ_i(1 − μ_i)
-    with μ_i = σ(θ̂ᵀφ_i), and V is rebuilt as λI + Σ_j w_j φ_jφ_jᵀ over every pair picked so far with
-    the weights at the new θ̂ (never the weights a pair had when it was picked). Other strategies reveal
-    nothing (labels are copied to the output only if present).
+    the labels revealed so far (θ̂ = 0, i.e. w = 1/4 everywhere, before any label; each refit starts Newton
+    from the previous θ̂), w_i = μ_i(1 − μ_i) with μ_i = σ(θ̂ᵀφ_i), and V is rebuilt as λI + Σ_j w_j φ_jφ_jᵀ
+    over every pair picked so far with the weights at the new θ̂ (never the weights a pair had when it was
+    picked). Other strategies reveal nothing (labels are copied to the output only if present). The first
+    ``warm_start`` picks are uniformly random (the ``random`` strategy, in batches of ``batch_size`` too), so
+    the first plug-in estimate is fit on an unbiased sample.
+
+    Rows picked in earlier batches are excluded by an [N] mask, so a batch costs O(N·k²) for scoring plus
+    O(N·k) per pick, with no copy of Φ.
 
     Returns:
         The selected rows in pick order, each with ``rank``, ``score``, ``reveal_batch`` and (if the pool has
@@ -133,35 +139,35 @@ def select_offline(
     selectable = phi.shape[0] - int(blocked.sum())
     if budget > selectable:
         raise SelectionError(f"budget {budget} exceeds the {selectable} selectable pairs of {pool.path}")
-    remaining = list(range(phi.shape[0]))
-    picked: list[int] = []
-    revealed: dict[int, bool] = {}
+    uniform = get_strategy("random")
+    taken = torch.zeros(phi.shape[0], dtype=torch.bool)
+    order = torch.empty(budget, dtype=torch.long)
+    prefer_first = torch.empty(budget, dtype=torch.bool)
+    theta = torch.zeros(phi.shape[1], dtype=torch.float64)
     selected: list[dict[str, Any]] = []
     batch = 0
     while len(selected) < budget:
-        subset = torch.tensor(remaining)
+        count = len(selected)
+        in_warm_start = count < warm_start
+        rule = uniform if in_warm_start else strategy
         weights = None
-        if strategy.needs_weights:
-            known = list(revealed)
-            theta = fit_linear_dpo(phi[known], torch.tensor([revealed[i] for i in known], dtype=torch.bool), plugin_l2)
-            all_weights = plugin_weights(phi @ theta)
-            state.rebuild(strategy.design_rows(phi[picked], all_weights[picked]))
-            weights = all_weights[subset]
-        take = min(batch_size, budget - len(selected))
-        picks, _ = run_strategy(PoolInputs(phi[subset], weights), take, state, strategy, seed + batch)
-        for local, score in zip(picks.indices, picks.scores, strict=True):
-            index = remaining[local]
+        if rule.needs_weights:
+            theta = fit_linear_dpo(phi[order[:count]], prefer_first[:count], plugin_l2, init=theta)
+            weights = plugin_weights(phi @ theta)
+            state.rebuild(rule.design_rows(phi[order[:count]], weights[order[:count]]))
+        take = min(batch_size, (min(warm_start, budget) if in_warm_start else budget) - count)
+        picks, _ = pick_validated(PoolInputs(phi, weights), take, state, rule, seed + batch, exclude=taken)
+        for index, score in zip(picks.indices, picks.scores, strict=True):
             row = dict(pool.rows[index], pair_id=pool.pair_ids[index], rank=len(selected), score=score)
             row["reveal_batch"] = batch
             if pool.sealed_labels is not None:
-                revealed[index] = pool.reveal(index)
-                row["label"] = 1 if revealed[index] else 2
+                label = pool.reveal(index)
+                prefer_first[len(selected)] = label
+                row["label"] = 1 if label else 2
+            order[len(selected)] = index
             selected.append(row)
-        picked.extend(remaining[local] for local in picks.indices)
-        taken = {remaining[local] for local in picks.indices}
-        remaining = [index for index in remaining if index not in taken]
-        logger.info("batch %d: %d picked, %d labels revealed, log det V = %.3f", batch, len(selected), len(revealed),
-                    state.logdet())
+        taken[picks.indices] = True
+        logger.info("batch %d: %d picked, %d labels revealed, log det V = %.3f", batch, len(selected),
+                    len(selected) if pool.sealed_labels is not None else 0, state.logdet())
         batch += 1
     return selected
-

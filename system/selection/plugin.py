@@ -13,9 +13,12 @@ from torch.nn.functional import logsigmoid
 
 
 def plugin_weights(margins: Tensor) -> Tensor:
-    """w_i = μ_i(1 − μ_i), μ_i = σ(h_i), for plug-in DPO margins h [N] → [N] in (0, 1/4]."""
-    mu = torch.sigmoid(margins)
-    return mu * (1.0 - mu)
+    """w_i = μ_i(1 − μ_i) = σ(h_i)·σ(−h_i), μ_i = σ(h_i), for plug-in DPO margins h [N] → [N] in (0, 1/4].
+
+    Written as σ(h)σ(−h): 1 − σ(h) rounds to 0 in float64 for h > 37, which would block confident pairs as
+    zero-norm rows; σ(−h) stays positive up to h ≈ 745.
+    """
+    return torch.sigmoid(margins) * torch.sigmoid(-margins)
 
 
 def _newton_direction(phi: Tensor, curvature: Tensor, gradient: Tensor, l2: float) -> Tensor:
@@ -30,13 +33,22 @@ def _newton_direction(phi: Tensor, curvature: Tensor, gradient: Tensor, l2: floa
     return (gradient - scaled.T @ torch.linalg.solve(gram, scaled @ gradient)) / l2
 
 
-def fit_linear_dpo(phi: Tensor, prefer_first: Tensor, l2: float = 1.0, max_iter: int = 50, tol: float = 1e-9) -> Tensor:
+def fit_linear_dpo(
+    phi: Tensor,
+    prefer_first: Tensor,
+    l2: float = 1.0,
+    max_iter: int = 50,
+    tol: float = 1e-9,
+    init: Tensor | None = None,
+) -> Tensor:
     """θ̂ = argmin Σ_i −log σ(s_i θᵀφ_i) + (l2/2)‖θ‖² by damped Newton (float64).
 
     Args:
         phi: [n, k] pair features φ_i = φ(x, y1) − φ(x, y2).
         prefer_first: [n] bool, True where y1 was preferred (s_i = +1).
         l2: ridge strength (> 0 keeps the problem strictly convex, also on separable labels).
+        init: [k] starting point (the previous estimate when refitting after a few more labels: Newton then
+            needs a step or two instead of starting from 0); zeros when None.
 
     Returns:
         θ̂ [k] in float64 (zeros when n = 0).
@@ -46,6 +58,8 @@ def fit_linear_dpo(phi: Tensor, prefer_first: Tensor, l2: float = 1.0, max_iter:
     theta = torch.zeros(features.shape[1], dtype=torch.float64)
     if features.shape[0] == 0:
         return theta
+    if init is not None:
+        theta = init.to(torch.float64).clone()
 
     def objective(candidate: Tensor) -> float:
         return float(-logsigmoid(signs * (features @ candidate)).sum() + 0.5 * l2 * candidate.square().sum())
@@ -55,8 +69,7 @@ def fit_linear_dpo(phi: Tensor, prefer_first: Tensor, l2: float = 1.0, max_iter:
         margins = features @ theta
         prob_wrong = torch.sigmoid(-signs * margins)
         gradient = -(features.T @ (signs * prob_wrong)) + l2 * theta
-        mu = torch.sigmoid(margins)
-        step = _newton_direction(features, mu * (1.0 - mu), gradient, l2)
+        step = _newton_direction(features, plugin_weights(margins), gradient, l2)
         size = 1.0
         trial = theta - step
         value = objective(trial)

@@ -54,19 +54,46 @@ def validate_pool(pool: PoolInputs, state: DesignState) -> Tensor:
 
 
 def run_strategy(
-    pool: PoolInputs, budget: int, state: DesignState, strategy: str | Strategy, seed: int = 0
+    pool: PoolInputs,
+    budget: int,
+    state: DesignState,
+    strategy: str | Strategy,
+    seed: int = 0,
+    exclude: Tensor | None = None,
 ) -> tuple[Picks, int]:
-    """Validate ``pool``, block its zero-norm rows, and run ``strategy``: (picks, number of zero-norm rows skipped).
+    """Validate ``pool`` (see :func:`validate_pool`), then :func:`pick_validated`.
 
     Raises:
         SelectionError: bad features/weights (see :func:`validate_pool`), or more picks asked than selectable rows.
     """
-    rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
     validate_pool(pool, state)
+    rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    return pick_validated(pool, budget, state, rule, seed, exclude)
+
+
+def pick_validated(
+    pool: PoolInputs,
+    budget: int,
+    state: DesignState,
+    rule: Strategy,
+    seed: int = 0,
+    exclude: Tensor | None = None,
+) -> tuple[Picks, int]:
+    """Block the zero-norm design rows of a validated ``pool`` and run ``rule``: (picks, zero-norm rows skipped).
+
+    ``exclude`` [N] bool marks rows that are out of the pool (already picked in an earlier batch): they are
+    never picked and do not count as selectable, but indices stay global, so a caller selecting batch after
+    batch validates Φ [N, k] once and passes one mask instead of copying the remaining rows each time.
+
+    Raises:
+        SelectionError: more picks asked than selectable rows, or a wrongly sized ``exclude``.
+    """
     rows = rule.design_rows(pool.phi.to(state.dtype), pool.weights)
     zero_norm = blocked_rows(rows)  # as on the workers: a row is blocked when the strategy's row is zero
-    skipped = check_budget(budget, rows.shape[0], int(zero_norm.sum()))
-    return rule.pick(LocalPool(rows, zero_norm), budget, state, seed), skipped
+    excluded = torch.zeros_like(zero_norm) if exclude is None else exclude
+    _check_vector("exclude", excluded, rows.shape[0])
+    skipped = check_budget(budget, rows.shape[0] - int(excluded.sum()), int((zero_norm & ~excluded).sum()))
+    return rule.pick(LocalPool(rows, zero_norm | excluded), budget, state, seed), skipped
 
 
 def check_budget(budget: int, num_pairs: int, skipped: int) -> int:

@@ -16,6 +16,7 @@ greedy is the same procedure with W = 1 and both return the same pick order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
@@ -72,14 +73,13 @@ def update_shard_scores(scores: Tensor, phi_shard: Tensor, z: Tensor, c: float) 
 
 
 def shard_argmax(scores: Tensor, taken: Tensor) -> tuple[int, float] | None:
-    """(local index, score) of the largest score among rows with ``taken`` False; first index on ties."""
-    masked = scores.masked_fill(taken, float("-inf"))
-    if masked.numel() == 0 or bool(taken.all()):
+    """(local index, score) of the largest score among rows with ``taken`` False; first index on ties
+    (``torch.argmax`` returns the first maximal index)."""
+    if scores.numel() == 0 or bool(taken.all()):
         return None
+    masked = scores.masked_fill(taken, float("-inf"))
     index = int(torch.argmax(masked))
-    best = float(masked[index])
-    first = int(torch.nonzero(masked == best)[0])
-    return first, best
+    return index, float(masked[index])
 
 
 def merge_argmax(proposals: Sequence[Proposal | None]) -> Proposal | None:
@@ -89,8 +89,10 @@ def merge_argmax(proposals: Sequence[Proposal | None]) -> Proposal | None:
 
 
 def blocked_rows(rows: Tensor) -> Tensor:
-    """[N] bool: all-zero rows of ``rows`` [N, k]."""
-    return rows.abs().amax(dim=1) == 0 if rows.shape[1] else torch.ones(rows.shape[0], dtype=torch.bool)
+    """[N] bool: all-zero rows of ``rows`` [N, k] (max-norm 0: one pass, no [N, k] temporary)."""
+    if not rows.shape[1]:
+        return torch.ones(rows.shape[0], dtype=torch.bool)
+    return torch.linalg.vector_norm(rows, ord=math.inf, dim=1) == 0
 
 
 class Shard:

@@ -200,6 +200,7 @@ def test_trainer_worker_sigkilled_mid_epoch_resumes_and_ends_like_the_straight_r
     fit_returned = threading.Event()
     try:
         straight, straight_history = straight_trainer.fit(DRILL_PAIRS, tmp_path / "straight")
+        getattr(straight_trainer, "shutdown", lambda: None)()  # a group stays up: its worker is not the victim
         killer, killed, killer_errors = _killer(tmp_path / "drilled", actor_class, fit_returned)
         adapter, history = trainer.fit(DRILL_PAIRS, tmp_path / "drilled")
     finally:

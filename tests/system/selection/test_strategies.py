@@ -162,3 +162,45 @@ def test_offline_adpo_plus_reweights_every_term_of_v_at_the_last_refit(tmp_path)
     weights = mu * (1 - mu)
     expected = 0.5 * torch.eye(3, dtype=torch.float64) + (phi[picked].T * weights) @ phi[picked]
     torch.testing.assert_close(state.v, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_plugin_weights_stay_positive_for_confident_margins() -> None:
+    """μ(1−μ) computed as 1 − σ(40) would round to 0 and block the pair; σ(h)σ(−h) keeps e^{−40}."""
+    weights = plugin_weights(torch.tensor([0.0, 40.0, -40.0], dtype=torch.float64))
+    torch.testing.assert_close(weights, torch.tensor([0.25, np.exp(-40.0), np.exp(-40.0)], dtype=torch.float64),
+                               rtol=1e-12, atol=0.0)
+
+
+def test_run_strategy_never_picks_excluded_rows_and_counts_them_out_of_the_budget() -> None:
+    from system.selection import run_strategy
+
+    phi = _pool(10, 3)
+    exclude = torch.zeros(10, dtype=torch.bool)
+    exclude[[0, 4, 9]] = True
+    greedy, _ = run_strategy(PoolInputs(phi), 7, DesignState(3), "adpo", exclude=exclude)
+    assert sorted(greedy.indices) == [1, 2, 3, 5, 6, 7, 8]
+    with pytest.raises(SelectionError, match="budget 8 exceeds the 7 selectable"):
+        run_strategy(PoolInputs(phi), 8, DesignState(3), "random", exclude=exclude)
+
+
+def test_offline_warm_start_picks_uniformly_then_hands_over_to_the_strategy(tmp_path) -> None:
+    """The first ``warm_start`` picks are the random strategy's, batch by batch (seed + batch) over the rows not
+    yet taken; the rest are ADPO+'s."""
+    from system.selection.offline import load_pool, select_offline
+
+    phi = _pool(30, 3, seed=2)
+    pool_path = tmp_path / "pool.jsonl"
+    pool_path.write_text("".join(f'{{"pair_id": "p{i}", "phi": {row.tolist()}, "label": {1 + i % 2}}}\n'
+                                 for i, row in enumerate(phi)))
+    rows = select_offline(load_pool(pool_path), phi, get_strategy("adpo_plus"), 10, 3, DesignState(3),
+                          seed=5, warm_start=5)
+    picked = [int(row["pair_id"][1:]) for row in rows]
+    remaining = list(range(30))
+    expected = []
+    for batch, take in enumerate([3, 2]):  # the warm start ends mid-batch: 3 + 2 uniform picks
+        order = torch.randperm(len(remaining), generator=torch.Generator().manual_seed(5 + batch))[:take]
+        expected += [remaining[j] for j in order.tolist()]
+        remaining = [i for i in remaining if i not in expected]
+    assert picked[:5] == expected
+    assert [row["reveal_batch"] for row in rows] == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert len(set(picked)) == 10
