@@ -193,8 +193,9 @@ class TrainerGroup:
             cfg = self.config
             spec = cfg.cluster.trainer.model_copy(  # memory_gb is not honoured for trainers (see its description)
                 update={"num_gpus": worker_resources(cfg).get("GPU", 0.0), "memory_gb": None})
-            group = ActorGroup(TrainWorker, cfg.train.num_workers, spec, (cfg.train.num_workers, cfg), max_restarts=0,
-                               name="trainer")
+            no_restarts = cfg.cluster.retries.model_copy(update={"max_restarts": 0})  # the whole group restarts
+            group = ActorGroup(TrainWorker, cfg.train.num_workers, spec, (cfg.train.num_workers, cfg),
+                               retries=no_restarts, name="trainer")
             self.group = group
             group.setup()
             address, port = ray.get(group.actors[0].rendezvous_address.remote())
