@@ -149,6 +149,13 @@ def show_config(
     typer.echo(text, nl=False)
 
 
+def error_line(exc: ActiveAlignError) -> str:
+    """The one line a failed command prints. An error raised inside a Ray actor (say the selector, once a feature
+    worker's restarts are used up) reaches the driver wrapped with the actor's traceback; the line names the
+    original error's message only."""
+    return f"error: {getattr(exc, 'cause', None) or exc}"
+
+
 def main() -> None:
     """Console-script entry: map activealign errors to one line on stderr and an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -157,7 +164,7 @@ def main() -> None:
         # KeyboardInterrupt it caught) instead of exiting: pass it on.
         code = app(standalone_mode=False)
     except ActiveAlignError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = 130
