@@ -14,6 +14,7 @@ in a single process, a rename by rank 0 for ranks that share a filesystem, ``ray
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from system.run_state import load_state_file
 from system.training.engine import TrainEngine
 from system.training.reference import MpoReference
 from system.training.runner import MetricTally, TrainProgress
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_FILE = "progress.json"
 REFERENCE_FILE = "reference.pt"
@@ -111,9 +114,25 @@ def read_progress(path: Path) -> TrainProgress:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest checkpoint (most optimizer steps) at or below ``root``, or None."""
-    found = [(read_progress(path).optimizer_steps, path.stat().st_mtime, path.parent)
-             for path in root.rglob(PROGRESS_FILE)]
+    """The newest complete checkpoint (most optimizer steps) at or below ``root``, or None when there is none.
+
+    A checkpoint whose progress file does not read is skipped with a warning: a worker killed while Ray Train
+    copied its checkpoint into place leaves one half written, and the run resumes from the newest complete one.
+
+    Raises:
+        DataError: every checkpoint found is broken (naming the first); resuming from scratch would silently
+            drop the training they hold.
+    """
+    found, broken = [], []
+    for path in sorted(root.rglob(PROGRESS_FILE)):
+        try:
+            found.append((read_progress(path).optimizer_steps, path.stat().st_mtime, path.parent))
+        except DataError as exc:
+            broken.append(exc)
+    if broken and not found:
+        raise broken[0]
+    for error in broken:
+        logger.warning("skipping an incomplete checkpoint: %s", error)
     return max(found)[2] if found else None
 
 

@@ -72,3 +72,13 @@ def test_a_broken_progress_file_is_one_data_error(tmp_path: Path, content: str, 
     (tmp_path / "ckpt" / PROGRESS_FILE).write_text(content)
     with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'ckpt' / PROGRESS_FILE}: {problem}")):
         latest_checkpoint(tmp_path)
+
+
+def test_a_half_written_checkpoint_is_skipped_for_the_newest_complete_one(tmp_path: Path) -> None:
+    """A worker killed while its checkpoint was copied into place leaves an empty progress file beside complete
+    ones; resuming takes the newest complete checkpoint."""
+    for name, content in (("checkpoint_4", '{"epoch": 0, "batch": 4, "optimizer_steps": 4}'),
+                          ("checkpoint_8", "")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / PROGRESS_FILE).write_text(content)
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint_4"
