@@ -108,6 +108,7 @@ class OracleIngress:
         app.state.settings = Settings(token=token, max_request_bytes=oracle_cfg.max_request_bytes,
                                       max_pairs_per_request=oracle_cfg.max_pairs_per_request)
         self.kind = oracle_cfg.kind
+        self.max_batch_size = oracle_cfg.max_batch_size
         self.store = LabelStore(store_url)
         self.queue = HumanQueue(self.store)
         self.judge = judge
@@ -174,14 +175,17 @@ class OracleIngress:
         app.state.settings.check_count("items", len(body.items))
         if self.judge is None:
             raise HTTPException(409, "oracle.kind 'human' has no reward function")
-        results = await asyncio.gather(*(self.judge.reward.remote((item.prompt_value(), item.response))
-                                         for item in body.items))
-        rewards = []
-        for value, batch_size in results:
-            if isinstance(value, OracleError):
-                raise HTTPException(409, str(value))
-            self.metrics.batch_size.labels(method="reward").observe(batch_size)
-            rewards.append(value)
+        items = [(item.prompt_value(), item.response) for item in body.items]
+        size = self.max_batch_size
+        results = await asyncio.gather(*(self.judge.reward.remote(items[start:start + size])
+                                         for start in range(0, len(items), size)))
+        rewards: list[float] = []
+        for values, batch_size in results:
+            if isinstance(values, OracleError):
+                raise HTTPException(409, str(values))
+            for _ in values:
+                self.metrics.batch_size.labels(method="reward").observe(batch_size)
+            rewards.extend(values)
         version = await self.judge.model_version.remote()
         self._timed("reward", started, 200)
         return RewardResponse(rewards=rewards, model_version=version)

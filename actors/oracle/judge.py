@@ -1,8 +1,8 @@
 """The machine-oracle deployment: concurrent requests are judged together with ``@serve.batch``.
 
-Each call carries one pair (or one prompt/response item); Serve collects up to
-``oracle.max_batch_size`` of them, waiting at most ``oracle.batch_wait_timeout_s``, and the oracle
-scores the whole batch in one forward pass. Every result carries the size of the batch it was
+Each ``judge`` call carries one pair and each ``reward`` call one chunk of a request's items; Serve collects up to
+``oracle.max_batch_size`` calls, waiting at most ``oracle.batch_wait_timeout_s``, and the oracle scores the whole
+batch in one forward pass. Every result carries the size of the batch it was
 part of, which the ingress exports as a histogram.
 """
 
@@ -45,15 +45,24 @@ class OracleJudge:
                 for pair in pairs]
 
     @serve.batch
-    async def reward(self, items: list[tuple[Text, str]]) -> list[tuple[float | OracleError, int]]:
-        """R(x, y) for a batch of (prompt, response); an oracle without rewards answers OracleError."""
+    async def reward(self, chunks: list[list[tuple[Text, str]]]) -> list[tuple[list[float] | OracleError, int]]:
+        """R(x, y) for a batch of chunks of (prompt, response) items, scored in one call; each chunk gets its
+        rewards in order and the number of items scored with it. An oracle without rewards answers OracleError.
+
+        A chunk is one request's items (at most ``oracle.max_batch_size``): a large request costs one Serve call
+        per chunk, not one per item, and small concurrent requests are still scored together."""
+        total = sum(len(chunk) for chunk in chunks)
         if not isinstance(self.oracle, RewardOracle):
             error = OracleError(f"oracle.kind {self.oracle.name!r} has no reward function")
-            return [(error, len(items))] * len(items)
-        prompts = [prompt for prompt, _ in items]
-        responses = [response for _, response in items]
-        rewards = await asyncio.to_thread(self.oracle.rewards, prompts, responses)
-        return [(reward, len(items)) for reward in rewards]
+            return [(error, total)] * len(chunks)
+        items = [item for chunk in chunks for item in chunk]
+        rewards = await asyncio.to_thread(self.oracle.rewards, [prompt for prompt, _ in items],
+                                          [response for _, response in items])
+        results, start = [], 0
+        for chunk in chunks:
+            results.append((list(rewards[start:start + len(chunk)]), total))
+            start += len(chunk)
+        return results
 
     def model_version(self) -> str:
         return self.oracle.model_version

@@ -129,10 +129,11 @@ def test_cors_is_closed(url: str) -> None:
 
 
 def test_reward_endpoint_equals_the_judge_run_locally(url: str, config: Config) -> None:
-    responses = [POLITE, RUDE, "please"]
+    """40 items: three chunks of at most oracle.max_batch_size (16) items, rewards back in request order."""
+    responses = [f"{text} {index}" for index, text in enumerate([POLITE, RUDE, "please"] * 14)][:40]
     body = {"items": [{"prompt": "q", "response": text} for text in responses]}
     served = httpx.post(f"{url}/v1/reward", headers=AUTH, json=body, timeout=60).json()
-    local = build_oracle(config.oracle).rewards(["q"] * 3, responses)  # type: ignore[attr-defined]
+    local = build_oracle(config.oracle).rewards(["q"] * len(responses), responses)  # type: ignore[attr-defined]
     assert served["rewards"] == pytest.approx(local, abs=1e-5)
     assert served["model_version"] == "all-MiniLM-L6-v2"
 
