@@ -152,7 +152,11 @@ class ActorGroup:
         self.actors: list[Any] = []
 
     def setup(self) -> list[Any]:
-        """Start the actors (placement group first when needed); returns what each ``setup()`` returned."""
+        """Start the actors (placement group first when needed); returns what each ``setup()`` returned.
+
+        Raises:
+            ActorFailureError: an actor kept dying in ``setup()`` (bounded by ``cluster.retries``).
+        """
         if self._placement_group is None and self._use_placement_group:
             self._placement_group = make_placement_group([self.spec] * self.num_actors)
             self._owns_placement_group = True
@@ -172,7 +176,7 @@ class ActorGroup:
                     placement_group=self._placement_group, placement_group_bundle_index=rank
                 )
             self.actors.append(remote_cls.options(**options).remote(rank, *self.actor_args))
-        ready = ray.get([actor.setup.remote() for actor in self.actors])
+        ready = self.call_each("setup", [()] * self.num_actors)  # an actor that dies starting is restarted, bounded
         logger.info("%s: %d actors ready (%s)", self.name, self.num_actors, self.spec.model_dump())
         return ready
 

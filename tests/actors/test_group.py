@@ -13,6 +13,33 @@ from system.errors import ActorFailureError
 from system.selection.shards import shard_evenly
 
 
+class DiesStarting:
+    """A role whose ``setup`` kills its own process the first time (every time with ``always``)."""
+
+    def __init__(self, rank: int, marker_dir: str, always: bool = False) -> None:
+        self.marker = os.path.join(marker_dir, f"died-{rank}")
+        self.always = always
+
+    def setup(self) -> int:
+        if self.always or not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return os.getpid()
+
+
+def test_an_actor_that_dies_in_setup_is_restarted_or_named_in_one_error(ray_cluster, tmp_path):
+    group = ActorGroup(DiesStarting, 2, ResourceSpec(num_cpus=0.1), actor_args=(str(tmp_path),),
+                       retries=RetryConfig(max_restarts=1), name="starters")
+    pids = group.setup()  # each actor died once in setup(), was restarted by Ray and set up again
+    assert len(set(pids)) == 2 and all(os.path.exists(tmp_path / f"died-{rank}") for rank in range(2))
+    group.shutdown()
+    doomed = ActorGroup(DiesStarting, 1, ResourceSpec(num_cpus=0.1), actor_args=(str(tmp_path), True),
+                        retries=RetryConfig(max_restarts=0), name="doomed")
+    with pytest.raises(ActorFailureError, match=r"doomed actor 0 died .* raise cluster\.retries\.max_restarts"):
+        doomed.setup()
+    doomed.shutdown()
+
+
 class Squarer:
     """A role whose ``square`` kills its own process on a shard holding -1 the first time it sees it, and on one
     holding -2 every time."""
