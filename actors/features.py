@@ -26,7 +26,7 @@ from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
 from system.features import implicit_reward_margins, strategy_rows
 from system.fileio import atomic_output
-from system.models.loading import load_adapter_weights
+from system.models.loading import serve_adapter
 from system.run_state import load_state_file
 from system.selection import Proposal, Shard, get_strategy
 from system.selection.shards import blocked_rows, shard_evenly
@@ -67,12 +67,7 @@ class FeatureWorker(VersionedAdapter):
         return self.policy_version
 
     def _apply_adapter(self, adapter_dir: Path, version: int) -> None:
-        if self.config.lora.enabled:
-            load_adapter_weights(self.model, adapter_dir)
-        else:
-            from system.models.loading import load_policy
-
-            self.model = load_policy(self.config.model, self.config.lora, adapter_dir, is_trainable=False)[0]
+        self.model = serve_adapter(self.model, self.config.model, self.config.lora, adapter_dir)
         self._adapter_dir = adapter_dir
 
     def featurize(

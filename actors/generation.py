@@ -22,7 +22,7 @@ from actors.group import ActorGroup, ActorNotReadyError
 from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
 from system.generation import HFEngine, SamplingParams, encode_prompt, sampling_params
-from system.models.loading import load_adapter_weights
+from system.models.loading import serve_adapter
 from system.selection.shards import shard_evenly
 from system.types import Candidate, PromptRecord
 
@@ -165,17 +165,13 @@ class GenerationWorker(VersionedAdapter):
 
     def _apply_adapter(self, adapter_dir: Path, version: int) -> None:
         """LoRA: swap the adapter in place; full weights: reload the engine from ``adapter_dir``."""
-        from system.models.loading import load_policy
-
         if self.engine_name == "vllm" and self.config.lora.enabled:
             self.engine.set_adapter(adapter_dir, version)
         elif self.engine_name == "vllm":
             del self.engine
             self.engine = VLLMEngine(self.config, adapter_dir, tokenizer_path=self._ensure_base_model())
-        elif self.config.lora.enabled:
-            load_adapter_weights(self.engine.model, adapter_dir)
         else:
-            self.engine.model = load_policy(self.config.model, self.config.lora, adapter_dir, is_trainable=False)[0]
+            self.engine.model = serve_adapter(self.engine.model, self.config.model, self.config.lora, adapter_dir)
 
     def generate(self, prompts: Sequence[PromptRecord], params: SamplingParams, policy_version: int) -> list[Candidate]:
         """Candidates for this shard of prompts (``params.n`` per prompt, in order)."""

@@ -59,7 +59,7 @@ from system.models.tiny import build_tiny_model  # noqa: E402
 from system.oracles.base import pair_uniform  # noqa: E402
 from system.selection import LocalPool, fit_linear_dpo, get_strategy, select_round  # noqa: E402
 from system.selection.shards import blocked_rows  # noqa: E402
-from system.types import Candidate  # noqa: E402
+from system.types import Candidate, CandidatePair  # noqa: E402
 
 STRATEGIES = ("random", "activedpo", "adpo", "adpo_plus", "apo")
 NEGATIVE_OFFSET = 1000
@@ -105,8 +105,6 @@ def seed_heldout(task: Task, workdir: Path, seed: int, temperature: float) -> He
 
 
 def heldout_from_json(saved: dict) -> HeldOut:
-    from system.types import CandidatePair
-
     return HeldOut([CandidatePair(**pair) for pair in saved["pairs"]], list(saved["prob_1"]))
 
 

@@ -27,11 +27,12 @@ from typing import Any
 import torch
 
 from system.config import Config
+from system.errors import StaleVersionError
 from system.features import implicit_reward_margins, strategy_rows
 from system.fileio import atomic_output
 from system.generation import HFEngine, SamplingParams, sampling_params
 from system.loop import LoopParts, evaluation_responder
-from system.models.loading import load_adapter_weights, load_policy
+from system.models.loading import load_adapter_weights, load_policy, serve_adapter
 from system.oracles import RewardOracle, build_oracle
 from system.oracles.base import Oracle
 from system.selection import LocalPool, get_strategy, select_round, selection_record
@@ -49,17 +50,13 @@ class LocalPolicy:
         self.model: Any
         self.model, self.tokenizer = load_policy(config.model, config.lora, is_trainable=False)
         self.model.eval()
-        self.engine = HFEngine(self.model, self.tokenizer, config.model, config.generation.batch_size)
+        self.engine: Any = HFEngine(self.model, self.tokenizer, config.model, config.generation.batch_size)
         self.version = 0
 
     def sync(self, adapter_dir: Path, version: int) -> None:
-        """Serve ``version``: load its LoRA weights in place (full weights: reload the policy)."""
-        if self.config.lora.enabled:
-            load_adapter_weights(self.model, adapter_dir)
-        else:
-            self.model = load_policy(self.config.model, self.config.lora, adapter_dir, is_trainable=False)[0]
-            self.model.eval()
-            self.engine.model = self.model
+        """Serve ``version``: its LoRA weights loaded in place (full weights: the policy reloaded)."""
+        self.model = serve_adapter(self.model, self.config.model, self.config.lora, adapter_dir)
+        self.engine.model = self.model
         self.version = version
 
     def generate(
@@ -71,9 +68,9 @@ class LocalPolicy:
         return self.engine.generate(prompts, params or sampling_params(self.config.generation, n), policy_version)
 
     def require_version(self, version: int) -> None:
-        """Refuse work stamped with a version other than the one loaded."""
+        """Refuse work stamped with a version other than the one loaded, as the actors do."""
         if version != self.version:
-            raise RuntimeError(f"policy version {version} asked, version {self.version} loaded")
+            raise StaleVersionError(f"asked for policy version {version}, this process holds {self.version}")
 
 
 class LocalSelector:

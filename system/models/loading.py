@@ -174,3 +174,14 @@ def load_adapter_weights(model: torch.nn.Module, adapter_dir: Path) -> None:
     unexpected = [key for key in result.unexpected_keys if "lora_" in key]
     if unexpected:
         raise ValueError(f"{adapter_dir}: adapter keys do not match the model ({unexpected[:3]} ...)")
+
+
+def serve_adapter(model: torch.nn.Module, model_cfg: ModelConfig, lora_cfg: LoraConfig,
+                  adapter_dir: Path) -> torch.nn.Module:
+    """The policy of a new version for generation or features: with ``lora.enabled`` the adapter's weights are
+    loaded into ``model`` in place and ``model`` is returned; with full weights ``adapter_dir`` is a checkpoint and
+    a new (non-trainable) policy is loaded from it."""
+    if lora_cfg.enabled:
+        load_adapter_weights(model, adapter_dir)
+        return model
+    return load_policy(model_cfg, lora_cfg, adapter_dir, is_trainable=False)[0]
