@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from system.config import LoraConfig, ModelConfig
 from system.errors import ModelLoadError
-from system.models.loading import load_policy, reference_mode, save_adapter
+from system.models.loading import load_policy, reference_mode, save_adapter, serve_adapter
 from system.models.logprobs import encode_sequences, sequence_logps
 
 PROMPTS = ["Tell me about a kitten.", "What should I feed my cat?"]
@@ -105,3 +105,21 @@ def test_corrupt_checkpoint_and_adapter(model_cfg: ModelConfig, lora_cfg: LoraCo
     empty_adapter.mkdir()
     with pytest.raises(ModelLoadError, match=r"adapter .*adapter'"):
         load_policy(model_cfg, lora_cfg, adapter_path=empty_adapter)
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full-weights"])
+def test_serve_adapter_gives_the_saved_policy(model_cfg: ModelConfig, lora_cfg: LoraConfig, tmp_path: Path,
+                                              lora: bool) -> None:
+    """What generation and feature workers do on a sync: LoRA weights in place (same module), full weights reloaded."""
+    cfg = lora_cfg if lora else LoraConfig(enabled=False)
+    trained, _ = load_policy(model_cfg, cfg)
+    with torch.no_grad():
+        for param in trained.parameters():
+            if param.requires_grad:
+                param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(3))
+    out = save_adapter(trained, tmp_path / "v1")
+    serving, _ = load_policy(model_cfg, cfg, is_trainable=False)
+    served = serve_adapter(serving, model_cfg, cfg, out)
+    assert (served is serving) == lora
+    expected, actual = trained.state_dict(), served.state_dict()
+    assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
