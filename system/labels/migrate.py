@@ -13,7 +13,9 @@ one opener migrates and the others find the schema ready.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +50,29 @@ def absolute_store_url(url: str, base: str | Path | None = None) -> str:
     return parsed.set(database=str(path.resolve())).render_as_string(hide_password=False)
 
 
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL journaling, ``synchronous=NORMAL`` and the busy timeout on every new SQLite connection.
+
+    Switching a fresh database to WAL needs the database to itself, and SQLite answers "database is locked" at
+    once, without its busy handler, while another connection holds a lock (another opener creating the schema):
+    the switch is retried until the busy timeout. WAL persists in the file, so once one connection switched it,
+    the others' switch is a no-op.
+    """
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
@@ -64,7 +84,7 @@ def create_store_engine(url: str) -> Engine:
         if parsed.get_backend_name() == "sqlite":
             if parsed.database not in (None, "", ":memory:"):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         return create_engine(url, pool_pre_ping=True)

@@ -3,6 +3,9 @@ head by opening it (``LabelStore`` → ``upgrade_schema``), on SQLite and Postgr
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import datetime, timezone
 
 from alembic.script import ScriptDirectory
@@ -53,3 +56,18 @@ def test_labels_written_at_the_oldest_revision_survive_the_upgrade_to_head(store
         assert store.put([Label("p2", 1, 0.6, "reward_model"), Label("p0", 2, 0.1, "reward_model")],
                          [pair, records[0].pair], round=3) == 1
         assert store.labels(since=records[-1].seq)[0].pair_id == "p2"
+
+
+def test_a_new_connection_waits_for_a_writer_instead_of_failing_its_wal_switch(tmp_path) -> None:
+    """A connection opened while another holds the write lock of a fresh (not yet WAL) database waits for it:
+    SQLite refuses the journal-mode switch at once, without its busy handler, and the switch is retried."""
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE t (x)")
+    threading.Timer(0.5, lambda: holder.execute("COMMIT")).start()
+    started = time.monotonic()
+    with create_store_engine(f"sqlite:///{path}").connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    assert mode == "wal" and time.monotonic() - started >= 0.4
+    holder.close()
