@@ -18,7 +18,7 @@ from typing import Any
 import ray
 import torch
 
-from actors.group import ActorGroup, ActorNotReadyError
+from actors.group import ActorGroup, ActorNotReadyError, ShardCall
 from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
 from system.generation import HFEngine, SamplingParams, encode_prompt, sampling_params
@@ -230,10 +230,29 @@ class GenerationFleet:
 
         ``params`` replaces the config's sampling parameters (e.g. greedy decoding for evaluation).
         """
+        return self.submit(prompts, n, policy_version, params).result()
+
+    def submit(
+        self,
+        prompts: Sequence[PromptRecord],
+        n: int | None = None,
+        policy_version: int = 0,
+        params: SamplingParams | None = None,
+    ) -> PendingCandidates:
+        """:meth:`generate` without waiting: the shards queue on the actors; ``result()`` collects them."""
         params = params or sampling_params(self.config.generation, n)
         shards = [shard for shard in shard_evenly(list(prompts), self.group.num_actors) if shard]
-        results = self.group.map_shards("generate", shards, params, policy_version)
-        return [candidate for shard_candidates in results for candidate in shard_candidates]
+        return PendingCandidates(self.group.submit_shards("generate", shards, params, policy_version))
 
     def shutdown(self) -> None:
         self.group.shutdown()
+
+
+class PendingCandidates:
+    """A fleet call in flight; ``result()`` waits for its shards and concatenates them in prompt order."""
+
+    def __init__(self, call: ShardCall) -> None:
+        self.call = call
+
+    def result(self) -> list[Candidate]:
+        return [candidate for shard_candidates in self.call.result() for candidate in shard_candidates]

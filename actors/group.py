@@ -236,34 +236,17 @@ class ActorGroup:
         logger.warning("%s: actor %d failed in %s (%s); retrying", self.name, rank, method, type(exc).__name__)
 
     def map_shards(self, method: str, shards: Sequence[Any], *args: Any) -> list[Any]:
-        """Run ``method(shard, *args)`` for each shard, shard ``i`` on actor ``i mod n``; results in shard order.
+        """Run ``method(shard, *args)`` for each shard and wait: :meth:`submit_shards` then its ``result()``."""
+        return self.submit_shards(method, shards, *args).result()
 
-        A shard whose actor dies is sent to the next live actor; a dead actor that Ray restarts gets
-        ``on_restart`` (``setup()``) before it takes more work, one that stays dead leaves the group.
+    def submit_shards(self, method: str, shards: Sequence[Any], *args: Any) -> ShardCall:
+        """Send ``method(shard, *args)`` for each shard, shard ``i`` to actor ``i mod n``, and return at once.
 
-        Raises:
-            ActorFailureError: a shard failed on ``retries.max_attempts`` actors, a dead actor did not come back in
-                time, or every actor is dead for good.
+        The calls queue on the actors behind any earlier ones, so a caller can submit work, do something
+        else in the driver (or submit to another group) and collect it with ``result()`` (OpenRLHF's
+        ``async_*`` calls).
         """
-        results: list[Any] = [None] * len(shards)
-        attempts = [0] * len(shards)
-        revived: set[int] = set()
-        pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-        for index, shard in enumerate(shards):
-            pending.update(self._submit(method, shard, args, index, index))
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            index, rank = pending.pop(ready[0])
-            try:
-                results[index] = ray.get(ready[0])
-            except ACTOR_FAILURES as exc:
-                attempts[index] += 1
-                self._check_attempts(method, rank, attempts[index], exc)
-                pending.update(self._submit(method, shards[index], args, index, rank + 1))
-                if rank not in revived:
-                    revived.add(rank)
-                    self._revive(rank)
-        return results
+        return ShardCall(self, method, list(shards), args)
 
     def _live_ranks(self) -> list[int]:
         return [rank for rank in range(len(self.actors)) if rank not in self._dead]
@@ -300,3 +283,42 @@ class ActorGroup:
         if self._owns_placement_group and self._placement_group is not None:
             remove_placement_group(self._placement_group)
             self._placement_group = None
+
+
+class ShardCall:
+    """Shard calls in flight on an :class:`ActorGroup`; ``result()`` waits for them, retrying failures.
+
+    A shard whose actor dies is sent to the next live actor; a dead actor that Ray restarts gets
+    ``on_restart`` (``setup()``) before it takes more work, one that stays dead leaves the group.
+    """
+
+    def __init__(self, group: ActorGroup, method: str, shards: list[Any], args: tuple[Any, ...]) -> None:
+        self.group, self.method, self.shards, self.args = group, method, shards, args
+        self.pending: dict[ray.ObjectRef, tuple[int, int]] = {}
+        for index, shard in enumerate(shards):
+            self.pending.update(group._submit(method, shard, args, index, index))
+
+    def result(self) -> list[Any]:
+        """The shards' results in shard order.
+
+        Raises:
+            ActorFailureError: a shard failed on ``retries.max_attempts`` actors, a dead actor did not come back in
+                time, or every actor is dead for good.
+        """
+        group, pending = self.group, self.pending
+        results: list[Any] = [None] * len(self.shards)
+        attempts = [0] * len(self.shards)
+        revived: set[int] = set()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index, rank = pending.pop(ready[0])
+            try:
+                results[index] = ray.get(ready[0])
+            except ACTOR_FAILURES as exc:
+                attempts[index] += 1
+                group._check_attempts(self.method, rank, attempts[index], exc)
+                pending.update(group._submit(self.method, self.shards[index], self.args, index, rank + 1))
+                if rank not in revived:
+                    revived.add(rank)
+                    group._revive(rank)
+        return results

@@ -18,7 +18,7 @@ from system.config import Config, dump_config, load_config
 from system.data import load_preferences, read_prompts
 from system.errors import ConfigError
 from system.fileio import atomic_write_text
-from system.loop import LoopParts, OfflinePool, evaluation_responder, offline_pool
+from system.loop import LoopParts, OfflinePool, offline_pool
 from system.run_state import RoundState, check_resume_config, load_round_state
 from system.types import PromptRecord
 
@@ -110,8 +110,7 @@ class RayParts:
         def sync(adapter_dir: Path, version: int) -> None:
             broadcast_adapter(adapter_dir, version, [fleet, selection])
 
-        return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=trainer,
-                         respond=evaluation_responder(fleet, config), sync=sync)
+        return LoopParts(fleet=fleet, selector=selection, oracle=oracle, trainer=trainer, sync=sync)
 
     def shutdown(self) -> None:
         for stop in reversed(self._started):

@@ -31,7 +31,7 @@ from system.errors import StaleVersionError
 from system.features import implicit_reward_margins, strategy_rows
 from system.fileio import atomic_output
 from system.generation import HFEngine, SamplingParams, sampling_params
-from system.loop import LoopParts, evaluation_responder
+from system.loop import LoopParts, Ready
 from system.models.loading import load_adapter_weights, load_policy, serve_adapter
 from system.oracles import RewardOracle, build_oracle
 from system.oracles.base import Oracle
@@ -66,6 +66,13 @@ class LocalPolicy:
         """``n`` (default ``generation.responses_per_prompt``) candidates per prompt, prompt by prompt."""
         self.require_version(policy_version)
         return self.engine.generate(prompts, params or sampling_params(self.config.generation, n), policy_version)
+
+    def submit(
+        self, prompts: Sequence[PromptRecord], n: int | None = None, policy_version: int = 0,
+        params: SamplingParams | None = None,
+    ) -> Ready[list[Candidate]]:
+        """:meth:`generate`, done on the spot: one process has nothing to overlap it with."""
+        return Ready(self.generate(prompts, n, policy_version, params))
 
     def require_version(self, version: int) -> None:
         """Refuse work stamped with a version other than the one loaded, as the actors do."""
@@ -167,4 +174,4 @@ def local_parts(config: Config) -> LoopParts:
     policy = LocalPolicy(config)
     return LoopParts(fleet=policy, selector=LocalSelector(config, policy),
                      oracle=LocalOracle(build_oracle(config.oracle)), trainer=LocalTrainer(config),
-                     respond=evaluation_responder(policy, config), sync=policy.sync)
+                     sync=policy.sync)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -42,13 +42,39 @@ if TYPE_CHECKING:  # MLflow is imported only where a run is tracked, not by the 
     from system.tracking import Tracker
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Pending(Protocol[T_co]):
+    """Work in flight (a generation fleet call); ``result()`` waits for it."""
+
+    def result(self) -> T_co: ...
+
+
+@dataclass(frozen=True)
+class Ready(Generic[T]):
+    """A :class:`Pending` whose work is already done (parts that compute in the loop's own process)."""
+
+    value: T
+
+    def result(self) -> T:
+        return self.value
 
 
 class Generator(Protocol):
+    """``n`` candidates per prompt from policy ``policy_version`` (``params``: other sampling, e.g. evaluation's).
+    ``submit`` returns at once where the parts run elsewhere (actors), so the loop overlaps independent work;
+    parts in the loop's own process may compute it on the spot."""
+
     def generate(
         self, prompts: Sequence[PromptRecord], n: int | None = None, policy_version: int = 0,
         params: SamplingParams | None = None,
     ) -> list[Candidate]: ...
+    def submit(
+        self, prompts: Sequence[PromptRecord], n: int | None = None, policy_version: int = 0,
+        params: SamplingParams | None = None,
+    ) -> Pending[list[Candidate]]: ...
 
 
 class PairSelector(Protocol):
@@ -86,27 +112,23 @@ class MetricsSink(Protocol):
 
 @dataclass
 class LoopParts:
-    """What a round talks to; ``respond(prompts, version)`` returns the evaluation responses of policy
-    ``version``, the same number for every prompt, grouped by prompt; ``sync(adapter_dir, version)`` pushes an
-    adapter to the generators and the feature workers."""
+    """What a round talks to; ``sync(adapter_dir, version)`` pushes an adapter to the generators and the feature
+    workers."""
 
     fleet: Generator
     selector: PairSelector
     oracle: Labeller
     trainer: PreferenceTrainer
-    respond: Callable[[Sequence[PromptRecord], int], list[str]]
     sync: Callable[[Path, int], None]
 
 
-def evaluation_responder(fleet: Generator, config: Config) -> Callable[[Sequence[PromptRecord], int], list[str]]:
-    """``respond(prompts, version) -> [response]``: the fleet's evaluation responses, prompt by prompt
-    (greedy, or ``loop.eval_samples_per_prompt`` seeded samples per prompt)."""
-    params = evaluation_params(config.generation, config.loop.eval_samples_per_prompt)
+@dataclass
+class Prefetch:
+    """Round ``round``'s candidates, submitted to the fleet at ``submitted_at`` (``time.perf_counter()``)."""
 
-    def respond(prompts: Sequence[PromptRecord], version: int) -> list[str]:
-        return [candidate.response for candidate in fleet.generate(prompts, policy_version=version, params=params)]
-
-    return respond
+    round: int
+    candidates: Pending[list[Candidate]]
+    submitted_at: float
 
 
 def prompts_for_round(
@@ -185,6 +207,8 @@ class ActiveLoop:
         self.sinks = list(sinks)
         self.timings: dict[str, float] = {}
         self.reference_samples: dict[str, list[str]] | None = None
+        self.eval_params = evaluation_params(config.generation, config.loop.eval_samples_per_prompt)
+        self.prefetch: Prefetch | None = None
 
     def run(self) -> RoundState:
         """Bring the parts to the saved state, then run the remaining rounds."""
@@ -192,7 +216,9 @@ class ActiveLoop:
         if self.state.adapter_path is not None:
             self.parts.sync(Path(self.state.adapter_path), self.state.policy_version)
         if not self.state.done(0, "evaluated"):
-            self._evaluate(0, {})
+            metrics: dict[str, float] = {}
+            self._evaluate(0, metrics)
+            self._record(0, metrics)
             self._save(0, "evaluated")
         self.reference_samples = self._mpo_reference_samples()
         first = self.state.round if not self.state.done(self.state.round, "evaluated") else self.state.round + 1
@@ -217,6 +243,7 @@ class ActiveLoop:
         out.mkdir(parents=True, exist_ok=True)
         self.timings = {}
         metrics: dict[str, float] = {}
+        start = time.perf_counter()
         with tqdm(total=5, desc=f"round {r}/{self.config.loop.rounds}", ascii=True, ncols=100) as bar:
             with self._timed("generation", bar):
                 pairs = self._candidates(r, out, metrics)
@@ -228,6 +255,8 @@ class ActiveLoop:
                 self._train(r, out, metrics)
             with self._timed("evaluation", bar):
                 self._evaluate(r, metrics)
+        self.timings["time/round_s"] = time.perf_counter() - start
+        self._record(r, metrics)
         self._save(r, "evaluated")
 
     def _candidates(self, r: int, out: Path, metrics: dict[str, float]) -> list[CandidatePair]:
@@ -245,16 +274,29 @@ class ActiveLoop:
     def _generate(self, r: int, out: Path, metrics: dict[str, float]) -> list[Candidate]:
         path = out / "candidates.jsonl"
         if not self.state.done(r, "generated"):
-            prompts = prompts_for_round(self.prompts, self.config.loop.prompts_per_round, r, self.config.loop.seed)
-            start = time.perf_counter()
-            candidates = self.parts.fleet.generate(prompts, self.config.generation.responses_per_prompt,
-                                                   self.state.policy_version)
+            prefetch = self.prefetch if self.prefetch is not None and self.prefetch.round == r else self._submit(r)
+            self.prefetch = None
+            candidates = prefetch.candidates.result()
             tokens = sum(len(c.token_ids) for c in candidates)
-            metrics["generation/tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
+            metrics["generation/tokens_per_s"] = tokens / max(time.perf_counter() - prefetch.submitted_at, 1e-9)
             write_rows(path, [asdict(c) for c in candidates])
             self._save(r, "generated")
         return [Candidate(**{**row, "token_ids": tuple(row["token_ids"]), "logprobs": tuple(row["logprobs"])})
                 for row in read_rows(path)]
+
+    def _submit(self, r: int) -> Prefetch:
+        """Send round ``r``'s prompts to the fleet (policy version held now) without waiting."""
+        prompts = prompts_for_round(self.prompts, self.config.loop.prompts_per_round, r, self.config.loop.seed)
+        return Prefetch(r, self.parts.fleet.submit(prompts, self.config.generation.responses_per_prompt,
+                                                   self.state.policy_version), time.perf_counter())
+
+    def _prefetch_next(self, r: int) -> None:
+        """Submit round ``r + 1``'s generation when it will be generated fresh from the policy just evaluated."""
+        following = r + 1
+        fresh = following == 1 or get_strategy(self.config.selection.strategy).regenerates
+        if (self.pool is None and following <= self.config.loop.rounds and fresh
+                and not self.state.done(following, "generated")):
+            self.prefetch = self._submit(following)
 
     def _select(self, r: int, out: Path, pairs: list[CandidatePair], metrics: dict[str, float]) -> SelectionResult:
         path = out / "selection.json"
@@ -319,15 +361,29 @@ class ActiveLoop:
             self._save(r, "synced")
 
     def _evaluate(self, r: int, metrics: dict[str, float]) -> None:
+        """Evaluate the policy of round ``r`` into ``metrics``; the next round's generation runs meanwhile.
+
+        Online, the evaluation responses are submitted first and round r+1's candidates (same policy) right
+        after, so the fleet generates them while the oracle scores the evaluation responses and the driver logs;
+        round r+1 then only collects them (its ``time/generation_s`` is what was left to wait).
+        """
         if self.pool is not None:
             margins = self.parts.selector.margins(scored_pairs(self.pool.held_out), self.state.policy_version)
             metrics.update(logit_error_report(margins, self.pool.held_out))
         elif self.eval_prompts:
             reference = self._reference_responses()
-            responses = self.parts.respond(self.eval_prompts, self.state.policy_version)
+            pending = self.parts.fleet.submit(self.eval_prompts, policy_version=self.state.policy_version,
+                                              params=self.eval_params)
+            self._prefetch_next(r)
+            responses = [candidate.response for candidate in pending.result()]
             per_prompt = len(responses) // len(self.eval_prompts)
             prompts = [record.prompt for record in self.eval_prompts for _ in range(per_prompt)]
             metrics.update(evaluate_generations(prompts, responses, reference, self.parts.oracle.rewards).metrics())
+        else:
+            self._prefetch_next(r)
+
+    def _record(self, r: int, metrics: dict[str, float]) -> None:
+        """Write round ``r``'s metrics (with the labels so far and the phase times), track them, feed the sinks."""
         metrics["labels"] = float(len(self.state.labelled_pair_ids))
         metrics.update(self.timings)
         round_dir(self.run_dir, r).mkdir(parents=True, exist_ok=True)
@@ -362,5 +418,6 @@ class ActiveLoop:
         if not path.exists():
             if self.state.policy_version != 0:
                 raise RuntimeError("reference responses must be generated before the first sync")
-            atomic_write_text(path, json.dumps(self.parts.respond(self.eval_prompts, 0)))
+            candidates = self.parts.fleet.generate(self.eval_prompts, policy_version=0, params=self.eval_params)
+            atomic_write_text(path, json.dumps([candidate.response for candidate in candidates]))
         return list(json.loads(path.read_text()))

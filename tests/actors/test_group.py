@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import ray
@@ -64,6 +65,12 @@ class Squarer:
     def pid(self) -> int:
         return os.getpid()
 
+    def mark(self, shard: list[int]) -> list[int]:
+        """Leave a file per value (the call ran), then return the shard."""
+        for value in shard:
+            open(os.path.join(self.marker_dir, f"ran-{value}"), "w").close()
+        return shard
+
 
 @pytest.mark.parametrize("num_items,num_shards", [(0, 2), (1, 3), (7, 2), (10, 4)])
 def test_shard_evenly_keeps_order_and_balance(num_items, num_shards):
@@ -81,6 +88,18 @@ def test_map_shards_keeps_order(ray_cluster, tmp_path):
     results = group.map_shards("square", shards)
     assert [x for _, squares in results for x in squares] == [x * x for x in range(11)]
     assert [rank for rank, _ in results] == [0, 1, 0, 1, 0]
+    group.shutdown()
+
+
+def test_submitted_shards_run_before_anyone_waits_and_result_keeps_their_order(ray_cluster, tmp_path):
+    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), name="markers")
+    group.setup()
+    call = group.submit_shards("mark", [[3], [1, 4], [2]])  # returns with the calls in flight
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ran-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(path.name for path in tmp_path.glob("ran-*")) == ["ran-1", "ran-2", "ran-3", "ran-4"]
+    assert call.result() == [[3], [1, 4], [2]]
     group.shutdown()
 
 

@@ -98,11 +98,13 @@ def stop_on_second_call(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 STOPS = {"featurize": ("selector", "featurize"), "select": ("selector", "select"), "label": ("oracle", "label"),
-         "train": ("trainer", "fit")}
+         "train": ("trainer", "fit"), "evaluate": ("oracle", "rewards")}
+"""Where a loop stops: the second call of a part's method is round 2's, except for ``rewards`` (round 0, then
+round 1's evaluation, stopped while round 2's candidates were already submitted to the fleet)."""
 
 
 @pytest.mark.parametrize("stop", sorted(STOPS))
-def test_a_loop_stopped_inside_round_2_resumes_to_the_straight_runs_picks_and_adapter(
+def test_a_loop_stopped_inside_a_phase_resumes_to_the_straight_runs_picks_and_adapter(
     stop: str, straight_run: Path, tiny_model_dir: Path, tmp_path: Path  # noqa: F811
 ) -> None:
     config = config_for(tmp_path / "run", tiny_model_dir)
@@ -113,7 +115,8 @@ def test_a_loop_stopped_inside_round_2_resumes_to_the_straight_runs_picks_and_ad
     with pytest.raises(Stop):
         run(config, parts)
     saved = load_round_state(config.loop.run_dir)
-    assert saved is not None and saved.round == 2 and saved.phase != "evaluated"
+    stopped_in = (1, "synced") if stop == "evaluate" else (2, saved.phase if saved else None)
+    assert saved is not None and (saved.round, saved.phase) == stopped_in and saved.phase != "evaluated"
     run(config, local_parts(config), saved)  # a fresh process's parts, from the saved state
     assert picks(Path(config.loop.run_dir)) == picks(straight_run)
     assert adapter_bytes(Path(config.loop.run_dir)) == adapter_bytes(straight_run)
