@@ -29,7 +29,7 @@ from system.fileio import atomic_output
 from system.models.loading import serve_adapter
 from system.run_state import load_state_file
 from system.selection import Proposal, Shard, get_strategy
-from system.selection.shards import blocked_rows, shard_evenly
+from system.selection.shards import blocked_rows, selection_device, shard_evenly
 from system.types import CandidatePair
 
 logger = logging.getLogger(__name__)
@@ -50,11 +50,13 @@ class FeatureWorker(VersionedAdapter):
         self.rows = torch.zeros(0, 0)
         self.labelled = torch.zeros(0, 0)
         self.shard = Shard(self.rows)
+        self.device = torch.device("cpu")
 
     def setup(self) -> int:
         """Load the policy (and, after a restart, the last adapter and feature shard); returns the version held."""
         from system.models.loading import load_policy
 
+        self.device = selection_device(self.config.selection.device)
         self.model, self.tokenizer = load_policy(self.config.model, self.config.lora, is_trainable=False)
         if self.state_file.exists():
             saved = load_state_file(self.state_file)
@@ -108,7 +110,7 @@ class FeatureWorker(VersionedAdapter):
         global indices ``offset`` + local index."""
         if self.model is None:
             raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
-        self.shard = Shard(self.rows, offset)
+        self.shard = Shard(self.rows, offset, self.device)
         return self.shard.begin(v_inv)
 
     def apply_update(self, z: Tensor, c: float, taken: int) -> Proposal | None:

@@ -44,6 +44,7 @@ from system.errors import SelectionError
 from system.fileio import atomic_output
 from system.run_state import load_state_file
 from system.selection import DesignState, Proposal, select_round, selection_record
+from system.selection.shards import selection_device
 from system.types import SelectionResult
 
 logger = logging.getLogger(__name__)
@@ -97,12 +98,13 @@ class WorkerPool:
         return self.call(rank, "row", index - self.offsets[rank])
 
     def begin(self, v_inv: Tensor) -> list[Proposal | None]:
-        self._v_ref = ray.put(v_inv.clone())
+        self._v_ref = ray.put(v_inv.cpu().clone())  # V⁻¹ may sit on the selector's GPU; workers place it
         self._history = []
         refs = [w.begin_round.remote(self._v_ref, offset) for w, offset in zip(self.workers, self.offsets, strict=True)]
         return self._gather(refs)
 
     def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
+        z = z.cpu()
         self._history.append((z, c, taken))
         received = sum(proposal[2].nbytes for proposal in self._proposals if proposal is not None)
         self.bytes_moved += z.nbytes * len(self.workers) + received
@@ -142,7 +144,8 @@ class SelectorActor:
         if self.checkpoint_path.exists():
             saved = load_state_file(self.checkpoint_path)
             design = saved["design"]
-            self.state = DesignState(int(design["dim"]), float(design["reg"]))
+            self.state = DesignState(int(design["dim"]), float(design["reg"]),
+                                     device=selection_device(self.config.selection.device))
             self.state.load_state_dict(design)
             self.round, self.selected_ids = saved["round"], saved["selected_ids"]
             logger.info("selector restored after round %d (%d pairs selected)", self.round, len(self.selected_ids))
@@ -164,7 +167,8 @@ class SelectorActor:
         pool = WorkerPool(workers, self.config.cluster.retries.restart_timeout_s)
         selection = self.config.selection
         result, self.state = select_round(pool, pool.pair_ids, pool.labelled_rows(), budget, strategy, round_index,
-                                          selection.reg, selection.refactor_every, selection.seed)
+                                          selection.reg, selection.refactor_every, selection.seed,
+                                          selection_device(selection.device))
         self.worker_restarts += pool.restarts
         self.selected_ids.extend(result.pair_ids)
         self.round = round_index + 1

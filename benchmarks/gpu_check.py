@@ -39,6 +39,7 @@ GPU_BENCHMARKS = [
     ("gradient features k=8192, ~1B model", "benchmarks/bench_features.py",
      ["--hidden", "2048", "--layers", "16", "--dim", "8192", "--device", "cuda"], []),
     ("selection at k=1024/8192", "benchmarks/bench_selection.py", [], []),
+    ("selection on the GPU vs the CPU, N=10,000, k=8192", "benchmarks/bench_selection_device.py", [], []),
 ]
 
 

@@ -253,6 +253,12 @@ class SelectionConfig(Section):
         "offline selection (activealign select); > 0 keeps the fit finite on separable labels.",
     )
     seed: int = Field(0, description="Seed of the random strategy's uniform picks; round r draws with seed + r.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where the feature workers keep their shard of Φ and its cached scores and the selector keeps "
+        "V⁻¹: 'auto' puts them on the process's GPU when it has one (the greedy's scoring and per-pick updates "
+        "then run there), 'cpu' keeps them in memory, 'cuda' requires a GPU.",
+    )
 
     @field_validator("strategy")
     @classmethod

@@ -36,7 +36,7 @@ from system.models.loading import load_adapter_weights, load_policy, serve_adapt
 from system.oracles import RewardOracle, build_oracle
 from system.oracles.base import Oracle
 from system.selection import LocalPool, get_strategy, select_round, selection_record
-from system.selection.shards import blocked_rows, shard_evenly
+from system.selection.shards import blocked_rows, selection_device, shard_evenly
 from system.training import train_preferences
 from system.training.engine import join_single_process_group
 from system.types import Candidate, CandidatePair, Label, PreferencePair, PromptRecord, SelectionResult, Text
@@ -115,9 +115,10 @@ class LocalSelector:
 
     def select(self, budget: int, round_index: int) -> SelectionResult:
         selection = self.config.selection
-        result, state = select_round(LocalPool(self.rows, blocked_rows(self.rows)), self.pair_ids, self.labelled,
-                                     budget, selection.strategy, round_index, selection.reg, selection.refactor_every,
-                                     selection.seed)
+        device = selection_device(selection.device)
+        result, state = select_round(LocalPool(self.rows, blocked_rows(self.rows), device), self.pair_ids,
+                                     self.labelled, budget, selection.strategy, round_index, selection.reg,
+                                     selection.refactor_every, selection.seed, device)
         self.selected_ids.extend(result.pair_ids)
         self.record = selection_record(state, round_index + 1, self.selected_ids)
         return result

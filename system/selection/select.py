@@ -164,7 +164,7 @@ def select_pairs(
 
 def select_round(
     pool: ShardedPool, pair_ids: Sequence[str], labelled_rows: Tensor, budget: int, strategy: str | Strategy,
-    round_index: int, reg: float, refactor_every: int, seed: int,
+    round_index: int, reg: float, refactor_every: int, seed: int, device: torch.device | str | None = None,
 ) -> tuple[SelectionResult, DesignState]:
     """One round of the loop's selection over a (sharded) pool of design rows; what the selector actor and the
     in-process parts both run.
@@ -173,13 +173,13 @@ def select_round(
     recomputed under the current policy (seed 001, Prop. 1) — and ``strategy`` picks ``budget`` rows of ``pool``
     (row i is pair ``pair_ids[i]``) with the seed ``seed + round_index``, so a seeded strategy draws differently
     every round; ``reg`` is λ, ``refactor_every`` the design state's refactorisation period (``selection``
-    config). Returns the picks and the design state after them.
+    config); V and V⁻¹ live on ``device`` (default the CPU). Returns the picks and the design state after them.
 
     Raises:
         SelectionError: more picks asked than selectable rows.
     """
     rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    state = DesignState(labelled_rows.shape[1], reg, refactor_every=refactor_every)
+    state = DesignState(labelled_rows.shape[1], reg, refactor_every=refactor_every, device=device)
     state.rebuild(labelled_rows)
     skipped = check_budget(budget, len(pair_ids), int(pool.blocked().sum()))
     picks = rule.pick(pool, budget, state, seed + round_index)

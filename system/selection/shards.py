@@ -23,6 +23,8 @@ from typing import Protocol, TypeVar
 import torch
 from torch import Tensor
 
+from system.errors import SelectionError
+
 T = TypeVar("T")
 
 Proposal = tuple[int, float, Tensor]
@@ -88,6 +90,21 @@ def merge_argmax(proposals: Sequence[Proposal | None]) -> Proposal | None:
     return min(live, key=lambda proposal: (-proposal[1], proposal[0])) if live else None
 
 
+def selection_device(setting: str) -> torch.device:
+    """Where this process keeps Φ, cached scores and V (``selection.device``): ``auto`` → its first CUDA device
+    when it has one, else the CPU; ``cpu``; ``cuda`` (refused with a clear error when there is none).
+
+    Raises:
+        SelectionError: ``cuda`` asked in a process that sees no CUDA device.
+    """
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise SelectionError("selection.device is 'cuda' but this process sees no CUDA device "
+                                 "(give the feature workers and the selector a GPU, or use 'auto')")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def blocked_rows(rows: Tensor) -> Tensor:
     """[N] bool: all-zero rows of ``rows`` [N, k] (max-norm 0: one pass, no [N, k] temporary)."""
     if not rows.shape[1]:
@@ -96,18 +113,25 @@ def blocked_rows(rows: Tensor) -> Tensor:
 
 
 class Shard:
-    """One shard's rows [N_w, k] at global ``offset``, its cached scores and taken mask."""
+    """One shard's rows [N_w, k] at global ``offset``, its cached scores and taken mask, all on ``device``.
 
-    def __init__(self, rows: Tensor, offset: int = 0) -> None:
-        self.rows, self.offset = rows, offset
-        self.scores = torch.zeros(0)
-        self.taken = torch.zeros(0, dtype=torch.bool)
+    Selection runs where Φ lives: with ``device`` a GPU, the rows are copied there once, the O(N_w·k²) scoring and
+    every O(N_w·k) update run there, and only V⁻¹ (once), z (k floats per pick) and the proposal (an index, a
+    score and one row, returned on the CPU) cross the bus. ``device`` None keeps the rows where they are.
+    """
+
+    def __init__(self, rows: Tensor, offset: int = 0, device: torch.device | str | None = None) -> None:
+        self.rows = rows if device is None else rows.to(device)
+        self.offset = offset
+        self.scores = torch.zeros(0, device=self.rows.device)
+        self.taken = torch.zeros(0, dtype=torch.bool, device=self.rows.device)
 
     def begin(self, v_inv: Tensor, blocked: Tensor | None = None) -> Proposal | None:
         """Score every row under V⁻¹; block zero rows (and ``blocked``); propose the best row (None if empty)."""
-        self.taken = blocked_rows(self.rows) if blocked is None else blocked.clone()
+        device = self.rows.device
+        self.taken = blocked_rows(self.rows) if blocked is None else blocked.to(device, copy=True)
         if self.rows.shape[0]:
-            self.scores = score_shard(self.rows, v_inv)
+            self.scores = score_shard(self.rows, v_inv.to(device))
         return self.proposal()
 
     def update(self, z: Tensor, c: float, taken: int | None) -> Proposal | None:
@@ -115,7 +139,7 @@ class Shard:
         if taken is not None and 0 <= taken - self.offset < self.rows.shape[0]:
             self.taken[taken - self.offset] = True
         if self.rows.shape[0]:
-            self.scores = update_shard_scores(self.scores, self.rows, z, c)
+            self.scores = update_shard_scores(self.scores, self.rows, z.to(self.rows.device), c)
         return self.proposal()
 
     def proposal(self) -> Proposal | None:
@@ -123,21 +147,22 @@ class Shard:
         if best is None:
             return None
         index, score = best
-        return self.offset + index, score, self.rows[index]
+        return self.offset + index, score, self.rows[index].cpu()
 
 
 class LocalPool:
-    """The :class:`ShardedPool` of one process: all rows [N, k] in one shard; ``blocked`` [N] bool."""
+    """The :class:`ShardedPool` of one process: all rows [N, k] in one shard (on ``device``, see :class:`Shard`);
+    ``blocked`` [N] bool."""
 
-    def __init__(self, rows: Tensor, blocked: Tensor) -> None:
-        self.shard = Shard(rows)
+    def __init__(self, rows: Tensor, blocked: Tensor, device: torch.device | str | None = None) -> None:
+        self.shard = Shard(rows, device=device)
         self._blocked = blocked
 
     def blocked(self) -> Tensor:
         return self._blocked
 
     def row(self, index: int) -> Tensor:
-        return self.shard.rows[index]
+        return self.shard.rows[index].cpu()
 
     def begin(self, v_inv: Tensor) -> list[Proposal | None]:
         return [self.shard.begin(v_inv, self._blocked)]

@@ -68,3 +68,28 @@ def test_nccl_all_reduce_between_train_workers(ray_cluster, tmp_path):
                  torch_config=TorchConfig(backend="nccl")).fit()
     sums = [float((tmp_path / f"rank{rank}.txt").read_text()) for rank in range(workers)]
     assert sums == [workers * (workers + 1) / 2] * workers
+
+
+def test_selection_on_gpu_feature_workers_and_selector_picks_as_on_the_cpu(ray_cluster, tiny_model_dir, tmp_path):
+    from actors.features import FeatureWorkerGroup
+    from actors.selector import Selector
+    from system.selection import DesignState, PoolInputs, select_pairs
+
+    config = load_config("configs/tiny.yaml", [
+        f"model.path={tiny_model_dir}", "features.num_workers=2", "features.projection_dim=256",
+        "cluster.features.num_gpus=0.25", "cluster.selector.num_gpus=0.25", "selection.device=cuda",
+    ])
+    workers = FeatureWorkerGroup(config, tmp_path / "feature-state")
+    workers.setup()
+    phi = torch.randn(5001, 256, generator=torch.Generator().manual_seed(0))
+    pair_ids = [f"pair-{i}" for i in range(len(phi))]
+    workers.set_features(pair_ids, phi)
+    selector = Selector(config, tmp_path / "selector.pt")
+    selector.setup()
+    result = selector.select(workers, budget=100, strategy="adpo", round_index=0)
+    state = DesignState(256, config.selection.reg, refactor_every=config.selection.refactor_every)
+    expected = select_pairs(pair_ids, PoolInputs(phi), 100, state, "adpo")
+    selector.shutdown()
+    workers.shutdown()
+    assert result.pair_ids == expected.pair_ids
+    assert result.scores == pytest.approx(expected.scores, rel=1e-9)

@@ -15,7 +15,7 @@ from actors.features import FeatureWorkerGroup
 from actors.selector import Selector, SelectorActor
 from actors.weights import broadcast_adapter
 from system.config import Config, load_config
-from system.errors import DataError
+from system.errors import DataError, SelectionError
 from system.features import gradient_features
 from system.models.loading import load_policy
 from system.selection import DesignState, PoolInputs, select_pairs
@@ -81,6 +81,15 @@ def test_sharded_selection_equals_single_process(workers, config, tmp_path, stra
     if strategy == "activedpo":  # per pick: z (k float64) to each of 2 workers, one float32 row back from each
         assert result.extra["bytes_per_pick"] == 2 * 32 * 8 + 2 * 32 * 4  # O(W·k), whatever N is
     selector.shutdown()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_selection_on_workers_without_a_gpu_is_refused_naming_the_key(ray_cluster, config, tmp_path):
+    group = FeatureWorkerGroup(config.model_copy(update={"selection": config.selection.model_copy(
+        update={"device": "cuda"})}), tmp_path / "feature-state")
+    with pytest.raises(SelectionError, match=r"selection\.device is 'cuda' but this process sees no CUDA device"):
+        group.setup()
+    group.shutdown()
 
 
 @pytest.mark.drill  # waits for Ray to restart a worker that reloads the policy: ~40 s idle, minutes when loaded

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from system.errors import SelectionError
 from system.selection import (
     DesignState,
     Proposal,
@@ -15,16 +16,17 @@ from system.selection import (
     shard_argmax,
     strategy_names,
 )
+from system.selection.shards import selection_device
 
 
 class ShardsPool:
     """A ShardedPool of W contiguous :class:`Shard` objects in one process (what the selector does over Ray)."""
 
-    def __init__(self, rows: torch.Tensor, num_shards: int) -> None:
+    def __init__(self, rows: torch.Tensor, num_shards: int, device: str | None = None) -> None:
         self.rows = rows
         chunks = list(torch.tensor_split(rows, num_shards))
         offsets = [sum(chunk.shape[0] for chunk in chunks[:rank]) for rank in range(num_shards)]
-        self.shards = [Shard(chunk, offset) for chunk, offset in zip(chunks, offsets, strict=True)]
+        self.shards = [Shard(chunk, offset, device) for chunk, offset in zip(chunks, offsets, strict=True)]
 
     def blocked(self) -> torch.Tensor:
         return self.rows.abs().amax(dim=1) == 0
@@ -50,6 +52,36 @@ def test_sharded_pick_order_equals_single_process(num_workers: int) -> None:
         sharded = rule.pick(ShardsPool(rows, num_workers), 40, DesignState(24, 1.0), seed=7)
         assert sharded.indices == single, name
         assert len(set(single)) == 40 and not {5, 150} & set(single)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shards_on_a_device_score_there_and_pick_as_on_the_cpu(device: str) -> None:
+    phi = torch.randn(2000, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    phi[7] = 0.0
+    expected = select_batch(phi, 60, DesignState(64, 0.5), "adpo")
+    pool = ShardsPool(phi, 3, device)
+    picks = get_strategy("adpo").pick(pool, 60, DesignState(64, 0.5, device=device), seed=0)
+    assert picks.indices == expected and 7 not in picks.indices
+    for shard in pool.shards:  # Φ, scores and the taken mask stay on the device; proposals come back on the CPU
+        assert {shard.rows.device.type, shard.scores.device.type, shard.taken.device.type} == {device}
+        proposal = shard.proposal()
+        assert proposal is not None and proposal[2].device.type == "cpu"
+    assert picks.scores[0] == pytest.approx(float(phi[expected[0]].square().sum()) / 0.5, rel=1e-12)  # ‖φ‖²/λ
+
+
+def test_selection_device_follows_the_setting() -> None:
+    has_cuda = torch.cuda.is_available()
+    assert selection_device("cpu") == torch.device("cpu")
+    assert selection_device("auto").type == ("cuda" if has_cuda else "cpu")
+    if has_cuda:
+        assert selection_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(SelectionError, match=r"selection\.device is 'cuda' but this process sees no CUDA"):
+            selection_device("cuda")
 
 
 def test_cached_greedy_equals_naive_reinversion() -> None:
