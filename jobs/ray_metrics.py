@@ -3,9 +3,10 @@ Prometheus endpoint every node serves (Ray prefixes each name with ``ray_``).
 
 ``activealign_loop_round``, ``_labels`` (labelled pairs so far), ``_candidate_pairs`` (pairs the round selected
 from), ``_pick_score_mean`` / ``_pick_score_max`` (selection scores of the round's picks) are gauges;
-``activealign_loop_phase_seconds`` (tag ``phase``: generation, selection, labelling, training, evaluation) and
-``activealign_loop_oracle_latency_seconds`` (the oracle's answer to a round's label request) are histograms;
-read their buckets and counts, as Ray exports a histogram's ``_sum`` from bucket midpoints.
+``activealign_loop_phase_seconds`` (tag ``phase``: generation, selection, labelling, training, evaluation, and
+round for the whole round) and ``activealign_loop_oracle_latency_seconds`` (the oracle's answer to a round's
+label request) are histograms; read their buckets and counts, as Ray exports a histogram's ``_sum`` from bucket
+midpoints.
 """
 
 from __future__ import annotations
