@@ -138,7 +138,7 @@ def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_m
     labels = client.get_metric_history(run.info.run_id, "labels")
     assert [(m.step, m.value) for m in labels] == [(0, 0.0), (1, BUDGET), (2, 2 * BUDGET)]
     for key in ("eval/reward", "eval/win_rate", "train/loss", "selection/score_mean", "time/training_s",
-                "generation/tokens_per_s"):
+                "time/evaluation_s", "time/round_s", "generation/tokens_per_s"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert steps == ([0, 1, 2] if key.startswith("eval/") else [1, 2]), key
     rewards = client.get_metric_history(run.info.run_id, "eval/reference_reward")
