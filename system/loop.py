@@ -124,11 +124,12 @@ class LoopParts:
 
 @dataclass
 class Prefetch:
-    """Round ``round``'s candidates, submitted to the fleet at ``submitted_at`` (``time.perf_counter()``)."""
+    """Round ``round``'s candidates in flight on the fleet; ``started_at`` (``time.perf_counter()``): when the fleet
+    began on them — their submission, or once the evaluation responses queued ahead of them came back."""
 
     round: int
     candidates: Pending[list[Candidate]]
-    submitted_at: float
+    started_at: float
 
 
 def prompts_for_round(
@@ -278,7 +279,7 @@ class ActiveLoop:
             self.prefetch = None
             candidates = prefetch.candidates.result()
             tokens = sum(len(c.token_ids) for c in candidates)
-            metrics["generation/tokens_per_s"] = tokens / max(time.perf_counter() - prefetch.submitted_at, 1e-9)
+            metrics["generation/tokens_per_s"] = tokens / max(time.perf_counter() - prefetch.started_at, 1e-9)
             write_rows(path, [asdict(c) for c in candidates])
             self._save(r, "generated")
         return [Candidate(**{**row, "token_ids": tuple(row["token_ids"]), "logprobs": tuple(row["logprobs"])})
@@ -376,6 +377,8 @@ class ActiveLoop:
                                               params=self.eval_params)
             self._prefetch_next(r)
             responses = [candidate.response for candidate in pending.result()]
+            if self.prefetch is not None:  # the fleet works through its queue in order: the candidates start now
+                self.prefetch.started_at = time.perf_counter()
             per_prompt = len(responses) // len(self.eval_prompts)
             prompts = [record.prompt for record in self.eval_prompts for _ in range(per_prompt)]
             metrics.update(evaluate_generations(prompts, responses, reference, self.parts.oracle.rewards).metrics())
