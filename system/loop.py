@@ -263,10 +263,10 @@ class ActiveLoop:
     def _candidates(self, r: int, out: Path, metrics: dict[str, float]) -> list[CandidatePair]:
         """This round's candidate pairs: freshly generated, or the unlabelled pairs of a pool drawn once — the
         offline pool, or round 1's candidates when the strategy does not regenerate (APO)."""
+        if self._generates_fresh(r):
+            return candidate_pairs(self._generate(r, out, metrics))
         if self.pool is not None:
             pool = self.pool.candidates
-        elif r == 1 or get_strategy(self.config.selection.strategy).regenerates:
-            return candidate_pairs(self._generate(r, out, metrics))
         else:
             pool = candidate_pairs(self._generate(1, round_dir(self.run_dir, 1), metrics))
         labelled = set(self.state.labelled_pair_ids)
@@ -291,11 +291,14 @@ class ActiveLoop:
         return Prefetch(r, self.parts.fleet.submit(prompts, self.config.generation.responses_per_prompt,
                                                    self.state.policy_version), time.perf_counter())
 
+    def _generates_fresh(self, r: int) -> bool:
+        """Whether round ``r`` generates its candidates (online, and round 1 or a strategy that regenerates)."""
+        return self.pool is None and (r == 1 or get_strategy(self.config.selection.strategy).regenerates)
+
     def _prefetch_next(self, r: int) -> None:
         """Submit round ``r + 1``'s generation when it will be generated fresh from the policy just evaluated."""
         following = r + 1
-        fresh = following == 1 or get_strategy(self.config.selection.strategy).regenerates
-        if (self.pool is None and following <= self.config.loop.rounds and fresh
+        if (following <= self.config.loop.rounds and self._generates_fresh(following)
                 and not self.state.done(following, "generated")):
             self.prefetch = self._submit(following)
 
