@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from system.types import CandidatePair, Label
 
 PAIR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
 MAX_PAIRS_PER_REQUEST = 4096
+MAX_STORED_INT = 2**31 - 1
+"""Largest round, task id or ``seq`` the label store holds (its integer columns are 32-bit on PostgreSQL)."""
 
 
 def _integral(value: Any) -> Any:
@@ -24,6 +26,19 @@ def _integral(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+def _encodable(value: str) -> str:
+    """Text must be valid Unicode: a lone surrogate (``"\\ud800"`` in JSON) has no UTF-8 form to store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate code point)") from None
+    return value
+
+
+Str = Annotated[str, AfterValidator(_encodable)]
+"""Request text: any string that is valid Unicode."""
 
 
 class Body(BaseModel):
@@ -45,11 +60,12 @@ class ErrorOut(BaseModel):
 
 
 class MessageIn(RequestBody):
-    role: str = Field(min_length=1)
-    content: str
+    role: Str = Field(min_length=1)
+    content: Str
 
 
-NonBlank = Annotated[str, Field(pattern=r"\S", description="text with at least one non-whitespace character")]
+NonBlank = Annotated[str, Field(pattern=r"\S", description="text with at least one non-whitespace character"),
+                     AfterValidator(_encodable)]
 """Non-blank text, as a JSON-Schema ``pattern`` (unanchored search, as pydantic applies it), so the published
 schema refuses exactly what the service refuses."""
 Conversation = Annotated[list[MessageIn], Field(min_length=1)]
@@ -62,7 +78,7 @@ class PairIn(RequestBody):
     prompt: NonBlank | Conversation
     response_1: NonBlank
     response_2: NonBlank
-    prompt_id: str = ""
+    prompt_id: Str = ""
 
     def prompt_value(self) -> Any:
         return self.prompt if isinstance(self.prompt, str) else [message.model_dump() for message in self.prompt]
@@ -81,8 +97,8 @@ class LabelRequest(RequestBody):
     """``pairs`` to label in ``round``; ``oracle``, when given, must name the oracle this service runs."""
 
     pairs: list[PairIn] = Field(min_length=1, max_length=MAX_PAIRS_PER_REQUEST)
-    round: Integer = Field(0, ge=0)
-    oracle: str | None = None
+    round: Integer = Field(0, ge=0, le=MAX_STORED_INT)
+    oracle: Str | None = None
 
     def duplicate_ids(self) -> list[str]:
         """Pair ids given more than once (JSON Schema cannot say "unique by pair_id": the service answers 409)."""
@@ -91,7 +107,8 @@ class LabelRequest(RequestBody):
 
 
 class LabelOut(Body):
-    """A stored label (``seq`` is the store's row number, the paging cursor of ``GET /v1/labels``)."""
+    """A stored label (``seq`` is the store's row number, the paging cursor of ``GET /v1/labels``);
+    ``text_digest`` is the SHA-256 of the texts it judged (:func:`~system.types.pair_text_digest`)."""
 
     seq: int
     pair_id: str
@@ -99,6 +116,7 @@ class LabelOut(Body):
     prompt: Any
     response_1: str
     response_2: str
+    text_digest: str
     preferred: Literal[1, 2]
     prob_1: float
     oracle: str
@@ -128,7 +146,7 @@ class LabelsPage(Body):
 
 
 class RewardItem(RequestBody):
-    prompt: str | list[MessageIn]
+    prompt: Str | list[MessageIn]
     response: NonBlank
 
     def prompt_value(self) -> Any:
@@ -165,7 +183,7 @@ class NextTask(Body):
 
 class AnswerIn(RequestBody):
     choice: Annotated[Literal[1, 2, "skip"], BeforeValidator(_integral)]
-    annotator: str = Field("annotator", min_length=1, max_length=128)
+    annotator: Str = Field("annotator", min_length=1, max_length=128)
 
 
 class AnswerOut(Body):

@@ -330,9 +330,11 @@ class OracleConfig(Section):
         "loopback host, a random token is generated for the run.",
     )
     label_store_url: str = Field(
-        "sqlite:///runs/labels.db",
+        "",
         description="SQLAlchemy URL of the label store (sqlite:/// path relative to the working directory, or "
-        "e.g. postgresql+psycopg://… on a cluster); also where activealign export reads labels.",
+        "e.g. postgresql+psycopg://… on a cluster); also where activealign export reads labels. Empty: the run's "
+        "own store, sqlite:///<loop.run_dir>/labels.db. A store shared by runs on purpose is safe: a pair id is "
+        "bound to its texts, so no run gets another's verdict for other texts.",
     )
     min_replicas: int = Field(
         1, ge=1, description="Fewest judge replicas under Ray Serve autoscaling (the exact count when equal to max)."
@@ -703,6 +705,20 @@ class Config(Section):
     loop: LoopConfig = Field(LoopConfig(), description="Rounds, prompts, evaluation and the run directory.")
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow tracking.")
     cluster: ClusterConfig = Field(ClusterConfig(), description="Ray cluster and per-actor resources.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label_store_in_run_dir(cls, data: Any) -> Any:
+        """An empty ``oracle.label_store_url`` becomes the run's own SQLite store inside ``loop.run_dir``."""
+        if not isinstance(data, dict):
+            return data
+        oracle, loop = data.get("oracle") or {}, data.get("loop") or {}
+        if not isinstance(oracle, dict) or not isinstance(loop, dict) or oracle.get("label_store_url"):
+            return data
+        run_dir = loop.get("run_dir") or LoopConfig.model_fields["run_dir"].default
+        if not isinstance(run_dir, str):
+            return data  # the field's own validation names the bad run_dir
+        return {**data, "oracle": {**oracle, "label_store_url": f"sqlite:///{run_dir.rstrip('/')}/labels.db"}}
 
     @model_validator(mode="after")
     def _warm_start_needs_lora(self) -> Config:

@@ -41,6 +41,23 @@ class LabelStoreError(ActiveAlignError):
     exit_code = 3
 
 
+class PairTextConflictError(LabelStoreError):
+    """A pair id arrived with other texts than the ones it is bound to in the label store.
+
+    A label judges exact texts: a verdict stored for ``pair_id`` must never be handed out for different ones.
+    """
+
+    exit_code = 2
+
+    def __init__(self, pair_id: str, stored_digest: str, given_digest: str) -> None:
+        self.pair_id = pair_id
+        super().__init__(
+            f"pair_id {pair_id!r} is bound to other texts in the label store (stored digest "
+            f"{stored_digest[:12]}…, given {given_digest[:12]}…): a pair id names one prompt and response pair; "
+            "give changed texts a new pair id"
+        )
+
+
 class StaleVersionError(ActiveAlignError):
     """Work was requested for a policy version the worker does not hold."""
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from system.config import GenerationConfig, ModelConfig
 from system.models.logprobs import fit_prompt, prompt_token_ids
-from system.types import Candidate, CandidatePair, PromptRecord, Text
+from system.types import Candidate, CandidatePair, PromptRecord, Text, pair_text_digest
 
 logger = logging.getLogger(__name__)
 
@@ -154,13 +154,22 @@ class HFEngine:
         return candidates
 
 
+PAIR_ID_DIGEST_CHARS = 12
+"""Hex characters of the text digest in a generated pair id (48 bits: ids of one prompt and position collide
+with chance 2⁻⁴⁸; the store compares full digests anyway)."""
+
+
 def candidate_pairs(candidates: Sequence[Candidate]) -> list[CandidatePair]:
     """All C(m, 2) response pairs per prompt, prompts in first-seen order, pairs (i, j) with i < j, except
     pairs with a blank response (an immediate end of sequence): such a pair cannot be written as preference
     data (every reader refuses a blank ``chosen`` or ``rejected``), so it is never offered for labelling.
 
-    The pair id ``{prompt_id}/v{policy_version}/{i}-{j}`` is stable: the same candidates always
-    give the same ids, and a prompt revisited in a later round (new policy version) gets new ones.
+    The pair id ``{prompt_id}/v{policy_version}/{i}-{j}/{digest}`` is stable: the same candidates always
+    give the same ids, and a prompt revisited in a later round (new policy version) gets new ones. ``digest``
+    is the first :data:`PAIR_ID_DIGEST_CHARS` hex characters of the pair's
+    :func:`~system.types.pair_text_digest`, so two runs (other strategies, seeds or policies) whose pairs share
+    a position but not their texts get different ids, and a label store shared by the runs hands neither the
+    other's verdicts (the store also refuses a known id with other texts).
     """
     by_prompt: dict[str, list[Candidate]] = {}
     for candidate in candidates:
@@ -170,9 +179,10 @@ def candidate_pairs(candidates: Sequence[Candidate]) -> list[CandidatePair]:
         for (i, first), (j, second) in itertools.combinations(enumerate(group), 2):
             if not (first.response.strip() and second.response.strip()):
                 continue
+            digest = pair_text_digest(first.prompt, first.response, second.response)[:PAIR_ID_DIGEST_CHARS]
             pairs.append(
                 CandidatePair(
-                    pair_id=f"{prompt_id}/v{first.policy_version}/{i}-{j}",
+                    pair_id=f"{prompt_id}/v{first.policy_version}/{i}-{j}/{digest}",
                     prompt_id=prompt_id,
                     prompt=first.prompt,
                     response_1=first.response,

@@ -6,8 +6,11 @@ answers (and the plain-text 404 of a Serve proxy whose app is still deploying) a
 exponential backoff, at most ``retry_max_attempts`` tries within ``retry_deadline_s``; the service's label
 store is keyed by (pair_id, oracle, annotator), so a chunk retried after the service died mid-request is
 stored once and answered with the stored verdicts: the pair id is the idempotency key. Other 4xx answers raise
-:class:`OracleError` with the service's one-line detail. For the human oracle the pairs are queued (HTTP 202) and the
-client polls ``GET /v1/labels`` until every pair has a label or ``human_timeout_s`` passes.
+:class:`OracleError` with the service's one-line detail — a 409 for a pair id the store holds with other texts
+among them. Every label received is checked against the digest of the texts it was asked for
+(:func:`~system.types.pair_text_digest`): a verdict on other texts is an error, never a label. For the human
+oracle the pairs are queued (HTTP 202) and the client polls ``GET /v1/labels`` until every pair has a label or
+``human_timeout_s`` passes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from tqdm import tqdm
 
-from system.api import LabelRequest, LabelResponse, LabelsPage, PairIn, RewardRequest, RewardResponse
+from system.api import LabelOut, LabelRequest, LabelResponse, LabelsPage, PairIn, RewardRequest, RewardResponse
 from system.config import OracleConfig
 from system.errors import OracleError
 from system.types import CandidatePair, Label, Text
@@ -48,6 +51,20 @@ class RetryableStatus(Exception):
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.TransportError, RetryableStatus))
+
+
+def bound_label(row: LabelOut, digests: dict[str, str]) -> Label:
+    """``row`` as a label, once its texts are the ones asked about (``digests``: ``{pair_id: text digest}``).
+
+    Raises:
+        OracleError: the service answered with a verdict on other texts for that pair id.
+    """
+    if row.text_digest != digests[row.pair_id]:
+        raise OracleError(
+            f"oracle: the label of pair_id {row.pair_id!r} judged other texts (digest {row.text_digest[:12]}…, "
+            f"asked about {digests[row.pair_id][:12]}…): refusing it"
+        )
+    return row.to_label()
 
 
 class OracleClient:
@@ -145,6 +162,7 @@ class OracleClient:
             OracleError: a request failed for good, or humans left pairs unlabelled past the deadline
                 (unless ``allow_partial``, which returns the labelled ones).
         """
+        digests = {pair.pair_id: pair.text_digest for pair in pairs}
         found: dict[str, Label] = {}
         queued: list[str] = []
         for start in range(0, len(pairs), self.batch_size):
@@ -155,15 +173,16 @@ class OracleClient:
             if response.status_code == 202:
                 queued += ids
             else:
-                found.update((row.pair_id, row.to_label())
+                found.update((row.pair_id, bound_label(row, digests))
                              for row in LabelResponse.model_validate_json(response.content).labels)
         if queued:
-            found.update(self.wait_for_labels(queued, round, allow_partial))
+            found.update(self.wait_for_labels({pair_id: digests[pair_id] for pair_id in queued}, round, allow_partial))
         return [found[pair.pair_id] for pair in pairs if pair.pair_id in found]
 
-    def wait_for_labels(self, pair_ids: Sequence[str], round: int, allow_partial: bool = False) -> dict[str, Label]:
-        """Poll ``GET /v1/labels`` for ``round`` until every pair id has a label or the deadline passes."""
-        wanted = set(pair_ids)
+    def wait_for_labels(self, digests: dict[str, str], round: int, allow_partial: bool = False) -> dict[str, Label]:
+        """Poll ``GET /v1/labels`` for ``round`` until every pair id of ``digests`` (``{pair_id: text digest}``)
+        has a label or the deadline passes."""
+        wanted = set(digests)
         found: dict[str, Label] = {}
         since: int | None = None
         deadline = time.monotonic() + self.human_timeout_s
@@ -175,7 +194,7 @@ class OracleClient:
                 page = LabelsPage.model_validate_json(self.request("GET", "/v1/labels", params=params).content)
                 for row in page.labels:
                     if row.pair_id in wanted and row.pair_id not in found:
-                        found[row.pair_id] = row.to_label()
+                        found[row.pair_id] = bound_label(row, digests)
                         bar.update(1)
                 since = page.next_since
                 if len(found) == len(wanted):

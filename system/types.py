@@ -6,6 +6,8 @@ the two forms TRL accepts for ``prompt``/``chosen``/``rejected``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
@@ -45,6 +47,15 @@ class Candidate:
     policy_version: int = 0
 
 
+def pair_text_digest(prompt: Text, response_1: str, response_2: str) -> str:
+    """SHA-256 (hex, 64 characters) of the texts a verdict judges, in order: the canonical JSON of
+    ``[prompt, response_1, response_2]``. Swapping the responses gives another digest, since a verdict's
+    ``preferred`` names a position."""
+    canonical = json.dumps([prompt, response_1, response_2], ensure_ascii=False, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 @dataclass(frozen=True)
 class CandidatePair:
     """An unlabelled pair (x, y1, y2) eligible for selection."""
@@ -55,6 +66,11 @@ class CandidatePair:
     response_1: str
     response_2: str
     policy_version: int = 0
+
+    @property
+    def text_digest(self) -> str:
+        """:func:`pair_text_digest` of this pair's texts: what a label of ``pair_id`` is bound to."""
+        return pair_text_digest(self.prompt, self.response_1, self.response_2)
 
 
 @dataclass(frozen=True)

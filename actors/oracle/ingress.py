@@ -12,12 +12,14 @@ such as ``"LabelRequest"`` no longer resolves and the JSON body silently becomes
 """
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParameter
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -26,8 +28,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.oracle.metrics import OracleMetrics
-from actors.oracle.security import BodySizeLimit, require_token
+from actors.oracle.security import BodySizeLimit, SecurityHeaders, require_token
 from system.api import (
+    MAX_STORED_INT,
     AnswerIn,
     AnswerOut,
     ErrorOut,
@@ -43,7 +46,7 @@ from system.api import (
     TaskOut,
 )
 from system.config import OracleConfig
-from system.errors import LabelStoreError, OracleError
+from system.errors import LabelStoreError, OracleError, PairTextConflictError
 from system.labels import HumanQueue, LabelRecord, LabelStore
 from system.oracles import UnknownPairError
 from system.types import CandidatePair
@@ -55,7 +58,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
     for status, description in [
         (400, "malformed JSON body"), (401, "missing or wrong bearer token"), (404, "unknown pair or task"),
-        (409, "schema-valid but not possible here: duplicate pair ids, another oracle, no reward function"),
+        (409, "schema-valid but not possible here: duplicate pair ids, a pair id stored with other texts, another "
+              "oracle, no reward function"),
         (413, "request body too large, or more items than oracle.max_pairs_per_request"),
         (422, "invalid request: `detail` names the first bad field"),
     ]
@@ -70,6 +74,7 @@ app = FastAPI(
     responses=ERROR_RESPONSES,
 )
 app.add_middleware(BodySizeLimit)
+app.add_middleware(SecurityHeaders)
 app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
@@ -86,13 +91,29 @@ class Settings:
                                      f"{self.max_pairs_per_request}")
 
 
+def _printable(value: Any) -> Any:
+    """``value`` made safe to send as JSON: lone surrogates escaped (``\\ud800``), NaN and ±inf as strings."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(item) for item in value]
+    return value
+
+
 @app.exception_handler(RequestValidationError)
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 whose ``detail`` names the first bad field, e.g. ``body.pairs.0.response_1: Value error, empty``."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    """422 whose ``detail`` names the first bad field, e.g. ``body.pairs.0.response_1: Value error, empty``, with
+    pydantic's ``errors`` (each bad ``input`` echoed as far as JSON can carry it). More items than the schema's
+    ``maxItems`` (4,096) is such a 422: the published schema says so; the configurable, lower
+    ``oracle.max_pairs_per_request`` answers 413."""
+    errors = _printable(jsonable_encoder(exc.errors()))
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(part) for part in first["loc"]) or "body"
-    return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": jsonable_encoder(errors)}, 422)
+    return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors}, 422)
 
 
 def label_out(record: LabelRecord) -> LabelOut:
@@ -142,17 +163,24 @@ class OracleIngress:
         if duplicates := body.duplicate_ids():
             raise HTTPException(409, f"body.pairs: duplicate pair_id {duplicates[0]!r}")
         pairs = [pair.to_pair() for pair in body.pairs]
-        if self.judge is None:
-            task_ids = await asyncio.to_thread(self.queue.enqueue, pairs, body.round)
-            response.status_code = 202
-            self._timed("label", started, 202)
-            return QueuedResponse(task_ids=task_ids, pair_ids=[pair.pair_id for pair in pairs])
-        records = await self._judge_and_store(pairs, body.round)
+        try:
+            if self.judge is None:
+                task_ids = await asyncio.to_thread(self.queue.enqueue, pairs, body.round)
+                response.status_code = 202
+                self._timed("label", started, 202)
+                return QueuedResponse(task_ids=task_ids, pair_ids=[pair.pair_id for pair in pairs])
+            records = await self._judge_and_store(pairs, body.round)
+        except PairTextConflictError as exc:
+            self._timed("label", started, 409)
+            raise HTTPException(409, f"body.pairs: {exc}") from None
         self._timed("label", started, 200)
         return LabelResponse(labels=[label_out(record) for record in records])
 
     async def _judge_and_store(self, pairs: list[CandidatePair], round: int) -> list[LabelRecord]:
+        """Stored verdicts for pairs judged before (same texts: a pair id stored with others is refused before
+        anything is judged), the judge's for the rest, written to the store first."""
         assert self.judge is not None
+        await asyncio.to_thread(self.store.check_texts, pairs)
         keys = [(pair.pair_id, self.kind, "") for pair in pairs]
         stored = {record.pair_id: record for record in await asyncio.to_thread(self.store.find, keys)}
         todo = [pair for pair in pairs if pair.pair_id not in stored]
@@ -193,8 +221,9 @@ class OracleIngress:
     @app.get("/v1/labels", response_model=LabelsPage, dependencies=[Depends(require_token)])
     def labels(
         self,
-        since: int | None = Query(None, ge=0, description="Only labels with seq > since (the previous next_since)."),
-        round: int | None = Query(None, ge=0),
+        since: int | None = Query(None, ge=0, le=MAX_STORED_INT,
+                                  description="Only labels with seq > since (the previous next_since)."),
+        round: int | None = Query(None, ge=0, le=MAX_STORED_INT),
         limit: int = Query(1000, ge=1, le=MAX_PAGE),
     ) -> LabelsPage:
         """Stored labels in insertion order, a page at a time."""
@@ -217,7 +246,7 @@ class OracleIngress:
         return NextTask(task=task_out, progress=self._progress())
 
     @app.post("/v1/tasks/{task_id}/answer", response_model=AnswerOut, dependencies=[Depends(require_token)])
-    def answer(self, task_id: int, body: AnswerIn) -> AnswerOut:
+    def answer(self, body: AnswerIn, task_id: int = PathParameter(ge=0, le=MAX_STORED_INT)) -> AnswerOut:
         """Record an annotator's choice: 1, 2 or "skip" (idempotent per annotator)."""
         try:
             record = self.queue.answer(task_id, body.choice, body.annotator)

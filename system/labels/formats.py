@@ -215,22 +215,40 @@ def from_argilla(rows: Iterable[tuple[int, dict[str, Any]]], source: str = "<arg
     return imported
 
 
-def export_labels(store: LabelStore, out: str | Path, fmt: str, max_round: int | None = None) -> int:
-    """Write the store's labels (rounds ≤ ``max_round``) to ``out`` in ``fmt``; returns rows written."""
+def conversational_path(out: str | Path) -> Path:
+    """Where a TRL export puts its conversational pairs when the store also holds plain ones:
+    ``labels.jsonl`` → ``labels.conversational.jsonl``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.conversational{out.suffix}")
+
+
+def export_labels(store: LabelStore, out: str | Path, fmt: str, max_round: int | None = None) -> dict[Path, int]:
+    """Write the store's labels (rounds ≤ ``max_round``) to ``out`` in ``fmt``; returns the rows written per file.
+
+    A TRL file holds one text form (TRL, like a Parquet column, takes a dataset as all plain or all
+    conversational): when the store holds both, the plain pairs go to ``out`` and the conversational ones to
+    :func:`conversational_path`; a store of one form writes ``out`` only.
+    """
     _check_format(fmt)
     if fmt in ("trl-jsonl", "trl-parquet"):
         suffix = ".jsonl" if fmt == "trl-jsonl" else ".parquet"
         if Path(out).suffix != suffix:
             raise DataError(f"{out}: --format {fmt} writes a {suffix} file")
-        return write_preferences(out, store.preference_pairs(max_round=max_round))
+        pairs = store.preference_pairs(max_round=max_round)
+        plain = [pair for pair in pairs if isinstance(pair.prompt, str)]
+        if len(plain) in (0, len(pairs)):
+            return {Path(out): write_preferences(out, pairs)}
+        conversational = [pair for pair in pairs if not isinstance(pair.prompt, str)]
+        return {Path(out): write_preferences(out, plain),
+                conversational_path(out): write_preferences(conversational_path(out), conversational)}
     records = store.labels(max_round=max_round)
     if fmt == "label-studio":
         tasks = to_label_studio(records)
         atomic_write_text(out, json.dumps(tasks, ensure_ascii=False, indent=1))
-        return len(tasks)
+        return {Path(out): len(tasks)}
     rows = to_argilla(records)
     atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return len(rows)
+    return {Path(out): len(rows)}
 
 
 def _from_trl(path: str | Path, oracle: str, round: int) -> list[Imported]:

@@ -1,7 +1,9 @@
 """The human-annotation queue: pairs wait in ``tasks`` until a person answers 1, 2 or skip.
 
-Enqueueing is idempotent per pair_id. The next task is the pending one skipped least often, then
-oldest, so a skip moves a task behind the others without losing it. An answer becomes a label
+Enqueueing is idempotent per pair_id; a pair id already stored with other texts is refused
+(:class:`~system.errors.PairTextConflictError`), so a re-queued id never hands out the old task for new texts.
+The next task is the pending one skipped least often, then oldest, so a skip moves a task behind the others
+without losing it. An answer becomes a label
 (``oracle="human"``, ``prob_1`` = 1 or 0) written through :meth:`LabelStore.put`, so answering
 twice stores one label per annotator.
 """
@@ -19,7 +21,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from system.errors import LabelStoreError
 from system.labels.migrate import lock_store
 from system.labels.schema import tasks_table
-from system.labels.store import LabelRecord, LabelStore, decode_text, encode_text, insert_ignoring_duplicates
+from system.labels.store import (
+    LabelRecord,
+    LabelStore,
+    check_bound_texts,
+    decode_text,
+    encode_text,
+    insert_ignoring_duplicates,
+)
 from system.types import CandidatePair, Label, Text
 
 HUMAN_ORACLE = "human"
@@ -59,11 +68,16 @@ class HumanQueue:
         self.store = store
 
     def enqueue(self, pairs: Sequence[CandidatePair], round: int) -> list[int]:
-        """Add pairs (already queued pair_ids are kept as they are); returns their task ids in input order."""
+        """Add pairs (already queued pair_ids are kept as they are); returns their task ids in input order.
+
+        Raises:
+            PairTextConflictError: a pair id is stored (queued or labelled) with other texts; nothing is queued.
+        """
         now = datetime.now(timezone.utc)
         rows = [
             {"pair_id": pair.pair_id, "round": round, "prompt": encode_text(pair.prompt),
-             "response_1": pair.response_1, "response_2": pair.response_2, "status": "pending", "created_at": now}
+             "response_1": pair.response_1, "response_2": pair.response_2, "text_digest": pair.text_digest,
+             "status": "pending", "created_at": now}
             for pair in pairs
         ]
         if not rows:
@@ -71,6 +85,7 @@ class HumanQueue:
         try:
             with self.store.engine.begin() as connection:
                 lock_store(connection)
+                check_bound_texts(connection, pairs)
                 connection.execute(insert_ignoring_duplicates(self.store.engine, tasks_table), rows)
                 found = connection.execute(
                     select(tasks_table.c.pair_id, tasks_table.c.task_id)

@@ -2,7 +2,9 @@
 
 ``labels`` holds one oracle verdict per (pair_id, oracle, annotator) — the unique key that makes
 every write idempotent. ``tasks`` is the human-annotation queue: one row per pair waiting for a person.
-Prompts are stored as JSON text because a prompt is either a string or a conversation.
+Prompts are stored as JSON text because a prompt is either a string or a conversation. Every row keeps
+``text_digest`` (:func:`~system.types.pair_text_digest` of its prompt and responses): a pair id is bound to
+the texts it was first stored with, in both tables, and the store refuses it with other texts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 """The alembic revision this code reads and writes; a store at any other head is refused."""
 
 metadata = MetaData()
@@ -35,6 +37,7 @@ labels_table = Table(
     Column("prompt", Text, nullable=False),
     Column("response_1", Text, nullable=False),
     Column("response_2", Text, nullable=False),
+    Column("text_digest", String(64), nullable=False, server_default=""),
     Column("preferred", SmallInteger, nullable=False),
     Column("prob_1", Float, nullable=False),
     Column("oracle", String(64), nullable=False),
@@ -54,6 +57,7 @@ tasks_table = Table(
     Column("prompt", Text, nullable=False),
     Column("response_1", Text, nullable=False),
     Column("response_2", Text, nullable=False),
+    Column("text_digest", String(64), nullable=False, server_default=""),
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("skips", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),

@@ -2,7 +2,10 @@
 
 A label is written once per (pair_id, oracle, annotator): a retried submit hits the unique key and
 ``INSERT … ON CONFLICT DO NOTHING`` leaves the first row in place, so the store never duplicates and
-the first verdict wins. Reads page by ``seq``, the store's monotonically increasing row number; writers
+the first verdict wins. A pair id is bound to the texts it was first stored with (their
+:func:`~system.types.pair_text_digest`, kept in every row of labels and tasks): writing or asking for it with
+other texts raises :class:`~system.errors.PairTextConflictError`, so a stored verdict is never returned for
+texts it did not judge. Reads page by ``seq``, the store's monotonically increasing row number; writers
 take the store's write lock (:func:`~system.labels.migrate.lock_store`), so rows become visible in
 ``seq`` order on PostgreSQL too.
 """
@@ -16,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, func, select, tuple_
+from sqlalchemy import Connection, Engine, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from system.errors import LabelStoreError
+from system.errors import LabelStoreError, PairTextConflictError
 from system.labels.migrate import create_store_engine, lock_store, upgrade_schema
-from system.labels.schema import labels_table
+from system.labels.schema import labels_table, tasks_table
 from system.types import CandidatePair, Label, PreferencePair, Text
 
 
@@ -47,6 +50,7 @@ class LabelRecord:
     prompt: Text
     response_1: str
     response_2: str
+    text_digest: str
     preferred: int
     prob_1: float
     oracle: str
@@ -83,9 +87,37 @@ def _record(row: Any) -> LabelRecord:
     created_at = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
     return LabelRecord(
         seq=row.seq, pair_id=row.pair_id, round=row.round, prompt=decode_text(row.prompt),
-        response_1=row.response_1, response_2=row.response_2, preferred=row.preferred, prob_1=row.prob_1,
+        response_1=row.response_1, response_2=row.response_2, text_digest=row.text_digest,
+        preferred=row.preferred, prob_1=row.prob_1,
         oracle=row.oracle, model_version=row.model_version, annotator=row.annotator, created_at=created_at,
     )
+
+
+ID_CHUNK = 500
+"""Pair ids per ``IN (…)`` query (well below SQLite's bound-parameter limit)."""
+
+
+def stored_digests(connection: Connection, pair_ids: Iterable[str]) -> dict[str, set[str]]:
+    """``{pair_id: text digests stored for it}`` over labels and tasks (one digest each in a sound store)."""
+    wanted = list(dict.fromkeys(pair_ids))
+    found: dict[str, set[str]] = defaultdict(set)
+    for start in range(0, len(wanted), ID_CHUNK):
+        chunk = wanted[start:start + ID_CHUNK]
+        for table in (labels_table, tasks_table):
+            query = select(table.c.pair_id, table.c.text_digest).where(table.c.pair_id.in_(chunk)).distinct()
+            for pair_id, digest in connection.execute(query):
+                found[pair_id].add(digest)
+    return found
+
+
+def check_bound_texts(connection: Connection, pairs: Iterable[CandidatePair]) -> None:
+    """Raise :class:`PairTextConflictError` for the first pair whose id is stored with other texts."""
+    pairs = list(pairs)
+    stored = stored_digests(connection, (pair.pair_id for pair in pairs))
+    for pair in pairs:
+        other = stored.get(pair.pair_id, set()) - {pair.text_digest}
+        if other:
+            raise PairTextConflictError(pair.pair_id, min(other), pair.text_digest)
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
@@ -123,6 +155,18 @@ class LabelStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def check_texts(self, pairs: Sequence[CandidatePair]) -> None:
+        """Refuse pairs whose ids the store holds with other texts (before judging them, say).
+
+        Raises:
+            PairTextConflictError: naming the first such pair.
+        """
+        try:
+            with self.engine.connect() as connection:
+                check_bound_texts(connection, pairs)
+        except SQLAlchemyError as exc:
+            raise LabelStoreError(f"label store {self.url}: read failed ({exc.__class__.__name__})") from exc
+
     def put(
         self,
         labels: Sequence[Label],
@@ -135,6 +179,7 @@ class LabelStore:
             How many labels were new (the rest were duplicates of stored (pair_id, oracle, annotator) keys).
 
         Raises:
+            PairTextConflictError: a pair id is stored with other texts (nothing is written).
             LabelStoreError: a label's pair is missing from ``pairs``, or the write failed.
         """
         by_id = pairs if isinstance(pairs, Mapping) else {pair.pair_id: pair for pair in pairs}
@@ -148,7 +193,8 @@ class LabelStore:
                 raise LabelStoreError(f"label for pair_id {label.pair_id!r}: preferred must be 1 or 2")
             rows.append({
                 "pair_id": label.pair_id, "round": round, "prompt": encode_text(pair.prompt),
-                "response_1": pair.response_1, "response_2": pair.response_2, "preferred": label.preferred,
+                "response_1": pair.response_1, "response_2": pair.response_2, "text_digest": pair.text_digest,
+                "preferred": label.preferred,
                 "prob_1": float(label.prob_1), "oracle": label.oracle, "model_version": label.model_version,
                 "annotator": label.annotator, "created_at": now,
             })
@@ -158,6 +204,7 @@ class LabelStore:
         try:
             with self.engine.begin() as connection:
                 lock_store(connection)
+                check_bound_texts(connection, (by_id[label.pair_id] for label in labels))
                 inserted = connection.execute(statement.returning(labels_table.c.seq), rows).all()
         except SQLAlchemyError as exc:
             raise LabelStoreError(f"label store {self.url}: write failed ({exc.__class__.__name__})") from exc
@@ -197,8 +244,8 @@ class LabelStore:
         """The stored records for (pair_id, oracle, annotator) keys, in ``seq`` order."""
         wanted = list(dict.fromkeys(keys))
         found: list[LabelRecord] = []
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+        for start in range(0, len(wanted), ID_CHUNK):
+            chunk = wanted[start:start + ID_CHUNK]
             key = tuple_(labels_table.c.pair_id, labels_table.c.oracle, labels_table.c.annotator)
             found += self._fetch(select(labels_table).where(key.in_(chunk)))
         return sorted(found, key=lambda record: record.seq)

@@ -17,11 +17,12 @@ from mlflow import MlflowClient
 
 from system.config import Config, flatten_config, load_config
 from system.data import load_preferences, read_prompts
+from system.labels import LabelStore
 from system.loop import offline_pool
 from system.oracles import build_oracle
 from system.run_state import load_round_state
 from system.training import prompt_key
-from system.types import PreferencePair
+from system.types import PreferencePair, pair_text_digest
 from tests.conftest import REPO_ROOT, free_port
 from tests.jobs.ray_metrics_export import wait_for_ray_metrics
 
@@ -106,7 +107,12 @@ def check_in_process_picks(config: Config, run_dir: Path, tmp: Path) -> None:
     ActiveLoop(local, local_dir, local_parts(local), None, RoundState(), prompts, eval_prompts).run()
     for index in range(1, ROUNDS + 1):
         name = f"round_{index:03d}"
-        assert (local_dir / name / "candidates.jsonl").read_text() == (run_dir / name / "candidates.jsonl").read_text()
+        ours, theirs = ([json.loads(line) for line in (d / name / "candidates.jsonl").read_text().splitlines()]
+                        for d in (local_dir, run_dir))
+        assert [{**row, "logprobs": None} for row in ours] == [{**row, "logprobs": None} for row in theirs], name
+        # the same tokens; their log-probs to float32 rounding (an actor runs torch on fewer threads than this process)
+        for row, other in zip(ours, theirs, strict=True):
+            assert row["logprobs"] == pytest.approx(other["logprobs"], abs=1e-5), name
         picked = [json.loads((d / name / "selection.json").read_text())["pair_ids"] for d in (run_dir, local_dir)]
         assert picked[0] == picked[1], name
 
@@ -117,10 +123,17 @@ def _selected_rows(round_dir: Path) -> list[dict]:
     return list(read_rows(round_dir / "selected_pairs.parquet"))
 
 
+@pytest.fixture(scope="module")
+def first_run(ray_cluster, shared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
+    """The default strategy's run (ActiveDPO), its label store in the temporary folder, not in its run directory."""
+    tmp = tmp_path_factory.mktemp("first_run")
+    config = small_config(tmp, shared_model, **{"tracking.upload_design_state": True})
+    return config, run_loop(config)
+
+
 @pytest.mark.timeout(1800)
-def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_model: Path, tmp_path: Path) -> None:
-    config = small_config(tmp_path, shared_model, **{"tracking.upload_design_state": True})
-    run_dir = run_loop(config)
+def test_loop_runs_and_mlflow_has_params_metrics_artifacts(first_run: tuple[Config, Path], tmp_path: Path) -> None:
+    config, run_dir = first_run
 
     state = load_round_state(run_dir)
     assert state is not None and (state.round, state.phase, state.policy_version) == (ROUNDS, "evaluated", ROUNDS)
@@ -151,6 +164,47 @@ def test_loop_runs_and_mlflow_has_params_metrics_artifacts(ray_cluster, shared_m
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [
         "report/report.html", "report/report.png", "report/summary.json"]
     assert "model/adapter_config.json" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+
+
+def offered_pairs(run_dir: Path, index: int) -> dict[str, tuple]:
+    """``{pair_id: (prompt, response_1, response_2)}`` of every candidate pair round ``index`` generated."""
+    from system.data import read_rows
+    from system.generation import candidate_pairs
+    from system.types import Candidate
+
+    candidates = [Candidate(**{**row, "token_ids": tuple(row["token_ids"]), "logprobs": tuple(row["logprobs"])})
+                  for row in read_rows(run_dir / f"round_{index:03d}" / "candidates.jsonl")]
+    return {pair.pair_id: (pair.prompt, pair.response_1, pair.response_2) for pair in candidate_pairs(candidates)}
+
+
+@pytest.mark.timeout(1800)
+def test_two_runs_on_one_label_store_train_only_on_verdicts_of_their_own_texts(
+    first_run: tuple[Config, Path], shared_model: Path, tmp_path: Path
+) -> None:
+    """A second run (random selection, another generation seed, as in a sweep) on the first run's label store: the
+    stored verdict behind every label either run trained on judged exactly the texts that run offered under that
+    pair id, and agrees with the judge on them. The runs generate other texts at the same (prompt, policy version,
+    response positions): the test checks that this happened, since a position-only pair id would then hand the
+    second run the first run's verdict on other texts."""
+    first_config, first_dir = first_run
+    second_config = small_config(tmp_path, shared_model, **{
+        "selection.strategy": "random", "generation.seed": 1,
+        "oracle.label_store_url": first_config.oracle.label_store_url})
+    second_dir = run_loop(second_config)
+    check_rounds(second_dir, second_config)
+    with LabelStore(first_config.oracle.label_store_url) as store:
+        stored = {record.pair_id: record for record in store.labels()}
+    positions: dict[str, set[tuple]] = {}
+    for run_dir in (first_dir, second_dir):
+        for index in range(1, ROUNDS + 1):
+            offered = offered_pairs(run_dir, index)
+            for pair in load_preferences(run_dir / f"round_{index:03d}" / "labels.jsonl"):
+                pair_id = str(pair.pair_id)
+                record = stored[pair_id]
+                assert (record.prompt, record.response_1, record.response_2) == offered[pair_id]
+                assert record.text_digest == pair_text_digest(*offered[pair_id])
+                positions.setdefault(pair_id.rsplit("/", 1)[0], set()).add(offered[pair_id])
+    assert any(len(texts) > 1 for texts in positions.values()), "no position was labelled with other texts per run"
 
 
 MATRIX = [("random", "dpo"), ("activedpo", "dpo"), ("adpo", "dpo"), ("adpo_plus", "dpo"), ("apo", "dpo"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 
 import pytest
@@ -85,12 +87,25 @@ def test_candidate_pairs_are_all_pairs_per_prompt_with_stable_ids():
     expected = [(f"p{p}", f"y{p}{i}", f"y{p}{j}") for p in (1, 0) for i, j in itertools.combinations(range(4), 2)]
     assert [(q.prompt_id, q.response_1, q.response_2) for q in pairs] == expected
     assert len({q.pair_id for q in pairs}) == len(pairs)
-    assert pairs[0].pair_id == "p1/v2/0-1" and pairs[0].policy_version == 2
+    texts = json.dumps(["x1", "y10", "y11"], separators=(",", ":")).encode()
+    assert pairs[0].pair_id == f"p1/v2/0-1/{hashlib.sha256(texts).hexdigest()[:12]}"
+    assert pairs[0].policy_version == 2
     assert [q.pair_id for q in candidate_pairs(candidates)] == [q.pair_id for q in pairs]
+
+
+def test_pairs_at_the_same_position_with_other_texts_get_other_ids():
+    """Two runs whose round-r responses differ must not name their pairs alike: a shared label store would
+    otherwise meet one run's id with the other's texts."""
+    ours = candidate_pairs([Candidate("p", "x", "a"), Candidate("p", "x", "b")])
+    theirs = candidate_pairs([Candidate("p", "x", "a"), Candidate("p", "x", "c")])
+    swapped = candidate_pairs([Candidate("p", "x", "b"), Candidate("p", "x", "a")])
+    assert ours[0].pair_id.startswith("p/v0/0-1/") and theirs[0].pair_id.startswith("p/v0/0-1/")
+    assert len({ours[0].pair_id, theirs[0].pair_id, swapped[0].pair_id}) == 3
+    assert ours[0].pair_id.rsplit("/", 1)[1] == ours[0].text_digest[:12]
 
 
 def test_candidate_pairs_skip_blank_responses_and_keep_the_other_ids():
     candidates = [Candidate("p", "x", text) for text in ("a", " \n", "b", "")]
     pairs = candidate_pairs(candidates)
-    assert [q.pair_id for q in pairs] == ["p/v0/0-2"]  # every pair with response 1 or 3 (blank) is left out
+    assert [q.pair_id.rsplit("/", 1)[0] for q in pairs] == ["p/v0/0-2"]  # pairs with response 1 or 3 (blank) left out
     assert (pairs[0].response_1, pairs[0].response_2) == ("a", "b")

@@ -57,25 +57,29 @@ def test_human_label_request_is_queued_with_202(url: str) -> None:
 
 
 def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browser) -> None:
+    """Under the page's own Content-Security-Policy: the waits below run in Playwright's isolated world, since the
+    policy forbids evaluating strings in the page."""
+    from playwright.sync_api import expect
+
     page = browser.new_page()
     external: list[str] = []
     page.on("request", lambda request: None if request.url.startswith(url) else external.append(request.url))
     page.goto(f"{url}/annotate#token={TOKEN}&annotator=alice")
-    page.wait_for_function("document.getElementById('prompt').textContent === 'Greet me'")
+    expect(page.locator("#prompt")).to_have_text("Greet me")
     assert page.text_content("#progress") == "0 / 2 labelled"
     assert page.text_content("#response-2") == "What."
     page.keyboard.press("1")
-    page.wait_for_function("document.getElementById('progress').textContent === '1 / 2 labelled'")
+    expect(page.locator("#progress")).to_have_text("1 / 2 labelled")
     with LabelStore(config.oracle.label_store_url) as store:
         (record,) = store.labels()
     assert (record.pair_id, record.preferred, record.oracle, record.annotator, record.round) == (
         "h0", 1, "human", "alice", 3)
-    page.wait_for_function("document.getElementById('prompt').textContent === 'Say bye'")
+    expect(page.locator("#prompt")).to_have_text("Say bye")
     page.keyboard.press("s")  # skip: the only other task comes back
-    page.wait_for_function("document.body.dataset.answers === '2'")
+    expect(page.locator("body")).to_have_attribute("data-answers", "2")
     assert page.text_content("#prompt") == "Say bye"
     page.keyboard.press("2")
-    page.wait_for_function("document.getElementById('progress').textContent === '2 / 2 labelled'")
+    expect(page.locator("#progress")).to_have_text("2 / 2 labelled")
     assert page.is_visible("#empty")
     with LabelStore(config.oracle.label_store_url) as store:
         assert [(r.pair_id, r.preferred) for r in store.labels()] == [("h0", 1), ("h1", 2)]
@@ -132,3 +136,13 @@ def test_unknown_task_is_404_and_bad_choice_422(url: str) -> None:
 def test_reward_needs_a_machine_oracle(url: str) -> None:
     response = httpx.post(f"{url}/v1/reward", headers=AUTH, json={"items": [{"prompt": "q", "response": "r"}]})
     assert response.status_code == 409 and "human" in response.json()["detail"]
+
+
+def test_requeueing_a_pair_id_with_new_texts_is_409_not_the_old_task(url: str) -> None:
+    """Last in the module: it adds a task to the queue the page tests count."""
+    first = {"pair_id": "requeued", "prompt": "Greet me", "response_1": "Hi!", "response_2": "Go away."}
+    assert httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [first]}, timeout=30).status_code == 202
+    changed = {**first, "response_2": "Hello there, friend."}
+    response = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [changed]}, timeout=30)
+    assert response.status_code == 409, response.text
+    assert response.json()["detail"].startswith("body.pairs: pair_id 'requeued' is bound to other texts")

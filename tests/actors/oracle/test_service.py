@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from system.config import Config
+from system.errors import OracleError
 from system.labels import LabelStore
 from system.oracle_client import OracleClient
 from system.oracles import build_oracle
@@ -106,6 +107,35 @@ def test_409_for_schema_valid_requests_this_service_cannot_take(url: str, body: 
     response = httpx.post(f"{url}/v1/label", headers=AUTH, json=body, timeout=30)
     assert response.status_code == 409, response.text
     assert response.json()["detail"].startswith(names)
+
+
+def test_a_pair_id_sent_with_other_texts_is_409_never_the_stored_verdict(url: str, config: Config) -> None:
+    """A label judges exact texts: the same pair id with another prompt, or its responses swapped, is refused
+    (naming the pair), the store keeps its one row with the first texts, and the client raises, never labels."""
+    first = {"pair_id": "p3/v1/0-1", "prompt": "Hi", "response_1": "please thank you", "response_2": "no"}
+    swapped = {**first, "prompt": "Bonjour", "response_1": "no", "response_2": "please thank you"}
+    stored = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [first], "round": 1}, timeout=60)
+    assert stored.status_code == 200, stored.text
+    for changed in (swapped, {**first, "prompt": "Bonjour"}, {**first, "response_2": "no!"}):
+        response = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [changed], "round": 1}, timeout=60)
+        assert response.status_code == 409, response.text
+        assert response.json()["detail"].startswith("body.pairs: pair_id 'p3/v1/0-1' is bound to other texts")
+    with OracleClient(url, token=TOKEN) as client, pytest.raises(OracleError, match="HTTP 409.*'p3/v1/0-1'"):
+        client.label([CandidatePair("p3/v1/0-1", "p3", "Bonjour", "no", "please thank you")], round=1)
+    with LabelStore(config.oracle.label_store_url) as store:
+        rows = [record for record in store.labels() if record.pair_id == "p3/v1/0-1"]
+    assert [(r.prompt, r.response_1, r.response_2) for r in rows] == [("Hi", "please thank you", "no")]
+    assert stored.json()["labels"][0]["text_digest"] == rows[0].text_digest
+
+
+def test_security_headers_forbid_framing_and_foreign_scripts(url: str) -> None:
+    page = httpx.get(f"{url}/annotate", timeout=30)
+    policy = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy and "default-src 'none'" in policy
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    for path in ("/healthz", "/static/annotate.js", "/v1/labels"):
+        assert "frame-ancestors 'none'" in httpx.get(f"{url}{path}", timeout=30).headers["content-security-policy"]
+    assert httpx.get(f"{url}/docs", timeout=30).headers["content-security-policy"] == "frame-ancestors 'none'"
 
 
 def test_422_on_bad_reward_items_and_queries(url: str) -> None:

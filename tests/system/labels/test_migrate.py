@@ -3,14 +3,18 @@ head by opening it (``LabelStore`` → ``upgrade_schema``), on SQLite and Postgr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
 
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, Table
 
+from system.errors import PairTextConflictError
 from system.labels import LabelStore
 from system.labels.migrate import MIGRATIONS_DIR, create_store_engine, current_revision, run_migrations
 from system.labels.schema import SCHEMA_REVISION
@@ -51,6 +55,14 @@ def test_labels_written_at_the_oldest_revision_survive_the_upgrade_to_head(store
         assert [(r.pair_id, r.round, r.prompt, r.response_1, r.response_2, r.preferred, r.prob_1, r.oracle,
                  r.annotator) for r in records] == OLD_LABELS
         assert all(r.model_version == "m0" and r.created_at == WRITTEN_AT for r in records)
+        # the upgrade bound every old row to its texts: digests computed here from the texts written above
+        canonical = [json.dumps([prompt, r1, r2], ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+                     for _, _, prompt, r1, r2, *_ in OLD_LABELS]
+        expected = [hashlib.sha256(text.encode()).hexdigest() for text in canonical]
+        assert [r.text_digest for r in records] == expected
+        changed = CandidatePair(pair_id="p0", prompt_id="x0", prompt="Say hi", response_1="no.", response_2="hi!")
+        with pytest.raises(PairTextConflictError):
+            store.check_texts([changed])
         # the upgraded store goes on numbering after the old rows and keeps their keys unique
         pair = CandidatePair(pair_id="p2", prompt_id="x2", prompt="q", response_1="a", response_2="b")
         assert store.put([Label("p2", 1, 0.6, "reward_model"), Label("p0", 2, 0.1, "reward_model")],

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from system.errors import LabelStoreError
+from system.errors import LabelStoreError, PairTextConflictError
 from system.labels import HumanQueue, LabelStore
 from system.labels.schema import SCHEMA_REVISION
 from system.types import CandidatePair, Label
@@ -57,6 +57,36 @@ def test_put_is_idempotent_on_pair_oracle_annotator(store: LabelStore) -> None:
     assert len(records) == 5
     assert [r.preferred for r in records[:3]] == [1, 1, 1]
     assert duplicated_keys(store) == []
+
+
+def test_a_pair_id_is_bound_to_the_texts_it_was_stored_with(store: LabelStore) -> None:
+    """The same pair id with another prompt, or its responses swapped, is refused for labels and for the human
+    queue alike, and nothing of the refused request is written; the same texts again are the idempotent retry."""
+    (pair,) = make_pairs(1)
+    store.put([label(pair.pair_id)], [pair], round=1)
+    other_prompt = CandidatePair(pair.pair_id, pair.prompt_id, "another prompt", pair.response_1, pair.response_2)
+    swapped = CandidatePair(pair.pair_id, pair.prompt_id, pair.prompt, pair.response_2, pair.response_1)
+    fresh = make_pairs(1, prefix="q")[0]
+    for changed in (other_prompt, swapped):
+        with pytest.raises(PairTextConflictError, match=r"pair_id 'p0' is bound to other texts"):
+            store.check_texts([fresh, changed])
+        with pytest.raises(PairTextConflictError, match="'p0'"):
+            store.put([label(fresh.pair_id), label(pair.pair_id, oracle="replay")], [fresh, changed], round=2)
+        with pytest.raises(PairTextConflictError, match="'p0'"):
+            HumanQueue(store).enqueue([fresh, changed], round=2)
+    assert [(r.pair_id, r.response_1) for r in store.labels()] == [("p0", "a0")]  # the refused writes left nothing
+    assert HumanQueue(store).progress() == (0, 0)
+    store.check_texts([pair, fresh])
+    assert store.put([label(pair.pair_id, oracle="replay")], [pair], round=2) == 1
+    assert {r.text_digest for r in store.labels()} == {pair.text_digest}
+
+
+def test_a_queued_pair_binds_its_id_for_labels_too(store: LabelStore) -> None:
+    (pair,) = make_pairs(1)
+    HumanQueue(store).enqueue([pair], round=1)
+    changed = CandidatePair(pair.pair_id, pair.prompt_id, pair.prompt, pair.response_1, "other")
+    with pytest.raises(PairTextConflictError):
+        store.put([label(pair.pair_id)], [changed], round=1)
 
 
 def test_labels_filters_and_pages_by_seq(store: LabelStore) -> None:
