@@ -50,9 +50,10 @@ $(VENV)/.installed-dev: pyproject.toml $(LOCK) | $(BIN)/python
 install-base: $(VENV)/.installed-base
 install: $(VENV)/.installed-dev
 
-## The embedded default: local Ray, tiny model built offline, sqlite labels, local MLflow.
+## The embedded default: local Ray, tiny model built offline, sqlite labels, local MLflow. It replaces the previous
+## `make run`'s rounds in the same run directory (--overwrite; the run's label store is kept).
 run: install-base
-	$(BIN)/activealign run --config $(CONFIG)
+	$(BIN)/activealign run --config $(CONFIG) --overwrite
 
 ## Headless Chromium for the annotator-page tests (Debian package; installed when missing and root).
 browser:

@@ -11,7 +11,8 @@ from jobs.loop_setup import (
     check_config,
     load_pool,
     load_prompt_sets,
-    prepare_run_dir,
+    open_run_dir,
+    write_run_dir,
 )
 from jobs.ray_metrics import RayMetricsSink
 from jobs.ray_session import check_oracle_port, ray_session
@@ -23,19 +24,27 @@ from system.tracking import Tracker
 logger = logging.getLogger(__name__)
 
 
-def main(config: Config, resume: Path | None = None) -> int:
-    """Run (or resume) the loop; returns the process exit code."""
+def main(config: Config, resume: Path | None = None, overwrite: bool = False, new_mlflow_run: bool = False) -> int:
+    """Run (or resume) the loop; returns the process exit code.
+
+    Everything that reads input — config, files, the run directory, the MLflow run to continue — is checked
+    before anything is written or started. ``overwrite`` lets a fresh run replace an earlier run's outputs in
+    ``loop.run_dir``; ``new_mlflow_run`` lets a resumed run log into a new MLflow run (a copied run directory
+    whose MLflow store lacks the saved run).
+    """
     check_config(config)
     configured_token(config.oracle)  # a too-short oracle token stops here, before Ray starts
     check_oracle_port(config)
     prompts, eval_prompts = load_prompt_sets(config)
     pool = load_pool(config)
-    run_dir, state = prepare_run_dir(config, resume)
+    run_dir, state = open_run_dir(config, resume, overwrite)
     tracker = None
     if config.tracking.enabled:
-        tracker = Tracker.open(config.tracking, run_name=run_dir.name, run_id=state.mlflow_run_id)
+        run_id = None if new_mlflow_run else state.mlflow_run_id
+        tracker = Tracker.open(config.tracking, run_name=run_dir.name, run_id=run_id)
         tracker.log_config(config)
         state.mlflow_run_id = tracker.run_id
+    write_run_dir(config, run_dir, fresh=resume is None)
     status = "FAILED"
     try:
         with ray_session(config) as dashboard_url:

@@ -46,12 +46,20 @@ def run(
     ctx: typer.Context,
     config: Path = CONFIG_OPTION,
     resume: Path | None = typer.Option(None, help="Continue the run stored in this run directory."),
+    overwrite: bool = typer.Option(
+        False, help="Let a fresh run replace an earlier run's outputs in loop.run_dir (its label store is kept)."
+    ),
+    new_mlflow_run: bool = typer.Option(
+        False, help="With --resume: log into a new MLflow run instead of the saved one (e.g. a copied run directory)."
+    ),
 ) -> None:
     """Run the active loop: generate → featurise → select → label → train → sync → evaluate, per round."""
     if resume is not None and not (resume / "config.yaml").exists():
         raise ActiveAlignError(f"--resume {resume}: no config.yaml there (not a run directory)")
+    if new_mlflow_run and resume is None:
+        raise ActiveAlignError("--new-mlflow-run: only with --resume (a fresh run always starts a new MLflow run)")
     cfg = load_config(resume / "config.yaml", overrides_from_args(ctx.args)) if resume else _config(config, ctx)
-    _dispatch("active_loop", config=cfg, resume=resume)
+    _dispatch("active_loop", config=cfg, resume=resume, overwrite=overwrite, new_mlflow_run=new_mlflow_run)
 
 
 @app.command(context_settings=WITH_OVERRIDES)

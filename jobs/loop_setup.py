@@ -9,6 +9,7 @@ error line rather than a cluster start-up.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,10 +17,10 @@ from typing import Any
 
 from system.config import Config, dump_config, load_config
 from system.data import load_preferences, read_prompts
-from system.errors import ConfigError
+from system.errors import ConfigError, DataError
 from system.fileio import atomic_write_text
 from system.loop import LoopParts, OfflinePool, offline_pool
-from system.run_state import RoundState, check_resume_config, load_round_state
+from system.run_state import FEATURES_DIR, STATE_FILE, RoundState, check_resume_config, load_round_state
 from system.types import PromptRecord
 
 logger = logging.getLogger(__name__)
@@ -56,23 +57,53 @@ def load_pool(config: Config) -> OfflinePool | None:
     return offline_pool(load_preferences(config.loop.pool_path), config.loop.seed)
 
 
-def prepare_run_dir(config: Config, resume: Path | None) -> tuple[Path, RoundState]:
-    """The run directory with ``config.yaml`` written, and the state to start from.
+RUN_OUTPUTS = ("round_*", STATE_FILE, "config.yaml", "reference_responses.json", "mpo_reference_samples.json",
+               FEATURES_DIR, "report")
+"""What a run writes into its directory (globs), and a fresh run with ``overwrite`` removes. The label store is not
+among them: labels are never deleted here."""
 
-    A fresh run in a directory that holds an earlier run's rounds replaces them. A resumed run must keep
-    every setting that changes results (:func:`system.run_state.check_resume_config`).
+
+def _existing_outputs(run_dir: Path) -> list[Path]:
+    """The run outputs present in ``run_dir``, symlinks (even dangling or looping ones) included."""
+    return [path for pattern in RUN_OUTPUTS for path in run_dir.glob(pattern) if os.path.lexists(path)]
+
+
+def open_run_dir(config: Config, resume: Path | None, overwrite: bool = False) -> tuple[Path, RoundState]:
+    """The run directory and the state to start from, read and checked without writing anything.
+
+    A resumed run must have a readable ``state.json`` and keep every setting that changes results
+    (:func:`system.run_state.check_resume_config`). A fresh run refuses a directory that holds an earlier run
+    unless ``overwrite``.
+
+    Raises:
+        ConfigError: the directory holds a run and ``overwrite`` is off, is not a directory, or a resume would
+            change results.
+        DataError: a resumed run's ``state.json`` is missing or unreadable.
     """
     run_dir = Path(resume) if resume is not None else Path(config.loop.run_dir)
-    state = None
+    if os.path.lexists(run_dir) and not run_dir.is_dir():
+        raise ConfigError(f"loop.run_dir: {run_dir} exists and is not a directory")
     if resume is not None:
         check_resume_config(load_config(run_dir / "config.yaml"), config, run_dir)
         state = load_round_state(run_dir)
-    if resume is None and run_dir.exists():
-        for old in [*run_dir.glob("round_*"), run_dir / "state.json", run_dir / "reference_responses.json"]:
-            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        if state is None:
+            raise DataError(f"--resume {run_dir}: no {STATE_FILE} there, so nothing to resume; start the run afresh "
+                            f"with activealign run --config {run_dir / 'config.yaml'} --overwrite")
+        return run_dir, state
+    if run_dir.exists() and _existing_outputs(run_dir) and not overwrite:
+        raise ConfigError(f"loop.run_dir: {run_dir} holds an earlier run; continue it with activealign run --resume "
+                          f"{run_dir}, choose another --loop.run_dir, or replace its rounds with --overwrite")
+    return run_dir, RoundState()
+
+
+def write_run_dir(config: Config, run_dir: Path, fresh: bool) -> None:
+    """Create ``run_dir`` with ``config.yaml``; a fresh run first removes an earlier run's outputs
+    (:data:`RUN_OUTPUTS`), keeping the label store."""
+    if fresh and run_dir.exists():
+        for old in _existing_outputs(run_dir):
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    return run_dir, state or RoundState()
 
 
 class RayParts:

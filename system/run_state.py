@@ -173,14 +173,27 @@ def save_round_state(run_dir: str | Path, state: RoundState) -> None:
 
 
 def load_round_state(run_dir: str | Path) -> RoundState | None:
-    """The state saved in ``run_dir``, or None when the loop has not saved one yet."""
+    """The state saved in ``run_dir``, or None when the loop has not saved one yet (no file, not even a link).
+
+    Raises:
+        DataError: ``state.json`` is there but cannot be read (a dangling or looping symlink, a directory …) or
+            holds no valid state.
+    """
     path = Path(run_dir) / STATE_FILE
-    if not path.exists():
-        return None
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(f"{path}: a symlink to a missing file, not a round state") from None
+        return None
+    except OSError as exc:  # a symlink loop, a directory, no permission …
+        raise DataError(f"{path}: cannot read the round state ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: corrupt round state (not UTF-8: {exc.reason})") from None
+    try:
+        data: dict[str, Any] = json.loads(text)
         state = RoundState(**data)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError) as exc:
         raise DataError(f"{path}: corrupt round state ({exc})") from None
     if not isinstance(state.rng, dict):
         raise DataError(f"{path}: field 'rng': expected the JSON RNG states of this version, got "

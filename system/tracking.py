@@ -23,8 +23,10 @@ from urllib.parse import urlparse
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 
 from system.config import Config, TrackingConfig, flatten_config
+from system.errors import ConfigError
 from system.run_state import ROUND_READABLE_FILES, archive_design_state
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,14 @@ class Tracker:
             store_dir.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=cfg.uri)
         if run_id is not None:
+            try:
+                client.get_run(run_id)
+            except MlflowException:
+                raise ConfigError(
+                    f"tracking.uri {cfg.uri}: has no MLflow run {run_id} to continue (a copied run directory?); "
+                    "point --tracking.uri at the store that holds it, or add --new-mlflow-run to continue in a new "
+                    "MLflow run"
+                ) from None
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             logger.info("resuming MLflow run %s", run_id)
             return cls(client, run_id)
