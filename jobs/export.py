@@ -17,8 +17,8 @@ def main(config: Config, out: Path, what: str = "labels", fmt: str = "trl-jsonl"
     """Export ``what`` (labels | adapter) of ``run_dir`` (default ``loop.run_dir``) to ``out``."""
     if what == "labels":
         with LabelStore(config.oracle.label_store_url) as store:
-            rows = export_labels(store, out, fmt)
-        print(f"exported {rows} labels ({fmt}) to {out}", flush=True)
+            written = export_labels(store, out, fmt)
+        print("\n".join(f"exported {rows} labels ({fmt}) to {path}" for path, rows in written.items()), flush=True)
         return 0
     if what != "adapter":
         raise DataError(f"--what {what!r}: expected labels or adapter")

@@ -25,6 +25,8 @@ def main(config: Config, data: Path, out: Path) -> int:
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: exists and is not a directory")
     pairs = load_preferences(data)
+    if not pairs:
+        raise DataError(f"{data}: no preference pairs to train on")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))
     with ray_session(config):

@@ -73,13 +73,28 @@ def file_format(path: Path) -> Format:
 # ---------------------------------------------------------------- reading rows
 
 
+MAX_JSONL_LINE_BYTES = 16 * 2**20
+"""Longest JSONL row read (16 MiB): a longer line is refused as soon as its first 16 MiB are read, so no verb
+spends minutes and gigabytes on one row no model could take."""
+
+
+def _jsonl_lines(path: Path, handle: Any) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of an open JSONL file, refusing a line over :data:`MAX_JSONL_LINE_BYTES`."""
+    line_number = 0
+    while raw := handle.readline(MAX_JSONL_LINE_BYTES + 1):
+        line_number += 1
+        if len(raw) > MAX_JSONL_LINE_BYTES:
+            raise _data_error(path, line_number, f"longer than {MAX_JSONL_LINE_BYTES // 2**20} MiB")
+        yield line_number, raw
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         handle = path.open("rb")
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
     with handle:
-        for line_number, raw in enumerate(handle, start=1):
+        for line_number, raw in _jsonl_lines(path, handle):
             if not raw.strip():
                 continue
             try:

@@ -8,6 +8,8 @@ Runs are grouped by strategy, and by loss too when the runs use more than one lo
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E40
 
 from system.errors import DataError  # noqa: E402
 from system.fileio import atomic_write_text  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -87,7 +91,9 @@ def _setting(path: Path, config: object, section: str, key: str, kind: type = st
 
 
 def _metrics(path: Path) -> dict[str, float]:
-    """A round's ``metrics.json``: an object of finite-or-NaN numbers (non-numeric entries are refused)."""
+    """A round's ``metrics.json``: an object of numbers (non-numeric entries are refused). ``Infinity`` and
+    ``-Infinity`` (which Python's JSON writes for an overflowed metric) are read as NaN, a value the report
+    leaves out of its means and plots, with a warning naming the file and the key."""
     try:
         metrics = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError) as exc:
@@ -97,6 +103,9 @@ def _metrics(path: Path) -> dict[str, float]:
     for key, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DataError(f"{path}: field {key!r}: expected a number, got {type(value).__name__}")
+        if math.isinf(value):
+            logger.warning("%s: field %r is %s: reported as missing", path, key, value)
+            metrics[key] = math.nan
     return metrics
 
 

@@ -82,15 +82,17 @@ def require_token(request: Request) -> None:
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """ASGI middleware: 413 when a request body exceeds ``app.state.settings.max_request_bytes``.
 
-    Checks ``Content-Length`` up front and counts streamed (chunked) bodies as they arrive.
+    A declared ``Content-Length`` over the limit is refused before the body is read. Otherwise the body is read
+    here, counted as it streams in (chunked bodies declare no length), and handed to the app only once it is
+    whole and within the limit: an oversized body never reaches the app's JSON parser, which would answer 400.
+    The rest of a refused body is read and dropped (up to :data:`DRAIN_FACTOR` times the limit), so a client
+    still sending gets the 413 rather than a broken connection.
     """
+
+    DRAIN_FACTOR = 64
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -105,25 +107,69 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await JSONResponse({"detail": f"body: {int(declared)} bytes; {message}"}, 413)(scope, receive, send)
             return
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def counting_receive() -> dict[str, Any]:
-            nonlocal received
+        more = True
+        while more:
             event = await receive()
-            if event["type"] == "http.request":
-                received += len(event.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
-            return event
+            if event["type"] == "http.disconnect":
+                return  # the client is gone: nobody to answer
+            chunk = event.get("body", b"")
+            received += len(chunk)
+            more = bool(event.get("more_body", False))
+            if received > limit:
+                while more and received <= self.DRAIN_FACTOR * limit:
+                    event = await receive()
+                    received += len(event.get("body", b""))
+                    more = event["type"] == "http.request" and bool(event.get("more_body", False))
+                await JSONResponse({"detail": f"body: {message}"}, 413)(scope, receive, send)
+                return
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        replayed = False
 
-        async def tracking_send(event: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or event["type"] == "http.response.start"
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return dict(await receive())  # after the body: wait for the disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+"""Content-Security-Policy of every answer but the API docs: scripts, styles and calls from this origin only,
+no inline script, and no page of another site may frame it (the annotator's buttons cannot be clicked through)."""
+
+DOCS_POLICY = "frame-ancestors 'none'"
+"""``/docs`` and ``/redoc`` are FastAPI's pages, which load their scripts from a CDN: they keep only the framing
+rule (and need the internet to render)."""
+
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+class SecurityHeaders:
+    """ASGI middleware: :data:`PAGE_POLICY` (or :data:`DOCS_POLICY`) as ``Content-Security-Policy``, plus
+    ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` on every
+    HTTP answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        policy = DOCS_POLICY if path.startswith(DOCS_PATHS) else PAGE_POLICY
+        extra = [(b"content-security-policy", policy.encode()), (b"x-frame-options", b"DENY"),
+                 (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+        async def send_with_headers(event: dict[str, Any]) -> None:
+            if event["type"] == "http.response.start":
+                event = {**event, "headers": [*event.get("headers", []), *extra]}
             await send(event)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await JSONResponse({"detail": f"body: {message}"}, 413)(scope, receive, send)
+        await self.app(scope, receive, send_with_headers)

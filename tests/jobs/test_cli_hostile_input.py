@@ -85,8 +85,34 @@ def _train_into_a_file(tmp: Path) -> tuple[list[str], str]:
     return ["train", "--data", str(data), "--out", str(out)], f"--out {out}: exists and is not a directory"
 
 
+def _train_on_nothing(tmp: Path) -> tuple[list[str], str]:
+    data = tmp / "empty.jsonl"
+    data.write_text("\n")
+    return ["train", "--data", str(data), "--out", str(tmp / "trained")], f"{data}: no preference pairs to train on"
+
+
+def _long_line(tmp: Path) -> Path:
+    """A JSONL file whose second row is one 17 MiB line (a valid pair with an absurd prompt)."""
+    data = tmp / "long.jsonl"
+    data.write_text(json.dumps(GOOD_PAIR) + "\n" + json.dumps({**GOOD_PAIR, "prompt": "x" * (17 * 2**20)}) + "\n")
+    return data
+
+
+def _train_on_a_long_line(tmp: Path) -> tuple[list[str], str]:
+    data = _long_line(tmp)
+    return ["train", "--data", str(data), "--out", str(tmp / "trained")], f"{data}: row 2: longer than 16 MiB"
+
+
+def _select_from_a_long_line(tmp: Path) -> tuple[list[str], str]:
+    data = _long_line(tmp)
+    return ["select", "--pool", str(data), "--out", str(tmp / "picked.jsonl"), "--budget", "1"], \
+        f"{data}: row 2: longer than 16 MiB"
+
+
 VERBS: dict[str, Callable[[Path], tuple[list[str], str]]] = {
     "select": _select, "train": _train, "train-out-is-a-file": _train_into_a_file, "generate": _generate,
+    "train-on-nothing": _train_on_nothing, "train-long-line": _train_on_a_long_line,
+    "select-long-line": _select_from_a_long_line,
     "generate-missing-adapter": _generate_with_a_missing_adapter,
     "evaluate": _evaluate, "export": _export, "report": _report, "run": _run,
 }
@@ -108,4 +134,5 @@ def test_cli_verb_refuses_a_bad_file_fast_with_one_line(tmp_path: Path, verb: st
     assert result.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in result.stderr and "Started a local Ray" not in result.stderr
     assert existing.read_text() == '{"kept": true}\n'
+    assert not (tmp_path / "trained").exists()  # train refuses before it creates --out
     assert elapsed < 30, f"{verb} took {elapsed:.1f} s to refuse its input"

@@ -47,3 +47,14 @@ def test_missing_rounds_name_the_directory(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(dump_config(load_config(None)))
     with pytest.raises(DataError, match="no evaluated round"):
         load_run(tmp_path)
+
+
+def test_an_infinite_metric_is_reported_as_missing_not_a_traceback(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    run = _fake_run(tmp_path, "a0", "activedpo", 0, [0.1, 0.3, 0.5])
+    path = run / "round_001" / "metrics.json"
+    path.write_text(path.read_text().replace('"eval/reward": 0.3', '"eval/reward": Infinity'))
+    html = write_report([run, _fake_run(tmp_path, "a1", "activedpo", 1, [0.1, 0.5, 0.7])], tmp_path / "out")
+    assert "0.6000 ± 0.1000" in html.read_text()  # the last round's reward, as for finite metrics
+    assert (tmp_path / "out" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{path}: field 'eval/reward' is inf: reported as missing" in caplog.text

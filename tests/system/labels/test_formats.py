@@ -40,12 +40,30 @@ def comparable(store: LabelStore) -> list[tuple]:
 def test_full_fidelity_round_trip(tmp_path: Path, new_store_url: Callable[[], str], fmt: str, name: str) -> None:
     source = filled_store(new_store_url())
     out = tmp_path / name
-    assert export_labels(source, out, fmt) == (2 if fmt == "label-studio" else 3)
+    assert export_labels(source, out, fmt) == {out: 2 if fmt == "label-studio" else 3}
     with LabelStore(new_store_url()) as target:
         assert import_labels(target, out, fmt) == 3
         assert import_labels(target, out, fmt) == 0  # idempotent
         assert comparable(target) == comparable(source)
         assert target.preference_pairs() == source.preference_pairs()
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("trl-jsonl", "prefs.jsonl"), ("trl-parquet", "prefs.parquet")])
+def test_a_store_of_plain_and_conversational_prompts_exports_both(tmp_path: Path, store_url: str, fmt: str,
+                                                                  name: str) -> None:
+    """TRL takes one text form per dataset: the plain pairs go to the file asked for, the conversational ones
+    beside it, and each reads back with its own form and preference."""
+    chat = [{"role": "user", "content": "Name a cat"}]
+    pairs = [CandidatePair("plain", "", "Say hi", "hi!", "no."), CandidatePair("chat", "", chat, "Tom", "Rex")]
+    with LabelStore(store_url) as store:
+        store.put([Label("plain", 1, 0.8, "reward_model"), Label("chat", 2, 0.3, "reward_model")], pairs, round=1)
+        out = tmp_path / name
+        also = tmp_path / f"prefs.conversational{out.suffix}"
+        assert export_labels(store, out, fmt) == {out: 1, also: 1}
+    (plain,) = load_preferences(out)
+    (conversation,) = load_preferences(also)
+    assert (plain.prompt, plain.chosen, plain.rejected) == ("Say hi", "hi!", "no.")
+    assert conversation.prompt == chat and conversation.chosen == [{"role": "assistant", "content": "Rex"}]
 
 
 def test_label_studio_shapes(tmp_path: Path, store_url: str) -> None:
@@ -67,7 +85,7 @@ def test_trl_round_trip_keeps_the_preference(tmp_path: Path, new_store_url: Call
     source.put([Label("p0", 1, 0.81, "reward_model"), Label("p1", 2, 0.27, "reward_model")], pairs, round=1)
     source.put([Label("p0", 2, 0.0, "human", annotator="alice")], pairs, round=2)
     out = tmp_path / name
-    assert export_labels(source, out, fmt) == 2
+    assert export_labels(source, out, fmt) == {out: 2}
     rows = {row.pair_id: row for row in load_preferences(out)}
     # p0 has one vote each way: the tie goes to the mean prob_1 (0.81 + 0.0) / 2 < 0.5 → response 2 wins
     wrap = (lambda text: [{"role": "assistant", "content": text}]) if conversational else (lambda text: text)
