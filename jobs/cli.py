@@ -142,6 +142,39 @@ def export(
     _dispatch("export", config=_config(config, ctx), out=out, what=what, fmt=fmt, run_dir=run_dir)
 
 
+annotators_app = typer.Typer(no_args_is_help=True, help="The people who answer tasks, each with a personal token.")
+app.add_typer(annotators_app, name="annotators")
+
+
+@annotators_app.command("add", context_settings=WITH_OVERRIDES)
+def annotators_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The annotator's name (letters, digits, '.', '_', '-', inner spaces)."),
+    role: str = typer.Option("annotator", help="annotator | reviewer"),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Add an annotator to the label store (oracle.label_store_url) and print their token once."""
+    from jobs.annotators import add
+
+    raise typer.Exit(add(_config(config, ctx), name, role))  # type: ignore[arg-type]  # the registry checks it
+
+
+@annotators_app.command("list", context_settings=WITH_OVERRIDES)
+def annotators_list(ctx: typer.Context, config: Path = CONFIG_OPTION) -> None:
+    """List the annotators (never their tokens)."""
+    from jobs.annotators import show
+
+    raise typer.Exit(show(_config(config, ctx)))
+
+
+@annotators_app.command("revoke", context_settings=WITH_OVERRIDES)
+def annotators_revoke(ctx: typer.Context, name: str = typer.Argument(...), config: Path = CONFIG_OPTION) -> None:
+    """Revoke an annotator's token (their answers stay)."""
+    from jobs.annotators import revoke
+
+    raise typer.Exit(revoke(_config(config, ctx), name))
+
+
 @app.command("config", context_settings=WITH_OVERRIDES)
 def show_config(
     ctx: typer.Context,

@@ -123,6 +123,7 @@ class LabelOut(Body):
     model_version: str
     annotator: str
     created_at: str
+    answer_ms: int | None = None
 
     def to_label(self) -> Label:
         return Label(pair_id=self.pair_id, preferred=self.preferred, prob_1=self.prob_1, oracle=self.oracle,
@@ -182,8 +183,18 @@ class NextTask(Body):
 
 
 class AnswerIn(RequestBody):
+    """An annotator's answer. Who answers is the bearer token's annotator: a body cannot name anyone.
+    ``answer_ms``: how long the task was shown before the answer (the page measures it)."""
+
     choice: Annotated[Literal[1, 2, "skip"], BeforeValidator(_integral)]
-    annotator: Str = Field("annotator", min_length=1, max_length=128)
+    answer_ms: Integer | None = Field(None, ge=0, le=MAX_STORED_INT)
+
+
+class WhoAmI(Body):
+    """The holder of a token: ``role`` ``admin`` (the run token, ``name`` empty), ``annotator`` or ``reviewer``."""
+
+    name: str
+    role: str
 
 
 class AnswerOut(Body):

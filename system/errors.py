@@ -58,6 +58,15 @@ class PairTextConflictError(LabelStoreError):
         )
 
 
+class TaskAnsweredError(LabelStoreError):
+    """An answer to an annotation task that is answered already."""
+
+    exit_code = 2
+
+    def __init__(self, task_id: int, pair_id: str) -> None:
+        super().__init__(f"task_id {task_id}: pair {pair_id!r} is answered already")
+
+
 class StaleVersionError(ActiveAlignError):
     """Work was requested for a policy version the worker does not hold."""
 

@@ -1,7 +1,8 @@
 """The HTTP face of the oracle: FastAPI routes on a Ray Serve ingress deployment.
 
-Writes and label reads need the bearer token; ``/healthz``, ``/metrics`` and the annotator page's
-static files do not (the page asks for the token and sends it with every API call). No CORS
+Writes and label reads need the run token; fetching and answering tasks an annotator's own token (the answer is
+attributed to its holder); ``/healthz``, ``/metrics`` and the annotator page's static files need none (the page
+asks for the token and sends it with every API call). No CORS
 middleware is installed, so browsers refuse cross-origin calls. Labels are written to the label
 store before they are returned; a request for pairs already labelled by this oracle returns the
 stored verdicts without judging again, which makes retried submits idempotent end to end.
@@ -28,7 +29,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.oracle.metrics import OracleMetrics
-from actors.oracle.security import BodySizeLimit, SecurityHeaders, require_token
+from actors.oracle.security import (
+    BodySizeLimit,
+    Principal,
+    SecurityHeaders,
+    authenticate,
+    require_admin,
+    require_annotator,
+)
 from system.api import (
     MAX_STORED_INT,
     AnswerIn,
@@ -44,10 +52,12 @@ from system.api import (
     RewardRequest,
     RewardResponse,
     TaskOut,
+    WhoAmI,
 )
 from system.config import OracleConfig
-from system.errors import LabelStoreError, OracleError, PairTextConflictError
+from system.errors import LabelStoreError, OracleError, PairTextConflictError, TaskAnsweredError
 from system.labels import HumanQueue, LabelRecord, LabelStore
+from system.labels.annotators import AnnotatorRegistry
 from system.oracles import UnknownPairError
 from system.types import CandidatePair
 
@@ -57,9 +67,12 @@ MAX_PAGE = 10_000
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
     for status, description in [
-        (400, "malformed JSON body"), (401, "missing or wrong bearer token"), (404, "unknown pair or task"),
+        (400, "malformed JSON body"), (401, "missing or wrong bearer token"),
+        (403, "the token's role may not use this route (the run token labels and reads labels, an annotator's "
+              "token fetches and answers tasks)"),
+        (404, "unknown pair or task"),
         (409, "schema-valid but not possible here: duplicate pair ids, a pair id stored with other texts, another "
-              "oracle, no reward function"),
+              "oracle, no reward function, a task answered already"),
         (413, "request body too large, or more items than oracle.max_pairs_per_request"),
         (422, "invalid request: `detail` names the first bad field"),
     ]
@@ -132,6 +145,7 @@ class OracleIngress:
         self.max_batch_size = oracle_cfg.max_batch_size
         self.store = LabelStore(store_url)
         self.queue = HumanQueue(self.store)
+        app.state.annotators = AnnotatorRegistry(self.store)
         self.judge = judge
         self.metrics = OracleMetrics()
 
@@ -151,7 +165,7 @@ class OracleIngress:
         return Response(body, media_type="text/plain; version=0.0.4")
 
     @app.post(
-        "/v1/label", response_model=LabelResponse | QueuedResponse, dependencies=[Depends(require_token)],
+        "/v1/label", response_model=LabelResponse | QueuedResponse, dependencies=[Depends(require_admin)],
         responses={202: {"model": QueuedResponse}, 404: {"description": "unknown pair_id (replay oracle)"}},
     )
     async def label(self, body: LabelRequest, response: Response) -> LabelResponse | QueuedResponse:
@@ -196,7 +210,7 @@ class OracleIngress:
         found = {record.pair_id: record for record in await asyncio.to_thread(self.store.find, keys)}
         return [found[pair.pair_id] for pair in pairs]
 
-    @app.post("/v1/reward", response_model=RewardResponse, dependencies=[Depends(require_token)])
+    @app.post("/v1/reward", response_model=RewardResponse, dependencies=[Depends(require_admin)])
     async def reward(self, body: RewardRequest) -> RewardResponse:
         """R(x, y) of each item under the machine oracle (for evaluation)."""
         started = time.perf_counter()
@@ -218,7 +232,7 @@ class OracleIngress:
         self._timed("reward", started, 200)
         return RewardResponse(rewards=rewards, model_version=version)
 
-    @app.get("/v1/labels", response_model=LabelsPage, dependencies=[Depends(require_token)])
+    @app.get("/v1/labels", response_model=LabelsPage, dependencies=[Depends(require_admin)])
     def labels(
         self,
         since: int | None = Query(None, ge=0, le=MAX_STORED_INT,
@@ -235,7 +249,12 @@ class OracleIngress:
         done, total = self.queue.progress()
         return Progress(done=done, total=total)
 
-    @app.get("/v1/tasks/next", response_model=NextTask, dependencies=[Depends(require_token)])
+    @app.get("/v1/whoami", response_model=WhoAmI)
+    def whoami(self, principal: Principal = Depends(authenticate)) -> WhoAmI:
+        """Who the token belongs to (the page shows it): ``admin`` for the run token, else the annotator."""
+        return WhoAmI(name=principal.name, role=principal.role)
+
+    @app.get("/v1/tasks/next", response_model=NextTask, dependencies=[Depends(require_annotator)])
     def next_task(self) -> NextTask:
         """The next pair for an annotator (``task`` is null when the queue is empty)."""
         task = self.queue.next_task()
@@ -245,11 +264,14 @@ class OracleIngress:
         )
         return NextTask(task=task_out, progress=self._progress())
 
-    @app.post("/v1/tasks/{task_id}/answer", response_model=AnswerOut, dependencies=[Depends(require_token)])
-    def answer(self, body: AnswerIn, task_id: int = PathParameter(ge=0, le=MAX_STORED_INT)) -> AnswerOut:
-        """Record an annotator's choice: 1, 2 or "skip" (idempotent per annotator)."""
+    @app.post("/v1/tasks/{task_id}/answer", response_model=AnswerOut)
+    def answer(self, body: AnswerIn, task_id: int = PathParameter(ge=0, le=MAX_STORED_INT),
+               principal: Principal = Depends(require_annotator)) -> AnswerOut:
+        """Record the token's annotator's choice: 1, 2 or "skip"; a task answered already is a 409."""
         try:
-            record = self.queue.answer(task_id, body.choice, body.annotator)
+            record = self.queue.answer(task_id, body.choice, principal.name, body.answer_ms)
+        except TaskAnsweredError as exc:
+            raise HTTPException(409, f"task_id: {exc}") from None
         except LabelStoreError as exc:
             raise HTTPException(404, f"task_id: {exc}") from None
         return AnswerOut(label=None if record is None else label_out(record), progress=self._progress())

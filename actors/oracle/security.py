@@ -14,9 +14,10 @@ import ipaddress
 import logging
 import os
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from starlette.responses import JSONResponse
 
 from system.config import MIN_TOKEN_CHARS, OracleConfig
@@ -73,13 +74,46 @@ def configured_token(oracle_cfg: OracleConfig) -> str:
     return token
 
 
-def require_token(request: Request) -> None:
-    """FastAPI dependency: 401 unless ``Authorization: Bearer <token>`` matches the service token."""
-    expected: str = request.app.state.settings.token
+@dataclass(frozen=True)
+class Principal:
+    """Who a request's bearer token belongs to: the run token is the administrator (``name`` empty), an
+    annotator's token that annotator (role ``annotator`` or ``reviewer``)."""
+
+    name: str
+    role: str
+
+
+ADMIN = Principal(name="", role="admin")
+
+
+def authenticate(request: Request) -> Principal:
+    """FastAPI dependency: the :class:`Principal` of ``Authorization: Bearer <token>``; 401 for no or an unknown
+    (or revoked) token. The run token is compared in constant time; an annotator's token is looked up by its hash."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise HTTPException(401, "missing or wrong bearer token (header 'Authorization: Bearer <token>')",
-                            headers={"WWW-Authenticate": "Bearer"})
+    given = given.strip()
+    if scheme.lower() == "bearer" and given:
+        if hmac.compare_digest(given.encode(), request.app.state.settings.token.encode()):
+            return ADMIN
+        annotator = request.app.state.annotators.authenticate(given)
+        if annotator is not None:
+            return Principal(name=annotator.name, role=annotator.role)
+    raise HTTPException(401, "missing or wrong bearer token (header 'Authorization: Bearer <token>')",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_admin(principal: Principal = Depends(authenticate)) -> Principal:
+    """The run token only: labelling, label reads and rewards are for machines and the administrator."""
+    if principal.role != "admin":
+        raise HTTPException(403, "this route needs the run token; an annotator's token fetches and answers tasks")
+    return principal
+
+
+def require_annotator(principal: Principal = Depends(authenticate)) -> Principal:
+    """An annotator's own token: every answer is attributed to the token's holder."""
+    if principal.role == "admin":
+        raise HTTPException(403, "answer with an annotator's own token (activealign annotators add NAME), not "
+                                 "the run token")
+    return principal
 
 
 class BodySizeLimit:

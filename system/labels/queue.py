@@ -3,9 +3,9 @@
 Enqueueing is idempotent per pair_id; a pair id already stored with other texts is refused
 (:class:`~system.errors.PairTextConflictError`), so a re-queued id never hands out the old task for new texts.
 The next task is the pending one skipped least often, then oldest, so a skip moves a task behind the others
-without losing it. An answer becomes a label
-(``oracle="human"``, ``prob_1`` = 1 or 0) written through :meth:`LabelStore.put`, so answering
-twice stores one label per annotator.
+without losing it. An answer becomes a label (``oracle="human"``, ``prob_1`` = 1 or 0, ``annotator`` the
+answering person, ``answer_ms`` the time they took) and closes the task: a later answer to it, by the same
+person or another, is refused (:class:`~system.errors.TaskAnsweredError`) rather than stored beside it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from system.errors import LabelStoreError
+from system.errors import LabelStoreError, TaskAnsweredError
 from system.labels.migrate import lock_store
 from system.labels.schema import tasks_table
 from system.labels.store import (
@@ -119,27 +119,35 @@ class HumanQueue:
         return int(counts.get("done", 0)), int(sum(counts.values()))
 
     def answer(
-        self, task_id: int, choice: Literal[1, 2, "skip"], annotator: str
+        self, task_id: int, choice: Literal[1, 2, "skip"], annotator: str, answer_ms: int | None = None
     ) -> LabelRecord | None:
-        """Record a person's answer; returns the stored label (None for a skip).
+        """Record ``annotator``'s answer; returns the stored label (None for a skip).
+
+        The label and the task's ``done`` are written in one transaction under the store's write lock, so of
+        two answers racing for one task exactly one is stored.
 
         Raises:
             LabelStoreError: no task ``task_id``.
+            TaskAnsweredError: the task was answered already (by anyone: one answer per pair for now).
         """
         task = self.task(task_id)
         if task is None:
             raise LabelStoreError(f"task_id {task_id}: no such task")
-        if choice == "skip":
+        try:
             with self.store.engine.begin() as connection:
-                connection.execute(
-                    update(tasks_table).where(tasks_table.c.task_id == task_id).values(skips=tasks_table.c.skips + 1)
-                )
-            return None
-        label = Label(
-            pair_id=task.pair_id, preferred=choice, prob_1=1.0 if choice == 1 else 0.0, oracle=HUMAN_ORACLE,
-            annotator=annotator,
-        )
-        self.store.put([label], [task.pair], round=task.round)  # label first: a crash here leaves the task pending
-        with self.store.engine.begin() as connection:
-            connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id).values(status="done"))
+                lock_store(connection)
+                status = connection.execute(
+                    select(tasks_table.c.status).where(tasks_table.c.task_id == task_id)).scalar_one()
+                if status == "done":
+                    raise TaskAnsweredError(task_id, task.pair_id)
+                if choice == "skip":
+                    connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id)
+                                       .values(skips=tasks_table.c.skips + 1))
+                    return None
+                label = Label(pair_id=task.pair_id, preferred=choice, prob_1=1.0 if choice == 1 else 0.0,
+                              oracle=HUMAN_ORACLE, annotator=annotator)
+                self.store.insert(connection, [label], [task.pair], round=task.round, answer_ms=answer_ms)
+                connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id).values(status="done"))
+        except SQLAlchemyError as exc:
+            raise LabelStoreError(f"label store {self.store.url}: answer failed ({exc.__class__.__name__})") from exc
         return self.store.find([(task.pair_id, HUMAN_ORACLE, annotator)])[0]

@@ -1,7 +1,8 @@
 """Tables of the durable label store (SQLAlchemy Core; created and upgraded by alembic).
 
 ``labels`` holds one oracle verdict per (pair_id, oracle, annotator) — the unique key that makes
-every write idempotent. ``tasks`` is the human-annotation queue: one row per pair waiting for a person.
+every write idempotent. ``tasks`` is the human-annotation queue: one row per pair waiting for a person;
+``annotators`` the people who answer it; a human label records how long its answer took (``answer_ms``).
 Prompts are stored as JSON text because a prompt is either a string or a conversation. Every row keeps
 ``text_digest`` (:func:`~system.types.pair_text_digest` of its prompt and responses): a pair id is bound to
 the texts it was first stored with, in both tables, and the store refuses it with other texts.
@@ -23,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 """The alembic revision this code reads and writes; a store at any other head is refused."""
 
 metadata = MetaData()
@@ -44,6 +45,7 @@ labels_table = Table(
     Column("model_version", String(256), nullable=False, server_default=""),
     Column("annotator", String(128), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("answer_ms", Integer, nullable=True),
     UniqueConstraint("pair_id", "oracle", "annotator", name="uq_labels_pair_oracle_annotator"),
     Index("ix_labels_round", "round"),
 )
@@ -63,3 +65,16 @@ tasks_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_tasks_status", "status", "skips", "task_id"),
 )
+
+annotators_table = Table(
+    "annotators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("name_key", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+"""People who answer tasks: each has a personal bearer token, kept only as its SHA-256; ``name_key`` (the
+name case-folded) keeps ``Alice`` and ``alice`` from being two people."""

@@ -57,6 +57,7 @@ class LabelRecord:
     model_version: str
     annotator: str
     created_at: datetime
+    answer_ms: int | None = None
 
     @property
     def label(self) -> Label:
@@ -90,6 +91,7 @@ def _record(row: Any) -> LabelRecord:
         response_1=row.response_1, response_2=row.response_2, text_digest=row.text_digest,
         preferred=row.preferred, prob_1=row.prob_1,
         oracle=row.oracle, model_version=row.model_version, annotator=row.annotator, created_at=created_at,
+        answer_ms=row.answer_ms,
     )
 
 
@@ -182,6 +184,23 @@ class LabelStore:
             PairTextConflictError: a pair id is stored with other texts (nothing is written).
             LabelStoreError: a label's pair is missing from ``pairs``, or the write failed.
         """
+        try:
+            with self.engine.begin() as connection:
+                lock_store(connection)
+                return self.insert(connection, labels, pairs, round)
+        except SQLAlchemyError as exc:
+            raise LabelStoreError(f"label store {self.url}: write failed ({exc.__class__.__name__})") from exc
+
+    def insert(
+        self,
+        connection: Connection,
+        labels: Sequence[Label],
+        pairs: Sequence[CandidatePair] | Mapping[str, CandidatePair],
+        round: int,
+        answer_ms: int | None = None,
+    ) -> int:
+        """:meth:`put` inside the caller's transaction, which holds the store's write lock
+        (:func:`~system.labels.migrate.lock_store`); ``answer_ms`` is how long a person took to answer."""
         by_id = pairs if isinstance(pairs, Mapping) else {pair.pair_id: pair for pair in pairs}
         now = datetime.now(timezone.utc)
         rows = []
@@ -196,19 +215,13 @@ class LabelStore:
                 "response_1": pair.response_1, "response_2": pair.response_2, "text_digest": pair.text_digest,
                 "preferred": label.preferred,
                 "prob_1": float(label.prob_1), "oracle": label.oracle, "model_version": label.model_version,
-                "annotator": label.annotator, "created_at": now,
+                "annotator": label.annotator, "created_at": now, "answer_ms": answer_ms,
             })
         if not rows:
             return 0
+        check_bound_texts(connection, (by_id[label.pair_id] for label in labels))
         statement = insert_ignoring_duplicates(self.engine, labels_table)
-        try:
-            with self.engine.begin() as connection:
-                lock_store(connection)
-                check_bound_texts(connection, (by_id[label.pair_id] for label in labels))
-                inserted = connection.execute(statement.returning(labels_table.c.seq), rows).all()
-        except SQLAlchemyError as exc:
-            raise LabelStoreError(f"label store {self.url}: write failed ({exc.__class__.__name__})") from exc
-        return len(inserted)
+        return len(connection.execute(statement.returning(labels_table.c.seq), rows).all())
 
     def labels(
         self,

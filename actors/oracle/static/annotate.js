@@ -1,8 +1,8 @@
-// Annotator page: fetch the next task, answer with keys 1 / 2 / s. The token never leaves this tab
-// except in the Authorization header of same-origin API calls.
+// Annotator page: fetch the next task, answer with keys 1 / 2 / s. The token (the annotator's own: answers are
+// attributed to its holder) never leaves this tab except in the Authorization header of same-origin API calls.
 "use strict";
 
-const state = { token: "", annotator: "annotator", task: null, busy: false, answers: 0 };
+const state = { token: "", task: null, shownAt: 0, busy: false, answers: 0 };
 const $ = (id) => document.getElementById(id);
 
 function showText(value) {
@@ -31,6 +31,7 @@ function render(data) {
   $("response-1").textContent = data.task.response_1;
   $("response-2").textContent = data.task.response_2;
   document.body.dataset.taskId = String(data.task.task_id);
+  state.shownAt = performance.now();
 }
 
 async function loadNext() {
@@ -46,7 +47,8 @@ async function answer(choice) {
   if (!state.task || state.busy) return;
   state.busy = true;
   try {
-    await api("POST", `/v1/tasks/${state.task.task_id}/answer`, { choice, annotator: state.annotator });
+    const answerMs = Math.round(performance.now() - state.shownAt);
+    await api("POST", `/v1/tasks/${state.task.task_id}/answer`, { choice, answer_ms: answerMs });
     await loadNext();
     state.answers += 1;
     document.body.dataset.answers = String(state.answers);  // answers sent and followed by a reload
@@ -57,10 +59,19 @@ async function answer(choice) {
   }
 }
 
-function start() {
-  sessionStorage.setItem("activealign-token", state.token);
-  sessionStorage.setItem("activealign-annotator", state.annotator);
+async function start() {
   $("login").hidden = true;
+  try {
+    const me = await api("GET", "/v1/whoami");
+    if (me.role === "admin") throw new Error("this is the run token: sign in with your own annotator token");
+    $("whoami").textContent = `answering as ${me.name}`;
+  } catch (error) {
+    sessionStorage.removeItem("activealign-token");
+    $("status").textContent = String(error.message);
+    $("login").hidden = false;
+    return;
+  }
+  sessionStorage.setItem("activealign-token", state.token);
   loadNext();
   setInterval(() => { if (!state.task) loadNext(); }, 3000);
 }
@@ -81,13 +92,11 @@ document.querySelectorAll("button[data-choice]").forEach((button) => {
 $("login").addEventListener("submit", (event) => {
   event.preventDefault();
   state.token = $("token").value;
-  state.annotator = $("annotator").value;
   start();
 });
 
-// A token may arrive in the URL fragment (#token=...&annotator=...), which is never sent to the server.
+// A token may arrive in the URL fragment (#token=...), which is never sent to the server.
 const fragment = new URLSearchParams(location.hash.slice(1));
 state.token = fragment.get("token") || sessionStorage.getItem("activealign-token") || "";
-state.annotator = fragment.get("annotator") || sessionStorage.getItem("activealign-annotator") || "annotator";
 if (fragment.has("token")) history.replaceState(null, "", location.pathname);
 if (state.token) start(); else $("login").hidden = false;

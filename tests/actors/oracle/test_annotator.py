@@ -13,6 +13,7 @@ import pytest
 from system.config import Config
 from system.errors import OracleError
 from system.labels import LabelStore
+from system.labels.annotators import AnnotatorRegistry
 from system.oracle_client import OracleClient
 from system.types import CandidatePair
 from tests.actors.oracle.conftest import AUTH, TOKEN, deploy, oracle_config
@@ -32,6 +33,17 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 @pytest.fixture(scope="module")
 def url(ray_cluster, token_env: str, config: Config) -> Iterator[str]:
     yield from deploy(config)
+
+
+@pytest.fixture(scope="module")
+def people(config: Config) -> dict[str, dict[str, str]]:
+    """Annotators added as ``activealign annotators add`` does: ``{name: Authorization header}``."""
+    with LabelStore(config.oracle.label_store_url) as store:
+        registry = AnnotatorRegistry(store)
+        tokens = {name: registry.add(name, role)[1] for name, role in
+                  (("alice", "annotator"), ("bob", "annotator"), ("rita", "reviewer"), ("gone", "annotator"))}
+        registry.revoke("gone")
+    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +68,7 @@ def test_human_label_request_is_queued_with_202(url: str) -> None:
     assert again.json()["task_ids"] == response.json()["task_ids"]  # queueing is idempotent
 
 
-def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browser) -> None:
+def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browser, people) -> None:
     """Under the page's own Content-Security-Policy: the waits below run in Playwright's isolated world, since the
     policy forbids evaluating strings in the page."""
     from playwright.sync_api import expect
@@ -64,7 +76,9 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
     page = browser.new_page()
     external: list[str] = []
     page.on("request", lambda request: None if request.url.startswith(url) else external.append(request.url))
-    page.goto(f"{url}/annotate#token={TOKEN}&annotator=alice")
+    alice = people["alice"]["Authorization"].removeprefix("Bearer ")
+    page.goto(f"{url}/annotate#token={alice}")
+    expect(page.locator("#whoami")).to_have_text("answering as alice")
     expect(page.locator("#prompt")).to_have_text("Greet me")
     assert page.text_content("#progress") == "0 / 2 labelled"
     assert page.text_content("#response-2") == "What."
@@ -74,6 +88,7 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
         (record,) = store.labels()
     assert (record.pair_id, record.preferred, record.oracle, record.annotator, record.round) == (
         "h0", 1, "human", "alice", 3)
+    assert record.answer_ms is not None and 0 <= record.answer_ms < 120_000  # measured by the page
     expect(page.locator("#prompt")).to_have_text("Say bye")
     page.keyboard.press("s")  # skip: the only other task comes back
     expect(page.locator("body")).to_have_attribute("data-answers", "2")
@@ -94,19 +109,30 @@ def test_page_without_token_asks_for_it(url: str, browser) -> None:
     page.close()
 
 
-def test_client_waits_for_human_answers(url: str) -> None:
+def test_page_refuses_the_run_token(url: str, browser) -> None:
+    """The run token cannot answer: the page says so and asks for an annotator's own token."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(f"{url}/annotate#token={TOKEN}")
+    expect(page.locator("#status")).to_contain_text("this is the run token")
+    assert page.is_visible("#login") and not page.is_visible("#task")
+    page.close()
+
+
+def test_client_waits_for_human_answers(url: str, people) -> None:
     pairs = [CandidatePair(pair_id=f"w{i}", prompt_id="q", prompt="q", response_1=f"a{i}", response_2=f"b{i}")
              for i in range(3)]
 
     def annotate() -> None:
         answered = 0
         while answered < 3:
-            task = httpx.get(f"{url}/v1/tasks/next", headers=AUTH, timeout=30).json()["task"]
+            task = httpx.get(f"{url}/v1/tasks/next", headers=people["bob"], timeout=30).json()["task"]
             if task is None:
                 time.sleep(0.2)
                 continue
-            httpx.post(f"{url}/v1/tasks/{task['task_id']}/answer", headers=AUTH, timeout=30,
-                       json={"choice": 2, "annotator": "bob"})
+            httpx.post(f"{url}/v1/tasks/{task['task_id']}/answer", headers=people["bob"], timeout=30,
+                       json={"choice": 2})
             answered += 1
 
     worker = threading.Thread(target=annotate)
@@ -126,11 +152,51 @@ def test_client_deadline_names_the_missing_count(url: str) -> None:
         assert client.label([pair], round=6, allow_partial=True) == []
 
 
-def test_unknown_task_is_404_and_bad_choice_422(url: str) -> None:
-    response = httpx.post(f"{url}/v1/tasks/999/answer", headers=AUTH, json={"choice": 1})
+def test_unknown_task_is_404_and_bad_choice_422(url: str, people) -> None:
+    response = httpx.post(f"{url}/v1/tasks/999/answer", headers=people["alice"], json={"choice": 1})
     assert response.status_code == 404 and "999" in response.json()["detail"]
-    response = httpx.post(f"{url}/v1/tasks/1/answer", headers=AUTH, json={"choice": 3})
+    response = httpx.post(f"{url}/v1/tasks/1/answer", headers=people["alice"], json={"choice": 3})
     assert response.status_code == 422 and "body.choice" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("who", "method", "path", "status"), [
+    ("alice", "POST", "/v1/label", 403), ("alice", "GET", "/v1/labels", 403), ("alice", "POST", "/v1/reward", 403),
+    ("rita", "GET", "/v1/labels", 403), ("run", "GET", "/v1/tasks/next", 403),
+    ("run", "POST", "/v1/tasks/1/answer", 403), ("gone", "GET", "/v1/tasks/next", 401),
+    ("alice", "GET", "/v1/tasks/next", 200), ("rita", "GET", "/v1/tasks/next", 200),
+])
+def test_each_token_reaches_only_its_role_s_routes(url: str, people, who: str, method: str, path: str,
+                                                   status: int) -> None:
+    """An annotator's token fetches and answers tasks and nothing else (no labels, no other answers, no labelling);
+    the run token labels and reads but cannot answer as anyone; a revoked token is unknown."""
+    headers = AUTH if who == "run" else people[who]
+    body = {"pairs": [PAIRS[0]]} if path == "/v1/label" else {"items": [{"prompt": "q", "response": "r"}]}
+    response = httpx.request(method, f"{url}{path}", headers=headers, json=body if method == "POST" else None,
+                             timeout=30)
+    assert response.status_code == status, response.text
+    if status != 200:
+        assert response.json()["detail"].startswith(("missing or wrong bearer token", "this route needs the run "
+                                                      "token", "answer with an annotator's own token"))
+
+
+def test_an_answer_is_its_token_holder_s_and_a_task_takes_one(url: str, config: Config, people) -> None:
+    """The attack of a shared token: one answered task taking more answers under other names. A body cannot
+    name anyone (422), the same or another person answering a done task gets 409, and the store keeps one label."""
+    pair = {"pair_id": "once", "prompt": "Pick one", "response_1": "This one.", "response_2": "That one."}
+    (task_id,) = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [pair]}, timeout=30).json()["task_ids"]
+    forged = httpx.post(f"{url}/v1/tasks/{task_id}/answer", headers=people["alice"],
+                        json={"choice": 1, "annotator": "bob"}, timeout=30)
+    assert forged.status_code == 422 and forged.json()["detail"].startswith("body.annotator")
+    first = httpx.post(f"{url}/v1/tasks/{task_id}/answer", headers=people["alice"], json={"choice": 1}, timeout=30)
+    assert first.status_code == 200 and first.json()["label"]["annotator"] == "alice"
+    for who in ("alice", "bob", "rita"):
+        again = httpx.post(f"{url}/v1/tasks/{task_id}/answer", headers=people[who], json={"choice": 2}, timeout=30)
+        assert again.status_code == 409, again.text
+        assert again.json()["detail"] == f"task_id: task_id {task_id}: pair 'once' is answered already"
+    with LabelStore(config.oracle.label_store_url) as store:
+        assert [(r.annotator, r.preferred) for r in store.labels() if r.pair_id == "once"] == [("alice", 1)]
+    assert httpx.get(f"{url}/v1/whoami", headers=people["rita"], timeout=30).json() == {"name": "rita",
+                                                                                        "role": "reviewer"}
 
 
 def test_reward_needs_a_machine_oracle(url: str) -> None:

@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from system.config import Config
+from system.labels import LabelStore
+from system.labels.annotators import AnnotatorRegistry
 from tests.actors.oracle.conftest import TOKEN, deploy, oracle_config
 from tests.conftest import REPO_ROOT
 
@@ -60,7 +62,7 @@ HOSTILE_REQUESTS = [  # (method, path, raw JSON body or None, status, where the 
     ("POST", "/v1/reward", '{"items": [{"prompt": "x", "response": "\\ud800"}]}', 422, "body.items.0.response"),
     ("POST", "/v1/reward", '{"items": [{"prompt": NaN, "response": "y"}]}', 422, "body.items.0.prompt"),
     ("POST", "/v1/tasks/99999999999999999999999/answer", '{"choice": 1}', 422, "path.task_id"),
-    ("POST", "/v1/tasks/1/answer", '{"choice": 1, "annotator": "\\ud800"}', 422, "body.annotator"),
+    ("POST", "/v1/tasks/1/answer", '{"choice": 1, "answer_ms": 1e309}', 422, "body.answer_ms"),
     ("GET", "/v1/labels?since=99999999999999999999", None, 422, "query.since"),
     ("GET", "/v1/labels?round=9223372036854775808", None, 422, "query.round"),
 ]
@@ -68,12 +70,17 @@ HOSTILE_REQUESTS = [  # (method, path, raw JSON body or None, status, where the 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "where"), HOSTILE_REQUESTS,
                          ids=[f"{case[1].split('?')[0]}-{index}" for index, case in enumerate(HOSTILE_REQUESTS)])
-def test_values_json_cannot_hold_or_the_store_cannot_take_get_a_json_4xx(url: str, method: str, path: str,
-                                                                         body: str | None, status: int,
+def test_values_json_cannot_hold_or_the_store_cannot_take_get_a_json_4xx(url: str, config: Config, method: str,
+                                                                         path: str, body: str | None, status: int,
                                                                          where: str) -> None:
     """Cases schemathesis does not generate (non-standard JSON numbers, lone surrogates, integers past the store's
-    32-bit columns): each is the documented ``{"detail": ...}`` answer naming the field, never a 500."""
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    32-bit columns): each is the documented ``{"detail": ...}`` answer naming the field, never a 500. Task routes
+    are called with an annotator's token, the others with the run token."""
+    token = TOKEN
+    if path.startswith("/v1/tasks"):
+        with LabelStore(config.oracle.label_store_url) as store:
+            _, token = AnnotatorRegistry(store).add(f"fuzz-{abs(hash(path + str(body))) % 10**9}")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     response = httpx.request(method, f"{url}{path}", headers=headers, content=body, timeout=60)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"

@@ -19,9 +19,11 @@ import pytest
 from fastapi import Depends, FastAPI
 from starlette.testclient import TestClient
 
-from actors.oracle.security import is_loopback, require_token, resolve_token
+from actors.oracle.security import is_loopback, require_admin, resolve_token
 from system.config import OracleConfig, load_config
 from system.errors import ConfigError, OracleError
+from system.labels import LabelStore
+from system.labels.annotators import AnnotatorRegistry
 from system.oracle_client import OracleClient
 from tests.conftest import REPO_ROOT, free_port
 
@@ -88,12 +90,13 @@ def test_serve_command_exits_2_on_a_short_token(monkeypatch: pytest.MonkeyPatch,
                    "python -c 'import secrets; print(secrets.token_urlsafe(24))'"]
 
 
-def _guarded_app(token: str) -> FastAPI:
-    """One route behind the service's own bearer-token dependency."""
+def _guarded_app(token: str, store_dir: Path) -> FastAPI:
+    """One route behind the service's own run-token dependency, with a real (empty) annotator registry."""
     app = FastAPI()
     app.state.settings = SimpleNamespace(token=token)
+    app.state.annotators = AnnotatorRegistry(LabelStore(f"sqlite:///{store_dir / 'labels.db'}"))
 
-    @app.get("/v1/labels", dependencies=[Depends(require_token)])
+    @app.get("/v1/labels", dependencies=[Depends(require_admin)])
     def labels() -> dict[str, list]:
         return {"labels": []}
 
@@ -101,7 +104,7 @@ def _guarded_app(token: str) -> FastAPI:
 
 
 def test_wrong_tokens_of_equal_and_other_lengths_are_refused_by_constant_time_comparison(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     token = secrets.token_urlsafe(24)
     compared: list[tuple[bytes, bytes]] = []
@@ -112,7 +115,7 @@ def test_wrong_tokens_of_equal_and_other_lengths_are_refused_by_constant_time_co
         return real_compare(given, expected)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    http = TestClient(_guarded_app(token))
+    http = TestClient(_guarded_app(token, tmp_path))
     equal_length = token[:-1] + ("A" if token[-1] != "A" else "B")
     for wrong in [equal_length, token[:-1], token + "x", "x" * 64]:
         assert len(wrong) != len(token) or wrong != token
@@ -124,11 +127,11 @@ def test_wrong_tokens_of_equal_and_other_lengths_are_refused_by_constant_time_co
     assert {expected for _, expected in compared} == {token.encode()}
 
 
-def test_client_errors_and_logs_never_show_the_token(caplog: pytest.LogCaptureFixture) -> None:
+def test_client_errors_and_logs_never_show_the_token(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     caplog.set_level(logging.DEBUG)
     server_token, client_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     client = OracleClient("http://testserver", token=client_token, retry_deadline_s=0.3, progress=False)
-    client.http = TestClient(_guarded_app(server_token), headers=dict(client.http.headers))
+    client.http = TestClient(_guarded_app(server_token, tmp_path), headers=dict(client.http.headers))
     with pytest.raises(OracleError, match="HTTP 401") as refused:
         client.request("GET", "/v1/labels")
     unreachable = OracleClient("http://127.0.0.1:9", token=client_token, retry_deadline_s=0.3, progress=False)

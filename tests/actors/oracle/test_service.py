@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from system.config import Config
 from system.errors import OracleError
 from system.labels import LabelStore
+from system.labels.annotators import AnnotatorRegistry
 from system.oracle_client import OracleClient
 from system.oracles import build_oracle
 from system.types import CandidatePair
@@ -224,19 +225,22 @@ def test_labels_survive_an_app_restart(url: str, config: Config) -> None:
 VALID_BODIES = {
     ("post", "/v1/label"): {"pairs": [pair("body-route")]},
     ("post", "/v1/reward"): {"items": [{"prompt": "How do I bake bread?", "response": POLITE}]},
-    ("post", "/v1/tasks/{task_id}/answer"): {"choice": 1, "annotator": "a"},
+    ("post", "/v1/tasks/{task_id}/answer"): {"choice": 1, "answer_ms": 900},
 }
 
 
-def test_every_body_taking_route_reads_its_json_body(url: str) -> None:
+def test_every_body_taking_route_reads_its_json_body(url: str, config: Config) -> None:
     """Each route whose published schema has a request body accepts a valid JSON body (a FastAPI upgrade once
     turned the bodies of Serve-rewritten routes into required query parameters: 422 ``query.body``)."""
     spec = httpx.get(f"{url}/openapi.json", timeout=30).json()
     body_routes = {(method, path) for path, item in spec["paths"].items()
                    for method, operation in item.items() if "requestBody" in operation}
     assert body_routes == set(VALID_BODIES)
+    with LabelStore(config.oracle.label_store_url) as store:
+        _, annotator_token = AnnotatorRegistry(store).add("body-check")
     for (method, path), body in VALID_BODIES.items():
-        response = httpx.request(method, f"{url}{path.format(task_id=1)}", headers=AUTH, json=body, timeout=60)
+        headers = {"Authorization": f"Bearer {annotator_token}"} if path.startswith("/v1/tasks") else AUTH
+        response = httpx.request(method, f"{url}{path.format(task_id=1)}", headers=headers, json=body, timeout=60)
         assert "query" not in response.text, (path, response.text)
         # The machine oracle judges the first two; the third has no queued task 1 here and says so.
         expected = 404 if path.endswith("/answer") else 200

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from system.errors import LabelStoreError, PairTextConflictError
+from system.errors import LabelStoreError, PairTextConflictError, TaskAnsweredError
 from system.labels import HumanQueue, LabelStore
 from system.labels.schema import SCHEMA_REVISION
 from system.types import CandidatePair, Label
@@ -161,13 +161,37 @@ def test_human_queue_enqueue_skip_answer(store: LabelStore) -> None:
     assert queue.next_task().pair_id == "p0"
     assert queue.answer(ids[0], "skip", "ann") is None
     assert queue.next_task().pair_id == "p1"  # skipped task moved behind the others
-    record = queue.answer(ids[1], 2, "ann")
+    record = queue.answer(ids[1], 2, "ann", answer_ms=1234)
     assert (record.pair_id, record.preferred, record.prob_1, record.oracle, record.round) == ("p1", 2, 0.0, "human", 4)
-    assert queue.answer(ids[1], 1, "ann").preferred == 2  # a repeated answer keeps the first one
+    assert record.answer_ms == 1234
+    for who, choice in (("ann", 1), ("bob", 1), ("bob", "skip")):  # a done task takes no further answer
+        with pytest.raises(TaskAnsweredError, match=f"task_id {ids[1]}: pair 'p1' is answered already"):
+            queue.answer(ids[1], choice, who)
+    assert [(r.pair_id, r.annotator, r.preferred) for r in store.labels()] == [("p1", "ann", 2)]
     assert queue.progress() == (1, 3)
     assert [t.pair_id for t in [queue.next_task()]] == ["p2"]
     with pytest.raises(LabelStoreError, match="task_id 99"):
         queue.answer(99, 1, "ann")
+
+
+def test_racing_answers_to_one_task_store_exactly_one(store_url: str) -> None:
+    """Eight people answering one task at once: one label, seven TaskAnsweredError, never two labels."""
+    with LabelStore(store_url) as store:
+        (task_id,) = HumanQueue(store).enqueue(make_pairs(1, prefix="race"), round=0)
+
+    def answer(who: str) -> str:
+        with LabelStore(store_url) as own:
+            try:
+                HumanQueue(own).answer(task_id, 1, who)
+            except TaskAnsweredError:
+                return "refused"
+            return "stored"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(answer, [f"person{i}" for i in range(8)]))
+    assert sorted(outcomes) == ["refused"] * 7 + ["stored"]
+    with LabelStore(store_url) as store:
+        assert len(store.labels()) == 1
 
 
 def write_in_batches(url: str, pair_count: int, seed: int) -> int:
