@@ -99,8 +99,11 @@ def test_state_file_round_trip_keeps_tensors_and_primitives(tmp_path: Path) -> N
 
 def test_resume_config_rule_names_every_result_changing_key() -> None:
     saved = config_from_dict({})
+    # a resume reads the saved config.yaml, where the run's own label store is written out: moving the run
+    # directory does not move the store
     harmless = config_from_dict({"tracking": {"enabled": False}, "cluster": {"num_cpus": 3, "placement": "colocate"},
-                                 "loop": {"rounds": 7, "run_dir": "elsewhere"}, "oracle": {"port": 9001}})
+                                 "loop": {"rounds": 7, "run_dir": "elsewhere"},
+                                 "oracle": {"port": 9001, "label_store_url": saved.oracle.label_store_url}})
     check_resume_config(saved, harmless, "runs/x")
     changed = config_from_dict({"selection": {"strategy": "random", "budget": 3}, "train": {"loss": "ipo"},
                                 "loop": {"seed": 5, "rounds": 9}, "lora": {"r": 4}, "features": {"seed": 1},
