@@ -190,6 +190,28 @@ class AnswerIn(RequestBody):
     answer_ms: Integer | None = Field(None, ge=0, le=MAX_STORED_INT)
 
 
+class AnnotatorStats(Body):
+    """One annotator's answers, the share equal to the majority of the others' on the same pair (null when no
+    pair had such a majority), and their median answer time."""
+
+    name: str
+    answers: int
+    agreement_with_others: float | None
+    median_answer_ms: float | None
+
+
+class AnnotationStats(Body):
+    """Agreement over ``pairs`` pairs with two or more answers: Krippendorff's α (nominal; null when undefined)
+    and the mean pairwise Cohen's κ of the annotators who shared at least one pair (null when none did)."""
+
+    round: int | None
+    pairs: int
+    answers: int
+    krippendorff_alpha: float | None
+    mean_cohen_kappa: float | None
+    annotators: list[AnnotatorStats]
+
+
 class WhoAmI(Body):
     """The holder of a token: ``role`` ``admin`` (the run token, ``name`` empty), ``annotator`` or ``reviewer``."""
 

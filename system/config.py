@@ -272,6 +272,23 @@ class SelectionConfig(Section):
         return name
 
 
+class HumanOracleConfig(Section):
+    """How people's answers become labels (``oracle.kind=human``)."""
+
+    annotations_per_pair: int = Field(
+        1, ge=1, le=15,
+        description="k: how many different annotators answer each pair, blind to each other's answers; the pair's "
+        "label is their majority (prob_1 = the share of votes for response 1). Odd, so a majority always exists.",
+    )
+
+    @field_validator("annotations_per_pair")
+    @classmethod
+    def _odd(cls, k: int) -> int:
+        if k % 2 == 0:
+            raise ValueError(f"must be odd, so that a majority of 1-or-2 answers always exists (got {k})")
+        return k
+
+
 class OracleConfig(Section):
     """Where labels come from, and the HTTP service that serves them."""
 
@@ -388,6 +405,7 @@ class OracleConfig(Section):
         description="End-to-end limit of one request inside the service; past it the proxy answers HTTP 408 "
         "(stored labels stay stored, so a retry gets them).",
     )
+    human: HumanOracleConfig = Field(HumanOracleConfig(), description="People's answers (kind=human).")
 
     @model_validator(mode="after")
     def _backend_inputs(self) -> OracleConfig:

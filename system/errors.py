@@ -63,8 +63,9 @@ class TaskAnsweredError(LabelStoreError):
 
     exit_code = 2
 
-    def __init__(self, task_id: int, pair_id: str) -> None:
-        super().__init__(f"task_id {task_id}: pair {pair_id!r} is answered already")
+    def __init__(self, task_id: int, pair_id: str, by: str | None = None) -> None:
+        whom = f" by {by!r}" if by is not None else ""
+        super().__init__(f"task_id {task_id}: pair {pair_id!r} is answered already{whom}")
 
 
 class StaleVersionError(ActiveAlignError):

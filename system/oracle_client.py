@@ -181,7 +181,8 @@ class OracleClient:
 
     def wait_for_labels(self, digests: dict[str, str], round: int, allow_partial: bool = False) -> dict[str, Label]:
         """Poll ``GET /v1/labels`` for ``round`` until every pair id of ``digests`` (``{pair_id: text digest}``)
-        has a label or the deadline passes."""
+        has a label — the pair's majority label, written once its k annotators answered (a person's own answer,
+        which carries their name, is not yet the pair's label) — or the deadline passes."""
         wanted = set(digests)
         found: dict[str, Label] = {}
         since: int | None = None
@@ -193,7 +194,7 @@ class OracleClient:
                     params["since"] = since
                 page = LabelsPage.model_validate_json(self.request("GET", "/v1/labels", params=params).content)
                 for row in page.labels:
-                    if row.pair_id in wanted and row.pair_id not in found:
+                    if row.pair_id in wanted and row.pair_id not in found and not row.annotator:
                         found[row.pair_id] = bound_label(row, digests)
                         bar.update(1)
                 since = page.next_since

@@ -36,9 +36,11 @@ from actors.oracle.security import (
     authenticate,
     require_admin,
     require_annotator,
+    require_reviewer,
 )
 from system.api import (
     MAX_STORED_INT,
+    AnnotationStats,
     AnswerIn,
     AnswerOut,
     ErrorOut,
@@ -58,6 +60,7 @@ from system.config import OracleConfig
 from system.errors import LabelStoreError, OracleError, PairTextConflictError, TaskAnsweredError
 from system.labels import HumanQueue, LabelRecord, LabelStore
 from system.labels.annotators import AnnotatorRegistry
+from system.labels.stats import annotation_stats
 from system.oracles import UnknownPairError
 from system.types import CandidatePair
 
@@ -144,7 +147,7 @@ class OracleIngress:
         self.kind = oracle_cfg.kind
         self.max_batch_size = oracle_cfg.max_batch_size
         self.store = LabelStore(store_url)
-        self.queue = HumanQueue(self.store)
+        self.queue = HumanQueue(self.store, oracle_cfg.human.annotations_per_pair)
         app.state.annotators = AnnotatorRegistry(self.store)
         self.judge = judge
         self.metrics = OracleMetrics()
@@ -254,10 +257,10 @@ class OracleIngress:
         """Who the token belongs to (the page shows it): ``admin`` for the run token, else the annotator."""
         return WhoAmI(name=principal.name, role=principal.role)
 
-    @app.get("/v1/tasks/next", response_model=NextTask, dependencies=[Depends(require_annotator)])
-    def next_task(self) -> NextTask:
-        """The next pair for an annotator (``task`` is null when the queue is empty)."""
-        task = self.queue.next_task()
+    @app.get("/v1/tasks/next", response_model=NextTask)
+    def next_task(self, principal: Principal = Depends(require_annotator)) -> NextTask:
+        """The token holder's next pair (``task`` is null when nothing is left for them): never one they answered."""
+        task = self.queue.next_task(principal.name)
         task_out = None if task is None else TaskOut(
             task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt=task.prompt,
             response_1=task.response_1, response_2=task.response_2,
@@ -275,6 +278,12 @@ class OracleIngress:
         except LabelStoreError as exc:
             raise HTTPException(404, f"task_id: {exc}") from None
         return AnswerOut(label=None if record is None else label_out(record), progress=self._progress())
+
+    @app.get("/v1/annotation/stats", response_model=AnnotationStats, dependencies=[Depends(require_reviewer)])
+    def annotation_stats(self, round: int | None = Query(None, ge=0, le=MAX_STORED_INT)) -> AnnotationStats:
+        """Agreement of the annotators (all rounds, or one): Krippendorff's α over every pair with two or more
+        answers, and each annotator's answers, agreement with the others' majority and median answer time."""
+        return annotation_stats(self.store, round)
 
     @app.get("/", include_in_schema=False)
     @app.get("/annotate", include_in_schema=False)

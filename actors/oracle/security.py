@@ -108,6 +108,13 @@ def require_admin(principal: Principal = Depends(authenticate)) -> Principal:
     return principal
 
 
+def require_reviewer(principal: Principal = Depends(authenticate)) -> Principal:
+    """The run token or a reviewer's: agreement statistics name every annotator."""
+    if principal.role not in ("admin", "reviewer"):
+        raise HTTPException(403, "this route needs a reviewer's token or the run token")
+    return principal
+
+
 def require_annotator(principal: Principal = Depends(authenticate)) -> Principal:
     """An annotator's own token: every answer is attributed to the token's holder."""
     if principal.role == "admin":

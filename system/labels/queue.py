@@ -3,9 +3,10 @@
 Enqueueing is idempotent per pair_id; a pair id already stored with other texts is refused
 (:class:`~system.errors.PairTextConflictError`), so a re-queued id never hands out the old task for new texts.
 The next task is the pending one skipped least often, then oldest, so a skip moves a task behind the others
-without losing it. An answer becomes a label (``oracle="human"``, ``prob_1`` = 1 or 0, ``annotator`` the
-answering person, ``answer_ms`` the time they took) and closes the task: a later answer to it, by the same
-person or another, is refused (:class:`~system.errors.TaskAnsweredError`) rather than stored beside it.
+without losing it. An answer is stored as a label row (``oracle="human"``, ``prob_1`` = 1 or 0, ``annotator``
+the answering person, ``answer_ms`` the time they took); a person answers a task once, and a task takes k
+answers (``oracle.human.annotations_per_pair``), after which it is closed and its majority label written
+(:class:`HumanQueue`): further answers are refused (:class:`~system.errors.TaskAnsweredError`), never stored.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from system.errors import LabelStoreError, TaskAnsweredError
 from system.labels.migrate import lock_store
-from system.labels.schema import tasks_table
+from system.labels.schema import labels_table, tasks_table
 from system.labels.store import (
+    HUMAN,
     LabelRecord,
     LabelStore,
     check_bound_texts,
@@ -31,7 +33,7 @@ from system.labels.store import (
 )
 from system.types import CandidatePair, Label, Text
 
-HUMAN_ORACLE = "human"
+HUMAN_ORACLE = HUMAN
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,25 @@ def _task(row: Any) -> AnnotationTask:
     )
 
 
-class HumanQueue:
-    """Task queue stored beside the labels of ``store`` (same database)."""
+def majority_label(pair_id: str, votes: Sequence[int]) -> Label:
+    """The label of a pair from its annotators' votes (1 or 2, an odd number of them): ``prob_1`` is the share of
+    votes for response 1, ``preferred`` the majority; ``annotator`` is empty, which marks an aggregate."""
+    prob_1 = sum(vote == 1 for vote in votes) / len(votes)
+    return Label(pair_id=pair_id, preferred=1 if prob_1 > 0.5 else 2, prob_1=prob_1, oracle=HUMAN_ORACLE)
 
-    def __init__(self, store: LabelStore) -> None:
+
+class HumanQueue:
+    """Task queue stored beside the labels of ``store`` (same database).
+
+    Each task takes ``annotations_per_pair`` (k, odd) answers from different annotators, who do not see each
+    other's answers. The k-th answer closes the task and writes the pair's label: :func:`majority_label` of the
+    answers, with an empty ``annotator`` — the one row the loop and the exports train on; each person's answer is
+    kept beside it under their name.
+    """
+
+    def __init__(self, store: LabelStore, annotations_per_pair: int = 1) -> None:
         self.store = store
+        self.annotations_per_pair = annotations_per_pair
 
     def enqueue(self, pairs: Sequence[CandidatePair], round: int) -> list[int]:
         """Add pairs (already queued pair_ids are kept as they are); returns their task ids in input order.
@@ -96,11 +112,17 @@ class HumanQueue:
             raise LabelStoreError(f"label store {self.store.url}: enqueue failed ({exc.__class__.__name__})") from exc
         return [int(ids[pair.pair_id]) for pair in pairs]
 
-    def next_task(self) -> AnnotationTask | None:
-        """The pending task skipped least often, oldest first; None when nothing is pending."""
+    def next_task(self, annotator: str = "") -> AnnotationTask | None:
+        """The next pending task for ``annotator``: never one they answered; pairs closest to their k answers first
+        (finish pairs before starting new ones), then the least skipped, then the oldest. None when nothing is left
+        for them."""
+        human = (labels_table.c.pair_id == tasks_table.c.pair_id) & (labels_table.c.oracle == HUMAN_ORACLE)
+        answers = (select(func.count()).select_from(labels_table)
+                   .where(human & (labels_table.c.annotator != "")).scalar_subquery())
+        theirs = select(labels_table.c.seq).where(human & (labels_table.c.annotator == annotator)).exists()
         query = (
-            select(tasks_table).where(tasks_table.c.status == "pending")
-            .order_by(tasks_table.c.skips, tasks_table.c.task_id).limit(1)
+            select(tasks_table).where((tasks_table.c.status == "pending") & ~theirs)
+            .order_by(answers.desc(), tasks_table.c.skips, tasks_table.c.task_id).limit(1)
         )
         with self.store.engine.connect() as connection:
             row = connection.execute(query).first()
@@ -112,7 +134,7 @@ class HumanQueue:
         return None if row is None else _task(row)
 
     def progress(self) -> tuple[int, int]:
-        """(answered tasks, all tasks)."""
+        """(tasks with all their answers, all tasks)."""
         query = select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
         with self.store.engine.connect() as connection:
             counts: dict[str, int] = {status: count for status, count in connection.execute(query)}
@@ -121,14 +143,14 @@ class HumanQueue:
     def answer(
         self, task_id: int, choice: Literal[1, 2, "skip"], annotator: str, answer_ms: int | None = None
     ) -> LabelRecord | None:
-        """Record ``annotator``'s answer; returns the stored label (None for a skip).
+        """Record ``annotator``'s answer; returns their stored answer (None for a skip).
 
-        The label and the task's ``done`` are written in one transaction under the store's write lock, so of
-        two answers racing for one task exactly one is stored.
+        The answer, and with the k-th answer the pair's majority label and the task's ``done``, are written in one
+        transaction under the store's write lock, so racing answers never store more than k.
 
         Raises:
             LabelStoreError: no task ``task_id``.
-            TaskAnsweredError: the task was answered already (by anyone: one answer per pair for now).
+            TaskAnsweredError: the task has its k answers, or ``annotator`` answered it already.
         """
         task = self.task(task_id)
         if task is None:
@@ -138,16 +160,27 @@ class HumanQueue:
                 lock_store(connection)
                 status = connection.execute(
                     select(tasks_table.c.status).where(tasks_table.c.task_id == task_id)).scalar_one()
+                votes: dict[str, int] = {row.annotator: row.preferred for row in connection.execute(
+                    select(labels_table.c.annotator, labels_table.c.preferred).where(
+                        (labels_table.c.pair_id == task.pair_id) & (labels_table.c.oracle == HUMAN_ORACLE)
+                        & (labels_table.c.annotator != "")))}
                 if status == "done":
                     raise TaskAnsweredError(task_id, task.pair_id)
+                if annotator in votes:
+                    raise TaskAnsweredError(task_id, task.pair_id, by=annotator)
                 if choice == "skip":
                     connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id)
                                        .values(skips=tasks_table.c.skips + 1))
                     return None
-                label = Label(pair_id=task.pair_id, preferred=choice, prob_1=1.0 if choice == 1 else 0.0,
-                              oracle=HUMAN_ORACLE, annotator=annotator)
-                self.store.insert(connection, [label], [task.pair], round=task.round, answer_ms=answer_ms)
-                connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id).values(status="done"))
+                answer = Label(pair_id=task.pair_id, preferred=choice, prob_1=1.0 if choice == 1 else 0.0,
+                               oracle=HUMAN_ORACLE, annotator=annotator)
+                self.store.insert(connection, [answer], [task.pair], round=task.round, answer_ms=answer_ms)
+                votes[annotator] = choice
+                if len(votes) >= self.annotations_per_pair:
+                    aggregate = majority_label(task.pair_id, list(votes.values()))
+                    self.store.insert(connection, [aggregate], [task.pair], round=task.round)
+                    connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id)
+                                       .values(status="done"))
         except SQLAlchemyError as exc:
             raise LabelStoreError(f"label store {self.store.url}: answer failed ({exc.__class__.__name__})") from exc
         return self.store.find([(task.pair_id, HUMAN_ORACLE, annotator)])[0]

@@ -28,6 +28,9 @@ from system.labels.migrate import create_store_engine, lock_store, upgrade_schem
 from system.labels.schema import labels_table, tasks_table
 from system.types import CandidatePair, Label, PreferencePair, Text
 
+HUMAN = "human"
+"""The oracle name of people's answers and of the majority label the human queue writes."""
+
 
 def encode_text(text: Text) -> str:
     """Prompts are stored as JSON so a conversation (list of messages) survives the round trip."""
@@ -272,15 +275,17 @@ class LabelStore:
     def preference_pairs(self, max_round: int | None = None, oracle: str | None = None) -> list[PreferencePair]:
         """TRL preference pairs for training, one per labelled pair_id (rounds ≤ ``max_round``), in first-label order.
 
-        Several labels of one pair (annotators, oracles) are aggregated by majority of ``preferred``;
-        a tie goes to the mean of ``prob_1`` (≥ 0.5 → response 1). ``score_chosen`` is the mean
-        P(chosen ≻ rejected) and ``score_rejected`` its complement. A conversational prompt gets
-        its responses as single assistant messages (TRL's conversational form).
+        Once the human queue has written a pair's majority label (``oracle="human"``, no annotator), that label
+        stands for the pair's human answers, which are then left out; everything else — other oracles' verdicts,
+        people's answers without a majority label (say, imported from Label Studio) — is pooled. Several labels of
+        one pair are aggregated by majority of ``preferred``; a tie goes to the mean of ``prob_1`` (≥ 0.5 →
+        response 1). ``score_chosen`` is the mean P(chosen ≻ rejected) and ``score_rejected`` its complement. A
+        conversational prompt gets its responses as single assistant messages (TRL's conversational form).
         """
         by_pair: dict[str, list[LabelRecord]] = defaultdict(list)
         for record in self.labels(max_round=max_round, oracle=oracle):
             by_pair[record.pair_id].append(record)
-        return [aggregate_preference(records) for records in by_pair.values()]
+        return [aggregate_preference(_human_majority_for_answers(records)) for records in by_pair.values()]
 
     def _fetch(self, query: Any) -> list[LabelRecord]:
         try:
@@ -288,6 +293,13 @@ class LabelStore:
                 return [_record(row) for row in connection.execute(query)]
         except SQLAlchemyError as exc:
             raise LabelStoreError(f"label store {self.url}: read failed ({exc.__class__.__name__})") from exc
+
+
+def _human_majority_for_answers(records: list[LabelRecord]) -> list[LabelRecord]:
+    """``records`` with people's answers dropped where the pair's human majority label is among them."""
+    if not any(record.oracle == HUMAN and not record.annotator for record in records):
+        return records
+    return [record for record in records if record.oracle != HUMAN or not record.annotator]
 
 
 def aggregate_preference(records: Sequence[LabelRecord]) -> PreferencePair:

@@ -1,0 +1,45 @@
+"""The annotation statistics the service reports (``GET /v1/annotation/stats``): agreement and pace per annotator."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import defaultdict
+
+from system.api import AnnotationStats, AnnotatorStats
+from system.labels.agreement import agreement_with_others, cohen_kappa, krippendorff_alpha_nominal
+from system.labels.queue import HUMAN_ORACLE
+from system.labels.store import LabelStore
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def annotation_stats(store: LabelStore, round: int | None = None) -> AnnotationStats:
+    """α over pairs with ≥ 2 answers, mean pairwise κ, and per annotator: answers, agreement with the others'
+    majority, median answer time — from the people's answers in ``store`` (one round, or all)."""
+    answers: dict[str, dict[str, int]] = defaultdict(dict)
+    times: dict[str, list[int]] = defaultdict(list)
+    for record in store.labels(round=round, oracle=HUMAN_ORACLE):
+        if record.annotator:
+            answers[record.pair_id][record.annotator] = record.preferred
+            if record.answer_ms is not None:
+                times[record.annotator].append(record.answer_ms)
+    shared = {pair_id: votes for pair_id, votes in answers.items() if len(votes) >= 2}
+    by_person: dict[str, dict[str, int]] = defaultdict(dict)
+    for pair_id, votes in answers.items():
+        for name, vote in votes.items():
+            by_person[name][pair_id] = vote
+    kappas = [k for a, b in itertools.combinations(sorted(by_person), 2)
+              if not math.isnan(k := cohen_kappa(by_person[a], by_person[b]))]
+    agreement = agreement_with_others(shared)
+    return AnnotationStats(
+        round=round, pairs=len(shared), answers=sum(len(votes) for votes in answers.values()),
+        krippendorff_alpha=_finite(krippendorff_alpha_nominal(shared)),
+        mean_cohen_kappa=statistics.fmean(kappas) if kappas else None,
+        annotators=[AnnotatorStats(name=name, answers=len(by_person[name]), agreement_with_others=agreement.get(name),
+                                   median_answer_ms=statistics.median(times[name]) if times[name] else None)
+                    for name in sorted(by_person)],
+    )

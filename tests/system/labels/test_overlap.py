@@ -1,0 +1,64 @@
+"""k annotators per pair: blind, once per person, pairs finished before new ones are started, and one majority
+label per pair — the row the loop and the exports train on (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from system.config import load_config
+from system.errors import ConfigError, TaskAnsweredError
+from system.labels import HumanQueue, LabelStore
+from system.labels.stats import annotation_stats
+from system.types import CandidatePair
+
+
+def pairs(n: int) -> list[CandidatePair]:
+    return [CandidatePair(f"k{i}", f"x{i}", f"prompt {i}", f"a{i}", f"b{i}") for i in range(n)]
+
+
+@pytest.fixture
+def store(store_url: str) -> LabelStore:
+    with LabelStore(store_url) as opened:
+        yield opened
+
+
+def test_three_answers_make_one_majority_label(store: LabelStore) -> None:
+    queue = HumanQueue(store, annotations_per_pair=3)
+    first, second = queue.enqueue(pairs(2), round=1)
+    queue.answer(first, 1, "ann", answer_ms=800)
+    assert queue.next_task("ann").task_id == second  # never a pair she answered
+    assert queue.next_task("bob").task_id == first  # a started pair before a new one
+    with pytest.raises(TaskAnsweredError, match="answered already by 'ann'"):
+        queue.answer(first, 2, "ann")
+    queue.answer(first, 2, "bob")
+    assert queue.progress() == (0, 2) and not [r for r in store.labels() if not r.annotator]
+    queue.answer(first, 1, "cy")
+    (label,) = [r for r in store.labels() if not r.annotator]
+    assert (label.pair_id, label.preferred, label.prob_1, label.oracle) == ("k0", 1, pytest.approx(2 / 3), "human")
+    assert queue.progress() == (1, 2)
+    with pytest.raises(TaskAnsweredError, match="task_id .*: pair 'k0' is answered already$"):
+        queue.answer(first, 2, "dee")
+    (trained,) = store.preference_pairs()  # the majority label, not a vote over four rows
+    assert (trained.pair_id, trained.chosen, trained.score_chosen) == ("k0", "a0", pytest.approx(2 / 3))
+
+
+def test_stats_measure_agreement_over_pairs_with_two_or_more_answers(store: LabelStore) -> None:
+    queue = HumanQueue(store, annotations_per_pair=3)
+    ids = queue.enqueue(pairs(3), round=2)
+    votes = {"ann": [1, 1, 2], "bob": [1, 2, 2], "cy": [1, 1]}  # cy leaves the third pair to nobody
+    for name, choices in votes.items():
+        for task_id, choice in zip(ids, choices, strict=False):
+            queue.answer(task_id, choice, name, answer_ms=1000 * len(name))
+    stats = annotation_stats(store, round=2)
+    # units {1,1,1}, {1,2,1}, {2,2}: o_11 = 3·2/2 + 2·1/2 = 4, o_22 = 1·... by hand: pairable values n = 8;
+    # o_12 = o_21 = 2/2 = 1; o_11 = 3 + 1 = 4; o_22 = 2; n_1 = 5, n_2 = 3; α = 1 − 7·2/(2·5·3) = 8/15
+    assert stats.pairs == 3 and stats.answers == 8
+    assert stats.krippendorff_alpha == pytest.approx(8 / 15)
+    by_name = {a.name: a for a in stats.annotators}
+    assert by_name["bob"].agreement_with_others == pytest.approx(2 / 3)  # others' majority 1, 1, 2 vs his 1, 2, 2
+    assert by_name["cy"].median_answer_ms == 2000 and by_name["ann"].answers == 3
+
+
+def test_an_even_number_of_annotators_per_pair_is_refused() -> None:
+    with pytest.raises(ConfigError, match="oracle.human.annotations_per_pair: .*must be odd"):
+        load_config(None, ["oracle.human.annotations_per_pair=2"])
