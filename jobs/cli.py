@@ -142,6 +142,19 @@ def export(
     _dispatch("export", config=_config(config, ctx), out=out, what=what, fmt=fmt, run_dir=run_dir)
 
 
+@app.command("import", context_settings=WITH_OVERRIDES)
+def import_(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="The file to import."),
+    fmt: str = typer.Option(..., "--format", help="trl-jsonl | trl-parquet | label-studio | argilla"),
+    config: Path = CONFIG_OPTION,
+    round: int = typer.Option(0, min=0, help="Round of TRL rows (the other formats carry their own)."),
+    oracle: str = typer.Option("trl", help="Oracle name of TRL rows (the other formats carry their own)."),
+) -> None:
+    """Import labels (TRL preference data, a Label Studio export, Argilla records) into the label store."""
+    _dispatch("label_import", config=_config(config, ctx), path=path, fmt=fmt, round=round, oracle=oracle)
+
+
 annotators_app = typer.Typer(no_args_is_help=True, help="The people who answer tasks, each with a personal token.")
 app.add_typer(annotators_app, name="annotators")
 

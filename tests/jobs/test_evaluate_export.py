@@ -1,8 +1,10 @@
-"""``activealign evaluate`` on the base policy and ``activealign export`` of labels (SQLite and PostgreSQL stores)
-and of the adapter."""
+"""``activealign evaluate`` on the base policy, ``activealign export`` of labels (SQLite and PostgreSQL stores) and
+of the adapter, and ``activealign import`` of labels."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from system.errors import DataError
 from system.evaluation.local import evaluate_adapter
 from system.generation import evaluation_params
 from system.labels import LabelStore
+from system.labels.formats import export_labels
 from system.run_state import RoundState, save_round_state
 from system.types import CandidatePair, Label
 from tests.conftest import REPO_ROOT
@@ -66,3 +69,23 @@ def test_export_adapter_copies_the_latest_adapter(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "adapter_config.json").read_text() == '{"r": 8}'
     with pytest.raises(DataError, match="--what 'weights'"):
         export_main(config, tmp_path / "out2", what="weights")
+
+
+def test_import_then_export_through_the_cli_keeps_every_annotator_s_answer(tmp_path: Path) -> None:
+    """`activealign import` reads a Label Studio export into a run's store (twice: idempotent), and `export` writes
+    the same answers back, each with its annotator."""
+    source = tmp_path / "source.db"
+    pair = CandidatePair("ls-1", "x", "Say hi", "hi!", "no.")
+    with LabelStore(f"sqlite:///{source}") as store:
+        store.put([Label("ls-1", 2, 0.0, "human", annotator="alice"), Label("ls-1", 1, 1.0, "human", annotator="bob")],
+                  [pair], round=3)
+        export_labels(store, tmp_path / "tasks.json", "label-studio")
+    run = ["--config", "configs/tiny.yaml", "--loop.run_dir", str(tmp_path / "run")]
+    for expected in ("imported 2 new labels", "imported 0 new labels"):
+        done = subprocess.run([sys.executable, "-m", "jobs.cli", "import", str(tmp_path / "tasks.json"),
+                               "--format", "label-studio", *run], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and expected in done.stdout, done.stderr[-2000:]
+    with LabelStore(f"sqlite:///{tmp_path / 'run' / 'labels.db'}") as store:
+        assert sorted((r.pair_id, r.annotator, r.preferred, r.round) for r in store.labels()) == [
+            ("ls-1", "alice", 2, 3), ("ls-1", "bob", 1, 3)]
