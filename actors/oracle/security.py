@@ -123,7 +123,23 @@ def require_annotator(principal: Principal = Depends(authenticate)) -> Principal
     return principal
 
 
-class BodySizeLimit:
+class HttpMiddleware:
+    """An ASGI middleware that acts on HTTP requests (:meth:`handle`) and passes anything else (lifespan) through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimit(HttpMiddleware):
     """ASGI middleware: 413 when a request body exceeds ``app.state.settings.max_request_bytes``.
 
     A declared ``Content-Length`` over the limit is refused before the body is read. Otherwise the body is read
@@ -135,13 +151,7 @@ class BodySizeLimit:
 
     DRAIN_FACTOR = 64
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         limit: int = scope["app"].state.settings.max_request_bytes
         message = f"request body exceeds oracle.max_request_bytes={limit}"
         declared = dict(scope["headers"]).get(b"content-length")
@@ -191,18 +201,12 @@ rule (and need the internet to render)."""
 DOCS_PATHS = ("/docs", "/redoc")
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """ASGI middleware: :data:`PAGE_POLICY` (or :data:`DOCS_POLICY`) as ``Content-Security-Policy``, plus
     ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` on every
     HTTP answer."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")
         policy = DOCS_POLICY if path.startswith(DOCS_PATHS) else PAGE_POLICY
         extra = [(b"content-security-policy", policy.encode()), (b"x-frame-options", b"DENY"),
