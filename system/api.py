@@ -169,6 +169,9 @@ class Progress(Body):
 
 
 class TaskOut(Body):
+    """A task as shown to the asking annotator: ``response_1`` is whichever response they see first (the order is
+    random per person and task); an answer's ``choice`` refers to this order."""
+
     task_id: int
     pair_id: str
     round: int

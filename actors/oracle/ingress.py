@@ -261,10 +261,11 @@ class OracleIngress:
     def next_task(self, principal: Principal = Depends(require_annotator)) -> NextTask:
         """The token holder's next pair (``task`` is null when nothing is left for them): never one they answered."""
         task = self.queue.next_task(principal.name)
-        task_out = None if task is None else TaskOut(
-            task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt=task.prompt,
-            response_1=task.response_1, response_2=task.response_2,
-        )
+        task_out = None
+        if task is not None:  # in the order this person sees it: their answer's 1 means the first shown
+            first, second = task.shown_to(principal.name)
+            task_out = TaskOut(task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt=task.prompt,
+                               response_1=first, response_2=second)
         return NextTask(task=task_out, progress=self._progress())
 
     @app.post("/v1/tasks/{task_id}/answer", response_model=AnswerOut)

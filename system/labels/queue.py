@@ -11,6 +11,7 @@ answers (``oracle.human.annotations_per_pair``), after which it is closed and it
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -54,6 +55,19 @@ class AnnotationTask:
             pair_id=self.pair_id, prompt_id="", prompt=self.prompt, response_1=self.response_1,
             response_2=self.response_2,
         )
+
+    def shown_to(self, annotator: str) -> tuple[str, str]:
+        """The two responses in the order ``annotator`` sees them (see :func:`swapped_for`)."""
+        if swapped_for(annotator, self.task_id):
+            return self.response_2, self.response_1
+        return self.response_1, self.response_2
+
+
+def swapped_for(annotator: str, task_id: int) -> bool:
+    """Whether ``annotator`` sees task ``task_id``'s responses swapped: one bit of SHA-256(task id, name), so each
+    person's left/right order is random across tasks, differs between people, and needs no stored state. A
+    person who favours the left (or first) side then spreads that bias evenly over the stored responses 1 and 2."""
+    return bool(hashlib.sha256(f"{task_id}:{annotator}".encode("utf-8", "surrogatepass")).digest()[0] & 1)
 
 
 def _task(row: Any) -> AnnotationTask:
@@ -145,6 +159,9 @@ class HumanQueue:
     ) -> LabelRecord | None:
         """Record ``annotator``'s answer; returns their stored answer (None for a skip).
 
+        ``choice`` names a response as shown to ``annotator`` (:meth:`AnnotationTask.shown_to`): 1 is the one shown
+        first. It is stored de-randomised, as the pair's response 1 or 2.
+
         The answer, and with the k-th answer the pair's majority label and the task's ``done``, are written in one
         transaction under the store's write lock, so racing answers never store more than k.
 
@@ -172,10 +189,11 @@ class HumanQueue:
                     connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id)
                                        .values(skips=tasks_table.c.skips + 1))
                     return None
-                answer = Label(pair_id=task.pair_id, preferred=choice, prob_1=1.0 if choice == 1 else 0.0,
+                preferred: Literal[1, 2] = (2 if choice == 1 else 1) if swapped_for(annotator, task_id) else choice
+                answer = Label(pair_id=task.pair_id, preferred=preferred, prob_1=1.0 if preferred == 1 else 0.0,
                                oracle=HUMAN_ORACLE, annotator=annotator)
                 self.store.insert(connection, [answer], [task.pair], round=task.round, answer_ms=answer_ms)
-                votes[annotator] = choice
+                votes[annotator] = preferred
                 if len(votes) >= self.annotations_per_pair:
                     aggregate = majority_label(task.pair_id, list(votes.values()))
                     self.store.insert(connection, [aggregate], [task.pair], round=task.round)

@@ -68,6 +68,11 @@ def test_human_label_request_is_queued_with_202(url: str) -> None:
     assert again.json()["task_ids"] == response.json()["task_ids"]  # queueing is idempotent
 
 
+def key_for(shown: list[str | None], text: str) -> str:
+    """The key ("1" or "2") that answers for ``text`` among the responses in the order shown."""
+    return "1" if shown[0] == text else "2"
+
+
 def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browser, people) -> None:
     """Under the page's own Content-Security-Policy: the waits below run in Playwright's isolated world, since the
     policy forbids evaluating strings in the page."""
@@ -81,8 +86,9 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
     expect(page.locator("#whoami")).to_have_text("answering as alice")
     expect(page.locator("#prompt")).to_have_text("Greet me")
     assert page.text_content("#progress") == "0 / 2 labelled"
-    assert page.text_content("#response-2") == "What."
-    page.keyboard.press("1")
+    shown = [page.text_content("#response-1"), page.text_content("#response-2")]
+    assert sorted(shown) == ["Hello, nice to meet you!", "What."]  # in the order drawn for alice and this task
+    page.keyboard.press(key_for(shown, "Hello, nice to meet you!"))  # the pair's response 1
     expect(page.locator("#progress")).to_have_text("1 / 2 labelled")
     with LabelStore(config.oracle.label_store_url) as store:
         record, majority = store.labels()  # her answer, and the pair's label (one answer per pair here)
@@ -94,7 +100,8 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
     page.keyboard.press("s")  # skip: the only other task comes back
     expect(page.locator("body")).to_have_attribute("data-answers", "2")
     assert page.text_content("#prompt") == "Say bye"
-    page.keyboard.press("2")
+    shown = [page.text_content("#response-1"), page.text_content("#response-2")]
+    page.keyboard.press(key_for(shown, "Goodbye, take care!"))  # the pair's response 2
     expect(page.locator("#progress")).to_have_text("2 / 2 labelled")
     assert page.is_visible("#empty")
     with LabelStore(config.oracle.label_store_url) as store:
@@ -132,8 +139,9 @@ def test_client_waits_for_human_answers(url: str, people) -> None:
             if task is None:
                 time.sleep(0.2)
                 continue
+            choice = int(key_for([task["response_1"], task["response_2"]], f"b{task['pair_id'][1:]}"))
             httpx.post(f"{url}/v1/tasks/{task['task_id']}/answer", headers=people["bob"], timeout=30,
-                       json={"choice": 2})
+                       json={"choice": choice})  # he prefers each pair's response 2, wherever it is shown
             answered += 1
 
     worker = threading.Thread(target=annotate)
@@ -198,7 +206,9 @@ def test_an_answer_is_its_token_holder_s_and_a_task_takes_one(url: str, config: 
         assert again.status_code == 409, again.text
         assert again.json()["detail"] == f"task_id: task_id {task_id}: pair 'once' is answered already"
     with LabelStore(config.oracle.label_store_url) as store:
-        assert [(r.annotator, r.preferred) for r in store.labels() if r.pair_id == "once"] == [("alice", 1), ("", 1)]
+        stored = [(r.annotator, r.preferred) for r in store.labels() if r.pair_id == "once"]
+    vote = stored[0][1]  # "1" is the first response shown to alice, which may be either of the pair's
+    assert stored == [("alice", vote), ("", vote)]
     assert httpx.get(f"{url}/v1/whoami", headers=people["rita"], timeout=30).json() == {"name": "rita",
                                                                                         "role": "reviewer"}
 

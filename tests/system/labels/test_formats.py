@@ -13,6 +13,7 @@ from system.errors import DataError
 from system.labels import HumanQueue, LabelStore
 from system.labels.formats import export_labels, import_labels
 from system.types import CandidatePair, Label
+from tests.system.labels.people import answer_for
 
 PAIRS = [
     CandidatePair(pair_id="p0", prompt_id="x0", prompt="Say hi", response_1="hi!", response_2="no."),
@@ -27,7 +28,7 @@ def filled_store(url: str) -> LabelStore:
                Label("p1", 2, 0.27, "reward_model", "all-MiniLM-L6-v2")], PAIRS, round=1)
     queue = HumanQueue(store)
     (task_id,) = queue.enqueue(PAIRS[:1], round=2)
-    queue.answer(task_id, 2, "alice")
+    answer_for(queue, task_id, "alice", 2)
     return store
 
 

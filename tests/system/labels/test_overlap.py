@@ -10,6 +10,7 @@ from system.errors import ConfigError, TaskAnsweredError
 from system.labels import HumanQueue, LabelStore
 from system.labels.stats import annotation_stats
 from system.types import CandidatePair
+from tests.system.labels.people import answer_for
 
 
 def pairs(n: int) -> list[CandidatePair]:
@@ -25,19 +26,19 @@ def store(store_url: str) -> LabelStore:
 def test_three_answers_make_one_majority_label(store: LabelStore) -> None:
     queue = HumanQueue(store, annotations_per_pair=3)
     first, second = queue.enqueue(pairs(2), round=1)
-    queue.answer(first, 1, "ann", answer_ms=800)
+    answer_for(queue, first, "ann", 1, answer_ms=800)
     assert queue.next_task("ann").task_id == second  # never a pair she answered
     assert queue.next_task("bob").task_id == first  # a started pair before a new one
     with pytest.raises(TaskAnsweredError, match="answered already by 'ann'"):
-        queue.answer(first, 2, "ann")
-    queue.answer(first, 2, "bob")
+        answer_for(queue, first, "ann", 2)
+    answer_for(queue, first, "bob", 2)
     assert queue.progress() == (0, 2) and not [r for r in store.labels() if not r.annotator]
-    queue.answer(first, 1, "cy")
+    answer_for(queue, first, "cy", 1)
     (label,) = [r for r in store.labels() if not r.annotator]
     assert (label.pair_id, label.preferred, label.prob_1, label.oracle) == ("k0", 1, pytest.approx(2 / 3), "human")
     assert queue.progress() == (1, 2)
     with pytest.raises(TaskAnsweredError, match="task_id .*: pair 'k0' is answered already$"):
-        queue.answer(first, 2, "dee")
+        answer_for(queue, first, "dee", 2)
     (trained,) = store.preference_pairs()  # the majority label, not a vote over four rows
     assert (trained.pair_id, trained.chosen, trained.score_chosen) == ("k0", "a0", pytest.approx(2 / 3))
 
@@ -48,7 +49,7 @@ def test_stats_measure_agreement_over_pairs_with_two_or_more_answers(store: Labe
     votes = {"ann": [1, 1, 2], "bob": [1, 2, 2], "cy": [1, 1]}  # cy leaves the third pair to nobody
     for name, choices in votes.items():
         for task_id, choice in zip(ids, choices, strict=False):
-            queue.answer(task_id, choice, name, answer_ms=1000 * len(name))
+            answer_for(queue, task_id, name, choice, answer_ms=1000 * len(name))
     stats = annotation_stats(store, round=2)
     # units {1,1,1}, {1,2,1}, {2,2}: o_11 = 3·2/2 + 2·1/2 = 4, o_22 = 1·... by hand: pairable values n = 8;
     # o_12 = o_21 = 2/2 = 1; o_11 = 3 + 1 = 4; o_22 = 2; n_1 = 5, n_2 = 3; α = 1 − 7·2/(2·5·3) = 8/15
@@ -57,6 +58,17 @@ def test_stats_measure_agreement_over_pairs_with_two_or_more_answers(store: Labe
     by_name = {a.name: a for a in stats.annotators}
     assert by_name["bob"].agreement_with_others == pytest.approx(2 / 3)  # others' majority 1, 1, 2 vs his 1, 2, 2
     assert by_name["cy"].median_answer_ms == 2000 and by_name["ann"].answers == 3
+
+
+def test_a_person_who_always_takes_the_first_shown_response_splits_evenly_between_1_and_2(store: LabelStore) -> None:
+    """Left/right order is random per person and task and stored de-randomised: always pressing "1" over 200 tasks
+    stores response 1 for about half (binomial, p = ½: 100 ± 4σ ≈ [72, 128]); a second person sees other orders."""
+    queue = HumanQueue(store)
+    ids = queue.enqueue(pairs(200), round=0)
+    stored = [queue.answer(task_id, 1, "lefty").preferred for task_id in ids]
+    assert 72 <= stored.count(1) <= 128
+    shown = [queue.task(task_id).shown_to("lefty") == queue.task(task_id).shown_to("other") for task_id in ids]
+    assert 60 <= sum(shown) <= 140  # the two people's orders agree on about half the tasks, not all
 
 
 def test_an_even_number_of_annotators_per_pair_is_refused() -> None:

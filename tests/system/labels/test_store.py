@@ -18,6 +18,7 @@ from system.errors import LabelStoreError, PairTextConflictError, TaskAnsweredEr
 from system.labels import HumanQueue, LabelStore
 from system.labels.schema import SCHEMA_REVISION
 from system.types import CandidatePair, Label
+from tests.system.labels.people import answer_for
 
 
 def make_pairs(n: int, prefix: str = "p") -> list[CandidatePair]:
@@ -161,7 +162,7 @@ def test_human_queue_enqueue_skip_answer(store: LabelStore) -> None:
     assert queue.next_task().pair_id == "p0"
     assert queue.answer(ids[0], "skip", "ann") is None
     assert queue.next_task().pair_id == "p1"  # skipped task moved behind the others
-    record = queue.answer(ids[1], 2, "ann", answer_ms=1234)
+    record = answer_for(queue, ids[1], "ann", 2, answer_ms=1234)
     assert (record.pair_id, record.preferred, record.prob_1, record.oracle, record.round) == ("p1", 2, 0.0, "human", 4)
     assert record.answer_ms == 1234
     for who, choice in (("ann", 1), ("bob", 1), ("bob", "skip")):  # a done task takes no further answer
