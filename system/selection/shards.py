@@ -36,6 +36,17 @@ T = TypeVar("T")
 Proposal = tuple[int, float, Tensor]
 """A shard's best untaken row: (global index, score x_iᵀV⁻¹x_i, row x_i [k])."""
 
+Ranked = tuple[int, tuple[float, ...]]
+"""A row ranked by a :class:`RowScorer`: (global index, its keys)."""
+
+
+class RowScorer(Protocol):
+    """Scores that do not change within a batch (e.g. an ensemble's disagreement), computed where the rows are."""
+
+    def keys(self, rows: Tensor) -> Tensor:
+        """[N, K] keys of rows [N, k], compared lexicographically (largest first)."""
+        ...
+
 
 class ShardedPool(Protocol):
     """N design rows x_i [k] split over shards; indices are global (shard offset + local index)."""
@@ -54,6 +65,11 @@ class ShardedPool(Protocol):
 
     def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
         """Every shard applies s_i ← s_i − (x_iᵀz)²/c, marks ``taken`` if it holds it, and proposes again."""
+        ...
+
+    def top(self, scorer: RowScorer, budget: int) -> list[Ranked]:
+        """The ``budget`` unblocked rows with the largest ``scorer`` keys over every shard (:func:`merge_ranked`);
+        ``scorer`` is sent to the shards once."""
         ...
 
 
@@ -117,6 +133,27 @@ def selection_device(setting: str) -> torch.device:
                                  "(give the feature workers and the selector a GPU, or use 'auto')")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def rank_rows(keys: Tensor, blocked: Tensor, budget: int) -> Tensor:
+    """Indices of the ``budget`` unblocked rows with the largest ``keys`` [N, K] (lexicographic, ties → smaller
+    index): the rows whose first key reaches the ``budget``-th largest (ties included), then stable descending
+    sorts of those from the last key to the first."""
+    primary = keys[:, 0].masked_fill(blocked, float("-inf"))
+    take = min(budget, int((~blocked).sum()))
+    if take == 0:
+        return torch.zeros(0, dtype=torch.long, device=keys.device)
+    threshold = torch.topk(primary, take).values[-1]
+    order = torch.nonzero((primary >= threshold) & ~blocked).flatten()
+    for column in reversed(range(keys.shape[1])):
+        order = order[torch.sort(keys[order, column], descending=True, stable=True).indices]
+    return order[:take]
+
+
+def merge_ranked(ranked: Sequence[Sequence[Ranked]], budget: int) -> list[Ranked]:
+    """The ``budget`` best of every shard's ranked rows: largest keys first, ties → smallest global index."""
+    rows = [row for shard in ranked for row in shard]
+    return sorted(rows, key=lambda row: (tuple(-key for key in row[1]), row[0]))[:budget]
 
 
 def blocked_rows(rows: Tensor) -> Tensor:
@@ -188,6 +225,16 @@ class Shard:
         self.scores[indices] = (self.scores[indices] - decrease).clamp_min(0.0)
         self.fresh[indices] = self.updates
 
+    def top(self, scorer: RowScorer, budget: int, blocked: Tensor | None = None) -> list[Ranked]:
+        """This shard's ``budget`` best rows by ``scorer`` (zero rows, and ``blocked`` [N_w], never), global indices."""
+        if not self.rows.shape[0]:
+            return []
+        excluded = blocked_rows(self.rows) if blocked is None else blocked.to(self.rows.device)
+        keys = scorer.keys(self.rows)
+        best = rank_rows(keys, excluded, budget)
+        return [(self.offset + index, tuple(key)) for index, key in zip(best.tolist(), keys[best].tolist(),
+                                                                          strict=True)]
+
     def proposal(self) -> Proposal | None:
         """The untaken row with the largest exact score (first index on ties), or None."""
         if not self.rows.shape[0] or bool(self.taken.all()):
@@ -224,3 +271,6 @@ class LocalPool:
 
     def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
         return [self.shard.update(z, c, taken)]
+
+    def top(self, scorer: RowScorer, budget: int) -> list[Ranked]:
+        return self.shard.top(scorer, budget, self._blocked)
