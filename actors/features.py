@@ -6,7 +6,8 @@ holds, on its shard of the round's candidate pairs AND its shard of every pair l
 (their features are recomputed under the current policy, seed 001 Prop. 1). It keeps the candidate rows
 x_i and their cached scores s_i = x_iᵀV⁻¹x_i (a :class:`~system.selection.shards.Shard`) and serves the
 worker side of the distributed greedy (science.md): propose its best row, apply a broadcast (z, c)
-with one mat-vec. The labelled rows go to the selector once per round. A worker writes its rows to
+with one mat-vec; or rank its rows by a scorer sent once per pick step (the ensemble's heads). The labelled
+rows go to the selector once per round. A worker writes its rows to
 ``state_dir`` after featurising, so a worker that Ray restarts reloads them in ``setup()`` and the
 selector can replay the round's updates onto it.
 """
@@ -29,7 +30,7 @@ from system.fileio import atomic_output
 from system.models.loading import serve_adapter
 from system.run_state import load_state_file
 from system.selection import Proposal, Shard, get_strategy
-from system.selection.shards import blocked_rows, selection_device, shard_evenly
+from system.selection.shards import Ranked, RowScorer, blocked_rows, selection_device, shard_evenly
 from system.types import CandidatePair
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,12 @@ class FeatureWorker(VersionedAdapter):
             raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
         self.shard = Shard(self.rows, offset, self.device)
         return self.shard.begin(v_inv)
+
+    def top_rows(self, scorer: RowScorer, budget: int, offset: int) -> list[Ranked]:
+        """This shard's ``budget`` best candidate rows by ``scorer`` (zero rows never), global indices."""
+        if self.model is None:
+            raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
+        return Shard(self.rows, offset, self.device).top(scorer, budget)
 
     def apply_update(self, z: Tensor, c: float, taken: int) -> Proposal | None:
         """s_i ← s_i − (x_iᵀz)²/c after the selector's Sherman–Morrison step; mark ``taken`` if ours; propose again."""

@@ -44,7 +44,7 @@ from system.errors import SelectionError
 from system.fileio import atomic_output
 from system.run_state import load_state_file
 from system.selection import DesignState, Proposal, select_round, selection_record
-from system.selection.shards import selection_device
+from system.selection.shards import Ranked, RowScorer, merge_ranked, selection_device
 from system.types import SelectionResult
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,19 @@ class WorkerPool:
         self._history = []
         refs = [w.begin_round.remote(self._v_ref, offset) for w, offset in zip(self.workers, self.offsets, strict=True)]
         return self._gather(refs)
+
+    def top(self, scorer: RowScorer, budget: int) -> list[Ranked]:
+        """Every worker ranks its rows with ``scorer`` (sent once, through the object store); the best ``budget``."""
+        scorer_ref = ray.put(scorer)
+        refs = [w.top_rows.remote(scorer_ref, budget, offset) for w, offset in zip(self.workers, self.offsets,
+                                                                                    strict=True)]
+        ranked = []
+        for rank, ref in enumerate(refs):
+            try:
+                ranked.append(ray.get(ref))
+            except ACTOR_FAILURES:
+                ranked.append(self.call(rank, "top_rows", scorer_ref, budget, self.offsets[rank]))
+        return merge_ranked(ranked, budget)
 
     def update(self, z: Tensor, c: float, taken: int) -> list[Proposal | None]:
         z = z.cpu()

@@ -1,6 +1,7 @@
-"""Seed 000's offline experiment: labels Uniform needs ÷ labels ADPO+ needs for the same logit error.
+"""Offline, in seed 000's spirit: labels Uniform needs ÷ labels an active strategy needs for the same logit error.
 
-A log-linear preference model on scikit-learn's bundled digits. A context x is an 8×8 digit, shifted by
+Seed 000's own offline experiments are CIFAR-10/100 and Nectar; this is our construction on the same lines, not a
+reproduction. A log-linear preference model on scikit-learn's bundled digits. A context x is an 8×8 digit, shifted by
 at most one pixel (9 shifts of each training digit: 11 313 contexts, 509 085 context × class-pair rows);
 f(x) = (PCA-``pca`` of the standardised pixels, 1) scaled to ‖f‖ = 1, responses are the 10 classes and
 φ(x, y1, y2) = (e_y1 − e_y2) ⊗ f(x) ∈ R^{10·(pca+1)}, so ‖φ‖ = √2 (bounded features). θ* is a multinomial
@@ -10,12 +11,15 @@ strategy selects from it (paired):
 
 - ``random`` (Uniform): a uniform permutation of the pool;
 - ``adpo`` (ADPO): greedy D-optimal on φ, argmax φᵀV⁻¹φ, V = λI + Σ φφᵀ;
-- ``adpo_plus`` (ADPO+): ``warm_start`` uniform picks, then greedy on √w·φ, refitting θ̂ (logistic MLE,
-  ridge ``l2``) on the labels revealed so far every ``refit_every`` picks and re-weighting every term of V
-  with w = μ(1 − μ), μ = σ(θ̂ᵀφ) (``system.selection.offline.select_offline``).
+- ``adpo_plus`` (ADPO+): ``warm_start`` uniform picks, then greedy on √w·φ, refitting the plug-in θ̂ (logistic
+  fit with its own ridge ``plugin_l2``, default ``selection.plugin_l2``) on the labels revealed so far every
+  ``refit_every`` picks and re-weighting every term of V with w = μ(1 − μ), μ = σ(θ̂ᵀφ)
+  (``system.selection.offline.select_offline``, the code ``activealign select`` runs);
+- ``ensemble`` (SEA-style): 8 anchored logistic heads refit on the revealed labels every ``refit_every`` picks,
+  the top pairs by their disagreement Var_m σ(θ_mᵀφ) (``system.selection.ensemble``).
 
-At each budget n = 2^min_log2 … 2^max_log2, θ̂ is the same near-unregularised logistic MLE on the first n
-picks, scored on held-out digits × all 45 class pairs: max and mean |θ̂ᵀφ − θ*ᵀφ| and the rate of flipped
+At each budget n = 2^min_log2 … 2^max_log2, θ̂ is the same near-unregularised logistic MLE (ridge ``l2``) on the
+first n picks, scored on held-out digits × all 45 class pairs: max and mean |θ̂ᵀφ − θ*ᵀφ| and the rate of flipped
 preferences. ``offline_stats`` turns the seeds into curves, labels-saved ratios and bootstrap CIs.
 
     .venv/bin/python benchmarks/offline_logit_error.py            # 10 seeds, pool 2^17, budgets 2^6…2^15
@@ -42,10 +46,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from system.config import SelectionConfig
 from system.selection import DesignState, fit_linear_dpo, get_strategy
 from system.selection.offline import OfflinePool, select_offline
 
-STRATEGIES = ("random", "adpo", "adpo_plus")
+STRATEGIES = ("random", "adpo", "adpo_plus", "ensemble")
 NUM_CLASSES = 10
 CLASS_PAIRS = np.array(list(itertools.combinations(range(NUM_CLASSES), 2)))
 QUICK = {"seeds": 3, "pool_log2": 12, "min_log2": 5, "max_log2": 9, "warm_start": 32}
@@ -131,9 +136,9 @@ def select(
     rule = get_strategy(strategy)
     budget = 2**args.max_log2
     # Uniform and ADPO never read a label, so revealing per batch would change nothing: one batch.
-    batch_size = args.refit_every if rule.needs_weights else budget
+    batch_size = args.refit_every if rule.needs_weights or rule.learns_from_labels else budget
     rows = select_offline(pool, phi, rule, budget, batch_size, DesignState(phi.shape[1], args.reg), seed=seed,
-                          plugin_l2=args.l2, warm_start=args.warm_start if rule.needs_weights else 0)
+                          plugin_l2=args.plugin_l2, warm_start=args.warm_start if rule.needs_weights else 0)
     return [int(row["pair_id"]) for row in rows]
 
 
@@ -171,10 +176,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-log2", type=int, default=15, help="largest budget 2^this")
     parser.add_argument("--pca", type=int, default=5, help="context feature dims (φ has 10·(pca+1))")
     parser.add_argument("--truth-c", type=float, default=1.0, help="inverse ridge of the θ* fit")
-    parser.add_argument("--refit-every", type=int, default=8, help="ADPO+ refits θ̂ and re-weights V every this many")
+    parser.add_argument("--refit-every", type=int, default=8,
+                        help="ADPO+ refits θ̂ and re-weights V (the ensemble refits its heads) every this many picks")
     parser.add_argument("--warm-start", type=int, default=64, help="ADPO+'s first picks, uniform")
     parser.add_argument("--reg", type=float, default=1.0, help="λ of the design V = λI + Σ w φφᵀ")
-    parser.add_argument("--l2", type=float, default=1e-4, help="ridge of every logistic fit (plug-in and scored)")
+    parser.add_argument("--plugin-l2", type=float, default=SelectionConfig().plugin_l2,
+                        help="ridge of ADPO+'s plug-in fit (selection.plugin_l2)")
+    parser.add_argument("--l2", type=float, default=1e-4, help="ridge of the evaluated logistic fit at each budget")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws of the seeds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help=f"small run: {QUICK}")

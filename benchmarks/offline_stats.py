@@ -5,7 +5,8 @@ same S pools (paired). A curve is the mean over seeds. Uniform needs n_B labels 
 e_U(n_B); ADPO+ needs n* labels for the same error, read off its curve by log-log interpolation between
 the two budgets around the first crossing. The labels-saved ratio is n_B / n*. Its 95% CI resamples the
 S seeds with replacement (the same draw for both strategies, keeping the pairing) and takes the 2.5 and
-97.5 percentiles of the ratio over the draws.
+97.5 percentiles of the ratio over the draws. The same paired draws give the per-budget ratio of two strategies'
+mean errors (:func:`ratio_intervals`).
 """
 
 from __future__ import annotations
@@ -67,3 +68,11 @@ def labels_saved_interval(
     """:func:`labels_saved` of the seed-mean curves of ``uniform`` and ``plus`` [S, B], paired bootstrap CI."""
     draws = np.array([labels_saved(budgets, uniform[rows].mean(0), plus[rows].mean(0)) for rows in resamples])
     return percentile_interval(labels_saved(budgets, uniform.mean(0), plus.mean(0)), draws)
+
+
+def ratio_intervals(numerator: np.ndarray, denominator: np.ndarray, resamples: np.ndarray) -> list[Interval]:
+    """Per budget: mean of ``numerator`` ÷ mean of ``denominator`` over seeds ([S, B] each, paired), with the
+    bootstrap interval over ``resamples`` [D, S] (the same seeds drawn for both)."""
+    draws = numerator[resamples].mean(axis=1) / denominator[resamples].mean(axis=1)  # [D, B]
+    values = numerator.mean(axis=0) / denominator.mean(axis=0)
+    return [percentile_interval(float(values[j]), draws[:, j]) for j in range(numerator.shape[1])]

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -338,9 +338,14 @@ class ActiveLoop:
             self._save(r, "labelled")
 
     def labelled_candidates(self, upto: int) -> list[CandidatePair]:
-        """Every pair labelled in rounds 1…``upto`` as its candidate pair (text only), in labelling order."""
+        """Every pair labelled in rounds 1…``upto`` as its candidate pair (text only), in labelling order, with the
+        preferred response first: a labelled row is then φ(chosen) − φ(rejected), which a strategy that learns
+        from labels reads as its label (the design V = λI + Σ x xᵀ does not depend on the sign of x)."""
         paths = [round_dir(self.run_dir, i) / "selected_pairs.parquet" for i in range(1, upto + 1)]
-        return [CandidatePair(**row) for path in paths for row in read_rows(path)]
+        chosen = {pair.pair_id: pair.chosen for pair in self.all_labels(upto)}
+        pairs = [CandidatePair(**row) for path in paths for row in read_rows(path)]
+        return [pair if chosen[pair.pair_id] == pair.response_1
+                else replace(pair, response_1=pair.response_2, response_2=pair.response_1) for pair in pairs]
 
     def all_labels(self, upto: int) -> list[PreferencePair]:
         """Every labelled pair of rounds 1…``upto``, in labelling order."""

@@ -1,6 +1,6 @@
 """Which pairs to label: the design state V⁻¹, greedy strategies by name, and sharded scoring.
 
-Importing this package registers the built-in strategies (random, activedpo, adpo, adpo_plus, apo).
+Importing this package registers the built-in strategies (random, activedpo, adpo, adpo_plus, apo, ensemble).
 """
 
 from system.selection import strategies as _builtin_strategies  # noqa: F401  (registers built-ins)
@@ -23,6 +23,8 @@ from system.selection.shards import (
     Shard,
     ShardedPool,
     merge_argmax,
+    merge_ranked,
+    rank_rows,
     score_shard,
     shard_argmax,
     update_shard_scores,
@@ -43,7 +45,9 @@ __all__ = [
     "greedy_pick",
     "greedy_select",
     "merge_argmax",
+    "merge_ranked",
     "plugin_weights",
+    "rank_rows",
     "register_strategy",
     "run_strategy",
     "score_shard",

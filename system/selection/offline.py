@@ -120,13 +120,18 @@ def select_offline(
 ) -> list[dict[str, Any]]:
     """Select ``budget`` rows of ``pool`` in batches of ``batch_size``, revealing labels after each batch.
 
-    For strategies that need plug-in weights (ADPO+), before each batch θ̂ is refit by logistic DPO on
-    the labels revealed so far (θ̂ = 0, i.e. w = 1/4 everywhere, before any label; each refit starts Newton
-    from the previous θ̂), w_i = μ_i(1 − μ_i) with μ_i = σ(θ̂ᵀφ_i), and V is rebuilt as λI + Σ_j w_j φ_jφ_jᵀ
-    over every pair picked so far with the weights at the new θ̂ (never the weights a pair had when it was
-    picked). Other strategies reveal nothing (labels are copied to the output only if present). The first
-    ``warm_start`` picks are uniformly random (the ``random`` strategy, in batches of ``batch_size`` too), so
-    the first plug-in estimate is fit on an unbiased sample.
+    For strategies that need plug-in weights (ADPO+), before each batch θ̂ is refit by logistic DPO with ridge
+    ``plugin_l2`` on the labels revealed so far (θ̂ = 0, i.e. w = 1/4 everywhere, before any label; each refit
+    starts Newton from the previous θ̂), w_i = μ_i(1 − μ_i) with μ_i = σ(θ̂ᵀφ_i), and V is rebuilt as
+    λI + Σ_j w_j φ_jφ_jᵀ over every pair picked so far with the weights at the new θ̂ (never the weights a pair
+    had when it was picked). Strategies that learn from labels (``ensemble``) get every revealed label before
+    each batch (:meth:`Strategy.learn`). Other strategies read no label (labels are copied to the output only
+    if present). The first ``warm_start`` picks are uniformly random (the ``random`` strategy, in batches of
+    ``batch_size`` too), so the first plug-in estimate is fit on an unbiased sample.
+
+    A refit costs one warm-started Newton solve on the revealed labels (O(n·k²) per step, one or two steps),
+    the weights as one mat-vec over the pool (O(N·k)) and one scoring pass (O(N·k²), chunked); the picks
+    between refits update the scores lazily (:class:`~system.selection.shards.Shard`).
 
     Rows picked in earlier batches are excluded by an [N] mask, so a batch costs O(N·k²) for scoring plus
     O(N·k) per pick, with no copy of Φ.
@@ -139,6 +144,8 @@ def select_offline(
     selectable = phi.shape[0] - int(blocked.sum())
     if budget > selectable:
         raise SelectionError(f"budget {budget} exceeds the {selectable} selectable pairs of {pool.path}")
+    if (strategy.needs_weights or strategy.learns_from_labels) and pool.sealed_labels is None:
+        raise DataError(f"{pool.path}: strategy {strategy.name} learns from labels, but the pool has no 'label' column")
     uniform = get_strategy("random")
     taken = torch.zeros(phi.shape[0], dtype=torch.bool)
     order = torch.empty(budget, dtype=torch.long)
@@ -155,6 +162,8 @@ def select_offline(
             theta = fit_linear_dpo(phi[order[:count]], prefer_first[:count], plugin_l2, init=theta)
             weights = plugin_weights(phi @ theta)
             state.rebuild(rule.design_rows(phi[order[:count]], weights[order[:count]]))
+        if rule.learns_from_labels:
+            rule.learn(rule.design_rows(phi[order[:count]], None), prefer_first[:count], seed)
         take = min(batch_size, (min(warm_start, budget) if in_warm_start else budget) - count)
         picks, _ = pick_validated(PoolInputs(phi, weights), take, state, rule, seed + batch, exclude=taken)
         for index, score in zip(picks.indices, picks.scores, strict=True):

@@ -21,8 +21,9 @@ def plugin_weights(margins: Tensor) -> Tensor:
     return torch.sigmoid(margins) * torch.sigmoid(-margins)
 
 
-def _newton_direction(phi: Tensor, curvature: Tensor, gradient: Tensor, l2: float) -> Tensor:
-    """(l2·I + Φᵀ diag(curvature) Φ)⁻¹ gradient, solved in whichever of the n or k dimensions is smaller."""
+def newton_direction(phi: Tensor, curvature: Tensor, gradient: Tensor, l2: float) -> Tensor:
+    """(l2·I + Φᵀ diag(curvature) Φ)⁻¹ gradient for Φ [n, k], curvature [n] and gradient [k] (or [k, M]: M
+    right-hand sides), solved in whichever of the n or k dimensions is smaller."""
     num_rows, dim = phi.shape
     if dim <= num_rows:
         hessian = phi.T @ (phi * curvature.unsqueeze(-1)) + l2 * torch.eye(dim, dtype=phi.dtype)
@@ -40,36 +41,37 @@ def fit_linear_dpo(
     max_iter: int = 50,
     tol: float = 1e-9,
     init: Tensor | None = None,
+    center: Tensor | None = None,
 ) -> Tensor:
-    """θ̂ = argmin Σ_i −log σ(s_i θᵀφ_i) + (l2/2)‖θ‖² by damped Newton (float64).
+    """θ̂ = argmin Σ_i −log σ(s_i θᵀφ_i) + (l2/2)‖θ − θ⁰‖² by damped Newton (float64), θ⁰ = ``center`` (default 0).
 
     Args:
         phi: [n, k] pair features φ_i = φ(x, y1) − φ(x, y2).
         prefer_first: [n] bool, True where y1 was preferred (s_i = +1).
         l2: ridge strength (> 0 keeps the problem strictly convex, also on separable labels).
         init: [k] starting point (the previous estimate when refitting after a few more labels: Newton then
-            needs a step or two instead of starting from 0); zeros when None.
+            needs a step or two instead of starting from θ⁰); θ⁰ when None.
+        center: [k] the prior mean θ⁰ the ridge pulls towards (an anchored ensemble head's random anchor).
 
     Returns:
-        θ̂ [k] in float64 (zeros when n = 0).
+        θ̂ [k] in float64 (θ⁰ when n = 0).
     """
     features = phi.to(torch.float64)
     signs = prefer_first.to(torch.float64) * 2.0 - 1.0
-    theta = torch.zeros(features.shape[1], dtype=torch.float64)
+    anchor = torch.zeros(features.shape[1], dtype=torch.float64) if center is None else center.to(torch.float64)
     if features.shape[0] == 0:
-        return theta
-    if init is not None:
-        theta = init.to(torch.float64).clone()
+        return anchor.clone()
+    theta = (anchor if init is None else init.to(torch.float64)).clone()
 
     def objective(candidate: Tensor) -> float:
-        return float(-logsigmoid(signs * (features @ candidate)).sum() + 0.5 * l2 * candidate.square().sum())
+        return float(-logsigmoid(signs * (features @ candidate)).sum() + 0.5 * l2 * (candidate - anchor).square().sum())
 
     current = objective(theta)
     for _ in range(max_iter):
         margins = features @ theta
         prob_wrong = torch.sigmoid(-signs * margins)
-        gradient = -(features.T @ (signs * prob_wrong)) + l2 * theta
-        step = _newton_direction(features, plugin_weights(margins), gradient, l2)
+        gradient = -(features.T @ (signs * prob_wrong)) + l2 * (theta - anchor)
+        step = newton_direction(features, plugin_weights(margins), gradient, l2)
         size = 1.0
         trial = theta - step
         value = objective(trial)

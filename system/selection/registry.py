@@ -66,16 +66,24 @@ class Strategy(ABC):
             :meth:`design_rows`.
         regenerates: whether the loop samples fresh candidates from the current policy every round;
             False draws the pool once (round 1) and selects from its unlabelled pairs ever after (APO).
+        learns_from_labels: whether :meth:`learn` uses the labels (the selector calls it before every pick
+            step; offline selection reveals labels batch by batch for it).
     """
 
     name: ClassVar[str]
     feature_kind: ClassVar[FeatureKind] = "gradient"
     needs_weights: ClassVar[bool] = False
     regenerates: ClassVar[bool] = True
+    learns_from_labels: ClassVar[bool] = False
 
     def design_rows(self, phi: Tensor, weights: Tensor | None) -> Tensor:
         """Worker side: the design rows x_i [N, k] of features φ [N, k] (weights [N] when ``needs_weights``)."""
         return phi
+
+    def learn(self, rows: Tensor, prefer_first: Tensor, seed: int) -> None:
+        """Pick side, before :meth:`pick`: the design rows [L, k] of every labelled pair and its label [L] (True:
+        y1 preferred); ``seed`` is ``selection.seed`` (the same every round). Nothing by default."""
+        del rows, prefer_first, seed
 
     @abstractmethod
     def pick(self, pool: ShardedPool, budget: int, state: DesignState, seed: int) -> Picks:

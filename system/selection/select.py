@@ -175,12 +175,18 @@ def select_round(
     every round; ``reg`` is λ, ``refactor_every`` the design state's refactorisation period (``selection``
     config); V and V⁻¹ live on ``device`` (default the CPU). Returns the picks and the design state after them.
 
+    The loop presents every labelled pair chosen-first, so ``labelled_rows`` are φ(chosen) − φ(rejected) and a
+    strategy that learns from labels (:meth:`Strategy.learn`) gets them with "y1 preferred" throughout (the
+    design V is unchanged by the orientation: x xᵀ = (−x)(−x)ᵀ).
+
     Raises:
         SelectionError: more picks asked than selectable rows.
     """
     rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
     state = DesignState(labelled_rows.shape[1], reg, refactor_every=refactor_every, device=device)
     state.rebuild(labelled_rows)
+    if rule.learns_from_labels:
+        rule.learn(labelled_rows, torch.ones(labelled_rows.shape[0], dtype=torch.bool), seed)
     skipped = check_budget(budget, len(pair_ids), int(pool.blocked().sum()))
     picks = rule.pick(pool, budget, state, seed + round_index)
     result = SelectionResult(

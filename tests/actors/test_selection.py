@@ -18,7 +18,9 @@ from system.config import Config, load_config
 from system.errors import DataError, SelectionError
 from system.features import gradient_features
 from system.models.loading import load_policy
-from system.selection import DesignState, PoolInputs, select_pairs
+from system.selection import DesignState, LocalPool, PoolInputs, rank_rows, select_pairs, select_round
+from system.selection.ensemble import draw_anchors, fit_heads
+from system.selection.shards import blocked_rows
 from system.types import CandidatePair
 from tests.actors.adapters import perturbed_adapter
 from tests.hostile import HostilePickle
@@ -66,7 +68,7 @@ def _design(config, rows):
     return config.selection.reg * torch.eye(rows.shape[1], dtype=torch.float64) + rows.T @ rows
 
 
-@pytest.mark.parametrize("strategy", ["activedpo", "random"])
+@pytest.mark.parametrize("strategy", ["activedpo", "random", "ensemble"])
 def test_sharded_selection_equals_single_process(workers, config, tmp_path, strategy):
     pair_ids, phi = _pool(301, 32)
     workers.set_features(pair_ids, phi)
@@ -128,6 +130,27 @@ def test_selector_restart_restores_its_record(workers, config, tmp_path):
     after = selector.design_state()
     assert after["round"] == 2 and after["selected_ids"] == list(first.pair_ids + second.pair_ids)
     assert before["round"] == 1
+    selector.shutdown()
+
+
+def test_ensemble_heads_fit_on_the_selector_and_rank_on_the_workers_like_in_process(workers, config, tmp_path):
+    """Round 1 with 40 labelled rows (presented chosen-first): the selector fits the 8 anchored heads, the workers
+    rank their rows by the heads' disagreement; the picks equal the in-process round and the top 12 of
+    Var_m P_m computed here from the heads fit independently of the selector."""
+    pair_ids, phi = _pool(301, 32, seed=4)
+    labelled = torch.randn(40, 32, generator=torch.Generator().manual_seed(5))
+    workers.set_features(pair_ids, phi, labelled=labelled)
+    selector = Selector(config, tmp_path / "selector.pt")
+    selector.setup()
+    result = selector.select(workers, budget=12, strategy="ensemble", round_index=1)
+    selection = config.selection
+    expected, _ = select_round(LocalPool(phi, blocked_rows(phi)), pair_ids, labelled, 12, "ensemble", 1,
+                               selection.reg, selection.refactor_every, selection.seed)
+    assert result.pair_ids == expected.pair_ids
+    assert result.scores == pytest.approx(expected.scores, rel=1e-9, abs=1e-15)
+    heads = fit_heads(labelled, torch.ones(40, dtype=torch.bool), draw_anchors(8, 32, 1.0, selection.seed), 1.0)
+    ranked = rank_rows(heads.keys(phi), blocked_rows(phi), 12)
+    assert list(result.pair_ids) == [pair_ids[i] for i in ranked.tolist()]
     selector.shutdown()
 
 

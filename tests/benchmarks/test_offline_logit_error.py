@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 METRICS = ("max_logit_error", "mean_logit_error", "error_rate")
-STRATEGIES = ("random", "adpo", "adpo_plus")
+STRATEGIES = ("random", "adpo", "adpo_plus", "ensemble")
+ACTIVE = STRATEGIES[1:]
 
 
 def _benchmark_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -61,9 +62,10 @@ def test_quick_run_writes_json_markdown_and_plot(quick_run: tuple[dict, Path]) -
     assert all(row[part] > 0 for row in saved["cpu_seconds"] for part in (*STRATEGIES, "evaluation"))
     assert (out / "offline_logit_error.png").read_bytes().startswith(b"\x89PNG")
     text = (out / "offline_logit_error.md").read_text()
-    ratio = saved["labels_saved"]["mean_logit_error"]
-    assert f"| mean logit error | {ratio['value']:.2f}x | [{ratio['low']:.2f}, {ratio['high']:.2f}] |" in text
-    assert "CPU s per seed" in text
+    ratios = [saved["labels_saved"][strategy]["mean_logit_error"] for strategy in ACTIVE]
+    assert "| mean logit error | " + " | ".join(f"{r['value']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]"
+                                                for r in ratios) + " |" in text
+    assert "CPU s per seed" in text and "not a reproduction" in text
 
 
 def test_merging_runs_over_disjoint_seeds_gives_the_one_run_report(
@@ -92,7 +94,7 @@ def test_quick_run_is_paired_and_its_errors_are_sane(quick_run: tuple[dict, Path
     assert all(0 <= row["error_rate"] <= 1 and 0 < row["mean_logit_error"] <= row["max_logit_error"] for row in rows)
     # the strategies select different pairs, so their errors differ on every seed at the largest budget
     final = {(row["seed"], row["strategy"]): row["mean_logit_error"] for row in rows if row["labels"] == 512}
-    assert all(len({final[seed, strategy] for strategy in STRATEGIES}) == 3 for seed in range(3))
+    assert all(len({final[seed, strategy] for strategy in STRATEGIES}) == len(STRATEGIES) for seed in range(3))
 
 
 def test_quick_run_ratios_and_curves_match_an_independent_computation(quick_run: tuple[dict, Path]) -> None:
@@ -104,9 +106,18 @@ def test_quick_run_ratios_and_curves_match_an_independent_computation(quick_run:
             points = report["curves"][metric][strategy]
             assert [point["value"] for point in points] == pytest.approx(curves[strategy], rel=1e-12)
             assert all(point["low"] <= point["value"] <= point["high"] for point in points)
-        ratio = report["labels_saved"][metric]
-        assert ratio["value"] == pytest.approx(_ratio_by_hand(budgets, curves["random"], curves["adpo_plus"]), rel=1e-9)
-        assert ratio["low"] <= ratio["value"] <= ratio["high"]
+        for strategy in ACTIVE:
+            ratio = report["labels_saved"][strategy][metric]
+            assert ratio["value"] == pytest.approx(_ratio_by_hand(budgets, curves["random"], curves[strategy]),
+                                                   rel=1e-9)
+            assert ratio["low"] <= ratio["value"] <= ratio["high"]
+    uniform = _mean_curve(rows, "random", "mean_logit_error", budgets)
+    for strategy in ACTIVE:
+        relative = report["mean_logit_error_vs_uniform"][strategy]
+        by_hand = [error / base for error, base in zip(_mean_curve(rows, strategy, "mean_logit_error", budgets),
+                                                        uniform, strict=True)]
+        assert [point["value"] for point in relative] == pytest.approx(by_hand, rel=1e-12)
+        assert all(point["low"] <= point["value"] <= point["high"] for point in relative)
 
 
 def test_labels_needed_interpolates_on_log_log_axes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,8 @@ from jobs.select import main
 from system.config import load_config
 from system.data import read_rows, write_rows
 from system.errors import DataError, SelectionError
-from system.selection import DesignState, select_batch
+from system.selection import DesignState, rank_rows, select_batch
+from system.selection.ensemble import EnsembleHeads, draw_anchors
 from tests.conftest import REPO_ROOT
 
 CONFIG = REPO_ROOT / "configs/tiny.yaml"
@@ -37,12 +38,13 @@ def _run(tmp_path: Path, rows: list[dict], strategy: str, budget: int, batch_siz
     return list(read_rows(out))
 
 
-def test_unselected_labels_are_never_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["adpo_plus", "ensemble"])
+def test_unselected_labels_are_never_read(tmp_path: Path, strategy: str) -> None:
     rows = _pool_rows()
-    selected = _run(tmp_path, rows, "adpo_plus", 12, 4, "clean")
+    selected = _run(tmp_path, rows, strategy, 12, 4, "clean")
     chosen = {row["pair_id"] for row in selected}
     poisoned = [row if row["pair_id"] in chosen else {**row, "label": "POISON"} for row in rows]
-    again = _run(tmp_path, poisoned, "adpo_plus", 12, 4, "poisoned")
+    again = _run(tmp_path, poisoned, strategy, 12, 4, "poisoned")
     assert [row["pair_id"] for row in again] == [row["pair_id"] for row in selected]
     assert [row["rank"] for row in again] == list(range(12))
     assert [row["reveal_batch"] for row in again] == [0] * 4 + [1] * 4 + [2] * 4
@@ -63,6 +65,20 @@ def test_adpo_plus_refits_between_batches_on_revealed_labels(tmp_path: Path) -> 
     one_batch = [row["pair_id"] for row in _run(tmp_path, rows, "adpo_plus", 12, 12, "c")]
     assert one_batch == [f"pair-{i}" for i in select_batch(phi, 12, DesignState(6, reg=4.0), "adpo")]
     assert one_batch != original  # refitting the plug-in estimate changed later picks
+
+
+def test_ensemble_refits_its_heads_between_batches_on_revealed_labels(tmp_path: Path) -> None:
+    """First batch: no label, the heads are their anchors (seeded by selection.seed), so flipping every label
+    changes nothing there; afterwards the heads are refit on the revealed labels and the picks move."""
+    rows = _pool_rows()
+    original = [row["pair_id"] for row in _run(tmp_path, rows, "ensemble", 12, 4, "a")]
+    flipped = [row["pair_id"] for row in _run(tmp_path, [{**row, "label": 3 - row["label"]} for row in rows],
+                                             "ensemble", 12, 4, "b")]
+    phi = torch.tensor([row["phi"] for row in rows], dtype=torch.float64)
+    anchors = draw_anchors(8, 6, 1.0, seed=load_config(CONFIG).selection.seed)
+    first = rank_rows(EnsembleHeads(anchors).keys(phi), torch.zeros(40, dtype=torch.bool), 4)
+    assert original[:4] == flipped[:4] == [f"pair-{i}" for i in first.tolist()]
+    assert original[4:] != flipped[4:]
 
 
 def test_selected_label_that_is_invalid_is_reported_with_its_row(tmp_path: Path) -> None:

@@ -85,6 +85,23 @@ def test_each_phase_writes_its_outputs(straight_run: Path) -> None:
     assert state.labelled_pair_ids == [pair_id for round_picks in picks(straight_run) for pair_id in round_picks]
 
 
+def test_labelled_pairs_go_to_the_selector_with_the_preferred_response_first(
+    straight_run: Path, tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """So a labelled pair's row is φ(chosen) − φ(rejected): the label a strategy that learns from labels reads."""
+    config = config_for(straight_run, tiny_model_dir)
+    loop = ActiveLoop(config, straight_run, None, None, RoundState(), [], [])  # type: ignore[arg-type]
+    presented = loop.labelled_candidates(ROUNDS)
+    assert [pair.pair_id for pair in presented] == [pair_id for round_picks in picks(straight_run)
+                                                     for pair_id in round_picks]
+    labels = {pair.pair_id: pair for pair in loop.all_labels(ROUNDS)}
+    assert all((pair.response_1, pair.response_2) == (labels[pair.pair_id].chosen, labels[pair.pair_id].rejected)
+               for pair in presented)
+    picked = [CandidatePair(**row) for r in range(1, ROUNDS + 1)
+              for row in read_rows(round_dir(straight_run, r) / "selected_pairs.parquet")]
+    assert any(pair.response_1 != shown.response_1 for pair, shown in zip(picked, presented, strict=True))
+
+
 def stop_on_second_call(method: Callable[..., Any]) -> Callable[..., Any]:
     calls = [0]
 

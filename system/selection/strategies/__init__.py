@@ -1,5 +1,5 @@
 """Built-in strategies; importing this package registers them."""
 
-from system.selection.strategies import dopt, uniform
+from system.selection.strategies import dopt, ensemble, uniform
 
-__all__ = ["dopt", "uniform"]
+__all__ = ["dopt", "ensemble", "uniform"]

@@ -12,11 +12,12 @@ from system.selection import (
     Shard,
     get_strategy,
     merge_argmax,
+    merge_ranked,
     select_batch,
     shard_argmax,
     strategy_names,
 )
-from system.selection.shards import selection_device
+from system.selection.shards import Ranked, RowScorer, selection_device
 
 
 class ShardsPool:
@@ -39,6 +40,9 @@ class ShardsPool:
 
     def update(self, z: torch.Tensor, c: float, taken: int) -> list[Proposal | None]:
         return [shard.update(z, c, taken) for shard in self.shards]
+
+    def top(self, scorer: RowScorer, budget: int) -> list[Ranked]:
+        return merge_ranked([shard.top(scorer, budget) for shard in self.shards], budget)
 
 
 @pytest.mark.parametrize("num_workers", [2, 3, 7])
