@@ -675,8 +675,16 @@ class ClusterConfig(Section):
     )
     placement: Literal["split", "colocate"] = Field(
         "split",
-        description="'split' gives each actor group its own resources; 'colocate' packs generation actor i and "
-        "feature worker i into one placement-group bundle so they share a GPU (only when either asks for GPUs).",
+        description="'split' gives each actor group its own placement group (one bundle per actor); 'colocate' "
+        "puts generation actor i and feature worker i into bundle i of one shared placement group (their resources "
+        "summed), so they share a node and its GPU. The selector and the trainer group have their own groups in "
+        "both.",
+    )
+    placement_timeout_s: float = Field(
+        600.0, gt=0,
+        description="Seconds a joined cluster may take to offer a placement group's bundles (an autoscaler adding "
+        "nodes) and to grant them (other work freeing resources) before the command exits (2 when no node can ever "
+        "hold a bundle, 3 when busy). A local cluster cannot grow: a bundle no node holds stops at once.",
     )
     runtime_env: dict[str, Any] = Field(
         default_factory=dict,
@@ -690,6 +698,10 @@ class ClusterConfig(Section):
     trainer: ResourceSpec = Field(ResourceSpec(), description="Resources of each Ray Train worker.")
     oracle: ResourceSpec = Field(ResourceSpec(num_cpus=0.5), description="Resources of each oracle judge replica.")
     retries: RetryConfig = Field(RetryConfig(), description="Restart and retry bounds of the actors.")
+
+    def ray_address(self) -> str | None:
+        """``address``, else ``$RAY_ADDRESS`` (set by ``ray job submit``); None means a Ray started in-process."""
+        return self.address or os.environ.get("RAY_ADDRESS") or None
 
 
 class Config(Section):
