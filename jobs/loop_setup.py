@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from system.config import Config, dump_config, load_config
-from system.data import load_preferences, read_prompts
+from system.data import is_dataset, load_preferences, read_prompts
 from system.errors import ConfigError, DataError
 from system.fileio import atomic_write_text
 from system.loop import LoopParts, OfflinePool, offline_pool
@@ -34,7 +34,7 @@ def check_config(config: Config) -> None:
                           "set loop.num_eval_prompts=0 or use a machine oracle")
     for key in ("prompts_path", "eval_prompts_path", "pool_path"):
         value = getattr(config.loop, key)
-        if value is not None and not Path(value).exists():
+        if value is not None and not is_dataset(value) and not Path(value).exists():
             raise ConfigError(f"loop.{key}: {value} does not exist")
 
 

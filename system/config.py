@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from system.errors import ConfigError
 
+DATASET_HINT = ("hf:NAME?split=S&revision=R&columns=SRC:DST,… names a Hugging Face dataset instead, read with "
+                "datasets.load_dataset (system/data.py)")
+
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, instances are immutable."""
@@ -300,8 +303,8 @@ class OracleConfig(Section):
     dataset: str | None = Field(
         None,
         description="TRL-format preference file (JSONL/Parquet: prompt/chosen/rejected, optional pair_id and "
-        "score_chosen/score_rejected) whose verdicts kind=replay returns; required for that kind. Pairs are "
-        "matched by pair_id, else by prompt and the two response texts; an unknown pair is an error.",
+        f"score_chosen/score_rejected; {DATASET_HINT}) whose verdicts kind=replay returns; required for that kind. "
+        "Pairs are matched by pair_id, else by prompt and the two response texts; an unknown pair is an error.",
     )
     sampling: Literal["argmax", "bradley_terry"] = Field(
         "argmax",
@@ -534,7 +537,8 @@ class LoopConfig(Section):
     rounds: int = Field(2, ge=1, description="Active-learning rounds; policy version r is trained in round r.")
     prompts_path: str = Field(
         "configs/data/tiny_prompts.jsonl",
-        description="Training prompts (JSONL/Parquet with a 'prompt' column, text or chat messages); must exist.",
+        description=f"Training prompts (JSONL/Parquet with a 'prompt' column, text or chat messages; {DATASET_HINT}); "
+        "must exist.",
     )
     prompts_per_round: int = Field(
         16, ge=1,
@@ -543,8 +547,8 @@ class LoopConfig(Section):
     )
     eval_prompts_path: str | None = Field(
         None,
-        description="Held-out prompts for evaluation; null takes the last num_eval_prompts training prompts and "
-        "keeps them out of training.",
+        description=f"Held-out prompts for evaluation (a file, or {DATASET_HINT}); null takes the last "
+        "num_eval_prompts training prompts and keeps them out of training.",
     )
     num_eval_prompts: int = Field(
         8, ge=0,
@@ -559,9 +563,9 @@ class LoopConfig(Section):
     )
     pool_path: str | None = Field(
         None,
-        description="Offline mode's labelled pool (TRL-format prompt/chosen/rejected, Parquet or JSONL); "
-        "required when mode=offline. Its pairs are offered unlabelled; selected pairs get labels from the oracle "
-        "(e.g. kind=replay on the same file).",
+        description="Offline mode's labelled pool (TRL-format prompt/chosen/rejected, Parquet or JSONL; "
+        f"{DATASET_HINT}); required when mode=offline. Its pairs are offered unlabelled; selected pairs get labels "
+        "from the oracle (e.g. kind=replay on the same file).",
     )
     run_dir: str = Field(
         "runs/tiny",
