@@ -90,11 +90,13 @@ def unmet(bundles: Sequence[Bundle], nodes: Sequence[Mapping[str, float]]) -> st
     """
     for bundle in bundles:
         if not any(_fits(bundle, node) for node in nodes):
-            largest = max(nodes, key=lambda node: sum(node.get(key, 0.0) >= value for key, value in bundle.items()))
-            return f"a bundle of {_show(bundle)} fits on no node (the closest offers {_show(largest)})"
+            closest = max(nodes, key=lambda node: sum(node.get(key, 0.0) >= value for key, value in bundle.items()))
+            offer = {key: closest.get(key, 0.0) for key in bundle}
+            return f"a bundle of {_show(bundle)} fits on no node (the closest offers {_show(offer)})"
     need, have = summed(bundles), summed(nodes)
     if not _fits(need, have):
-        return f"{len(bundles)} bundles need {_show(need)} in all, the cluster has {_show(have)}"
+        offer = {key: have.get(key, 0.0) for key in need}
+        return f"{len(bundles)} bundles need {_show(need)} in all, the cluster has {_show(offer)}"
     return None
 
 
