@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from actors.group import ActorGroup, ActorNotReadyError
+from actors.placement import PlacementWait
 from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
 from system.features import implicit_reward_margins, strategy_rows
@@ -151,6 +152,8 @@ class FeatureWorkerGroup:
         config: the whole config.
         state_dir: where workers persist their shard for restarts (node-local disk is enough on one node;
             shared storage on a cluster).
+        placement_group: shared with the generation fleet under ``colocate`` (worker ``i`` in bundle ``i``); None
+            reserves the workers' own.
     """
 
     def __init__(self, config: Config, state_dir: str | Path, placement_group: Any = None) -> None:
@@ -163,6 +166,7 @@ class FeatureWorkerGroup:
             config.cluster.features,
             actor_args=(config, str(state_dir)),
             placement_group=placement_group,
+            placement_wait=PlacementWait.from_config(config),
             retries=config.cluster.retries,
             name="features",
         )

@@ -19,6 +19,7 @@ import ray
 import torch
 
 from actors.group import ActorGroup, ActorNotReadyError, ShardCall
+from actors.placement import PlacementWait
 from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
 from system.generation import HFEngine, SamplingParams, encode_prompt, sampling_params
@@ -198,6 +199,7 @@ class GenerationFleet:
             config.cluster.generation,
             actor_args=(config,),
             placement_group=placement_group,
+            placement_wait=PlacementWait.from_config(config),
             retries=config.cluster.retries,
             on_restart=self._restore,
             name="generation",

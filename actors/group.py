@@ -1,12 +1,11 @@
-"""N Ray actors of one role: resources from config, optional placement group, sharded calls.
+"""N Ray actors of one role: resources from config, a placement group, sharded calls.
 
 Every role (generation, features, selector, training) is a plain Python class with a cheap
 ``__init__`` and an explicit ``setup()``. :class:`ActorGroup` turns it into ``num_actors`` Ray
-actors that ask for ``config.cluster.<group>`` resources, places them in a placement group when
-they need GPUs (one bundle per actor; ``split`` gives each group its own group of bundles,
-``colocate`` lets several groups share one with fractional GPUs, as in OpenRLHF's hybrid mode),
-cuts work into one shard per actor, gathers the results in shard order, and reruns a shard whose
-actor died on another live actor.
+actors that ask for ``config.cluster.<group>`` resources, places actor ``i`` in bundle ``i`` of a
+placement group (its own, or one shared with another role under ``colocate``: see
+:mod:`actors.placement`), cuts work into one shard per actor, gathers the results in shard order,
+and reruns a shard whose actor died on another live actor.
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import PlacementGroup, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from system.config import Config, ResourceSpec, RetryConfig
+from actors.placement import PlacementWait, bundle_for, reserve
+from system.config import ResourceSpec, RetryConfig
 from system.errors import ActorFailureError, ActorGoneError
 
 logger = logging.getLogger(__name__)
@@ -32,54 +32,6 @@ class ActorNotReadyError(RuntimeError):
 
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ActorNotReadyError)
-
-
-def bundle_for(spec: ResourceSpec) -> dict[str, float]:
-    """The placement-group bundle one actor of ``spec`` occupies."""
-    bundle: dict[str, float] = {"CPU": spec.num_cpus, **spec.resources}
-    if spec.num_gpus:
-        bundle["GPU"] = spec.num_gpus
-    return {key: value for key, value in bundle.items() if value}
-
-
-def make_placement_group(
-    specs: Sequence[ResourceSpec], strategy: str = "PACK", timeout_s: float = 120.0
-) -> PlacementGroup:
-    """Reserve one bundle per spec and wait until the cluster grants it.
-
-    Raises:
-        TimeoutError: the cluster cannot host the bundles (too few GPUs/CPUs or missing custom resources).
-    """
-    group = placement_group([bundle_for(spec) for spec in specs], strategy=strategy)
-    ready, _ = ray.wait([group.ready()], timeout=timeout_s)
-    if not ready:
-        remove_placement_group(group)
-        raise TimeoutError(f"placement group {[bundle_for(s) for s in specs]} not granted within {timeout_s:.0f} s")
-    return group
-
-
-def colocated_placement_group(config: Config, force: bool = False) -> PlacementGroup | None:
-    """One shared placement group for ``cluster.placement: colocate`` (OpenRLHF's hybrid mode).
-
-    Bundle ``i`` holds generation actor ``i`` and feature worker ``i`` together (their resources
-    summed, e.g. 0.5 + 0.5 of one GPU), so both roles share each device. Returns None for ``split``
-    placement, or when no GPU is requested (CPU actors need no reservation) unless ``force`` is set.
-    """
-    cluster = config.cluster
-    if cluster.placement != "colocate" or not (force or cluster.generation.num_gpus or cluster.features.num_gpus):
-        return None
-    bundles = max(config.generation.num_actors, config.features.num_workers)
-    specs = []
-    for rank in range(bundles):
-        roles = [spec for spec, count in ((cluster.generation, config.generation.num_actors),
-                                          (cluster.features, config.features.num_workers)) if rank < count]
-        specs.append(ResourceSpec(
-            num_cpus=sum(spec.num_cpus for spec in roles),
-            num_gpus=sum(spec.num_gpus for spec in roles),
-            resources={key: sum(spec.resources.get(key, 0.0) for spec in roles)
-                       for spec in roles for key in spec.resources},
-        ))
-    return make_placement_group(specs, strategy="PACK")
 
 
 def wait_restarted(actor: Any, call: Callable[[Any], Any], name: str, timeout_s: float) -> Any:
@@ -118,12 +70,13 @@ class ActorGroup:
         spec: Ray resources per actor (``config.cluster.<group>``).
         actor_args: further constructor arguments (the config, usually).
         placement_group: a group reserved elsewhere (colocated roles share one); bundle ``rank`` hosts actor ``rank``.
-        use_placement_group: reserve a group of this group's own; default: when the actors need GPUs.
+            Without one, :meth:`setup` reserves a group of ``num_actors`` bundles of ``spec`` for this group alone.
+        placement_wait: how long that reservation waits for nodes and for its grant.
         retries: how often Ray restarts a dead actor, how often a call is tried, how long a restart is waited for
             (``config.cluster.retries``).
         on_restart: called with a restarted actor's handle, returns the object ref(s) to wait for before the
             actor takes more work; default ``setup()`` (stateful roles also reload weights or state).
-        name: label in logs.
+        name: label in logs; ``cluster.<name>`` names the resources in placement errors.
     """
 
     def __init__(
@@ -133,7 +86,7 @@ class ActorGroup:
         spec: ResourceSpec,
         actor_args: Sequence[Any] = (),
         placement_group: PlacementGroup | None = None,
-        use_placement_group: bool | None = None,
+        placement_wait: PlacementWait = PlacementWait(),
         retries: RetryConfig = RetryConfig(),
         on_restart: Callable[[Any], Any] | None = None,
         name: str = "actors",
@@ -148,17 +101,20 @@ class ActorGroup:
         self._dead: set[int] = set()
         self._placement_group = placement_group
         self._owns_placement_group = False
-        self._use_placement_group = spec.num_gpus > 0 if use_placement_group is None else use_placement_group
+        self._placement_wait = placement_wait
         self.actors: list[Any] = []
 
     def setup(self) -> list[Any]:
-        """Start the actors (placement group first when needed); returns what each ``setup()`` returned.
+        """Start the actors (placement group first); returns what each ``setup()`` returned.
 
         Raises:
-            ActorFailureError: an actor kept dying in ``setup()`` (bounded by ``cluster.retries``).
+            ConfigError: the cluster has no room for the actors' resources (see :func:`actors.placement.reserve`).
+            ActorFailureError: the placement group was not granted in time, or an actor kept dying in ``setup()``
+                (bounded by ``cluster.retries``).
         """
-        if self._placement_group is None and self._use_placement_group:
-            self._placement_group = make_placement_group([self.spec] * self.num_actors)
+        if self._placement_group is None:
+            self._placement_group = reserve([bundle_for(self.spec)] * self.num_actors, f"cluster.{self.name}",
+                                            self._placement_wait)
             self._owns_placement_group = True
         remote_cls = ray.remote(self.actor_cls)
         for rank in range(self.num_actors):
@@ -171,10 +127,9 @@ class ActorGroup:
             }
             if self.spec.memory_gb:
                 options["memory"] = int(self.spec.memory_gb * 1024**3)
-            if self._placement_group is not None:
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group=self._placement_group, placement_group_bundle_index=rank
-                )
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=self._placement_group, placement_group_bundle_index=rank
+            )
             self.actors.append(remote_cls.options(**options).remote(rank, *self.actor_args))
         ready = self.call_each("setup", [()] * self.num_actors)  # an actor that dies starting is restarted, bounded
         logger.info("%s: %d actors ready (%s)", self.name, self.num_actors, self.spec.model_dump())

@@ -21,15 +21,18 @@ from system.fileio import atomic_write_bytes
 class SelectionParts:
     """Feature workers + selector actor behind the loop's :class:`~system.loop.PairSelector` interface.
 
+    ``placement_group``: the group the feature workers share with the generation fleet under ``colocate``
+    (worker ``i`` in bundle ``i``); None reserves their own.
+
     The selector checkpoints its design state to ``checkpoint`` after every round; the loop copies it
     into the round directory, and :meth:`restore` puts the copy of the last finished selection back
     before the actor starts, so a resumed run continues from exactly that V⁻¹.
     """
 
-    def __init__(self, config: Config, run_dir: Path) -> None:
+    def __init__(self, config: Config, run_dir: Path, placement_group: Any = None) -> None:
         self.config = config
         self.checkpoint = run_dir / "selector" / "design.pt"
-        self.features = FeatureWorkerGroup(config, run_dir / "features")
+        self.features = FeatureWorkerGroup(config, run_dir / "features", placement_group)
         self.selector = Selector(config, self.checkpoint)
 
     def restore(self, snapshot: str | None) -> None:

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from actors.features import FeatureWorkerGroup
 from actors.group import ACTOR_FAILURES, ActorGroup, wait_restarted
+from actors.placement import PlacementWait
 from system.config import Config
 from system.errors import SelectionError
 from system.fileio import atomic_output
@@ -208,7 +209,8 @@ class Selector:
         self.config = config
         Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
         self.group = ActorGroup(SelectorActor, 1, config.cluster.selector, actor_args=(config, str(checkpoint_path)),
-                                retries=config.cluster.retries, name="selector")
+                                placement_wait=PlacementWait.from_config(config), retries=config.cluster.retries,
+                                name="selector")
 
     def setup(self) -> int:
         """Start the actor; returns the next round index (from its checkpoint)."""

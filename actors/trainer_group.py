@@ -28,6 +28,7 @@ import ray
 import torch
 
 from actors.group import ACTOR_FAILURES, ActorGroup, ActorNotReadyError
+from actors.placement import PlacementWait
 from actors.trainer import (
     FitRequest,
     dist_backend,
@@ -195,7 +196,7 @@ class TrainerGroup:
                 update={"num_gpus": worker_resources(cfg).get("GPU", 0.0), "memory_gb": None})
             no_restarts = cfg.cluster.retries.model_copy(update={"max_restarts": 0})  # the whole group restarts
             group = ActorGroup(TrainWorker, cfg.train.num_workers, spec, (cfg.train.num_workers, cfg),
-                               retries=no_restarts, name="trainer")
+                               placement_wait=PlacementWait.from_config(cfg), retries=no_restarts, name="trainer")
             self.group = group
             group.setup()
             address, port = ray.get(group.actors[0].rendezvous_address.remote())

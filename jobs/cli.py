@@ -65,7 +65,7 @@ def run(
 @app.command(context_settings=WITH_OVERRIDES)
 def select(
     ctx: typer.Context,
-    pool: Path = typer.Option(..., help="Parquet/JSONL candidate pairs: text columns or a numeric `phi`."),
+    pool: Path = typer.Option(..., help="Candidate pairs (Parquet, JSONL, hf:NAME?…): text columns or numeric `phi`."),
     out: Path = typer.Option(..., help="Where to write the selected pairs (Parquet or JSONL) in pick order."),
     config: Path = CONFIG_OPTION,
     strategy: str | None = typer.Option(None, help="Selection strategy (default: selection.strategy)."),
@@ -84,7 +84,7 @@ def select(
 @app.command(context_settings=WITH_OVERRIDES)
 def train(
     ctx: typer.Context,
-    data: Path = typer.Option(..., help="TRL-format preference data (prompt/chosen/rejected), JSONL or Parquet."),
+    data: Path = typer.Option(..., help="TRL preference data (prompt/chosen/rejected): JSONL, Parquet or hf:NAME?…"),
     out: Path = typer.Option(Path("runs/train"), help="Output directory: checkpoints and the final adapter."),
     config: Path = CONFIG_OPTION,
 ) -> None:
@@ -101,7 +101,7 @@ def serve(ctx: typer.Context, config: Path = CONFIG_OPTION) -> None:
 @app.command(context_settings=WITH_OVERRIDES)
 def generate(
     ctx: typer.Context,
-    prompts: Path = typer.Option(..., help="Prompt-only JSONL/Parquet (a `prompt` column)."),
+    prompts: Path = typer.Option(..., help="Prompts (a `prompt` column): JSONL, Parquet or hf:NAME?split=…"),
     out: Path = typer.Option(..., help="Where to write the sampled responses (JSONL or Parquet)."),
     config: Path = CONFIG_OPTION,
     adapter: Path | None = typer.Option(None, help="LoRA adapter directory to generate with."),

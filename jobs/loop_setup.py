@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from system.config import Config, dump_config, load_config
-from system.data import load_preferences, read_prompts
+from system.data import is_dataset, load_preferences, read_prompts
 from system.errors import ConfigError, DataError
 from system.fileio import atomic_write_text
 from system.loop import LoopParts, OfflinePool, offline_pool
@@ -34,7 +34,7 @@ def check_config(config: Config) -> None:
                           "set loop.num_eval_prompts=0 or use a machine oracle")
     for key in ("prompts_path", "eval_prompts_path", "pool_path"):
         value = getattr(config.loop, key)
-        if value is not None and not Path(value).exists():
+        if value is not None and not is_dataset(value) and not Path(value).exists():
             raise ConfigError(f"loop.{key}: {value} does not exist")
 
 
@@ -109,7 +109,8 @@ def write_run_dir(config: Config, run_dir: Path, fresh: bool) -> None:
 class RayParts:
     """Starts the loop's Ray-backed parts (oracle service, generation fleet, feature workers + selector,
     trainer group, whose workers start with the first round's training and stay up) and shuts down what it
-    started."""
+    started. Each actor group runs in a placement group laid out by ``cluster.placement``
+    (:mod:`actors.placement`); one the cluster cannot hold stops the start with one line naming its key."""
 
     def __init__(self, config: Config, run_dir: Path) -> None:
         self.config = config
@@ -117,17 +118,22 @@ class RayParts:
         self._started: list[Any] = []
 
     def start(self, state: RoundState) -> LoopParts:
+        from ray.util.placement_group import remove_placement_group
+
         from actors.generation import GenerationFleet
         from actors.oracle import start_oracle_service, stop_oracle_service
+        from actors.placement import shared_placement_group
+        from actors.selection import SelectionParts
         from actors.trainer_group import TrainerGroup
         from actors.weights import broadcast_adapter
         from system.oracle_client import OracleClient
 
         config = self.config
-        fleet = GenerationFleet(config)
-        from actors.selection import SelectionParts
-
-        selection = SelectionParts(config, self.run_dir)
+        shared = shared_placement_group(config)  # colocate: generation actor i and feature worker i in bundle i
+        if shared is not None:
+            self._started.append(lambda: remove_placement_group(shared))
+        fleet = GenerationFleet(config, shared)
+        selection = SelectionParts(config, self.run_dir, shared)
         selection.restore(state.selector_state_path)
         trainer = TrainerGroup(config)
         self._started += [stop_oracle_service, fleet.shutdown, selection.shutdown, trainer.shutdown]

@@ -22,15 +22,10 @@ from system.ports import ensure_port_free
 logger = logging.getLogger(__name__)
 
 
-def cluster_address(config: Config) -> str | None:
-    """``cluster.address``, else ``$RAY_ADDRESS`` (set by ``ray job submit``); None means a Ray started here."""
-    return config.cluster.address or os.environ.get("RAY_ADDRESS") or None
-
-
 def check_oracle_port(config: Config) -> None:
     """On a Ray this command starts itself, stop before starting it when ``oracle.port`` is taken
     (a cluster's port lives on its head node, where Serve reports a conflict itself)."""
-    if cluster_address(config) is None:
+    if config.cluster.ray_address() is None:
         ensure_port_free(config.oracle.host, config.oracle.port, "oracle.port")
 
 
@@ -38,7 +33,7 @@ def check_oracle_port(config: Config) -> None:
 def ray_session(config: Config) -> Iterator[str | None]:
     """Connect to ``cluster.address`` (or ``$RAY_ADDRESS`` under ``ray job submit``), else start a local
     Ray in-process; yields the dashboard URL (None without one). Only a Ray started here is shut down."""
-    address = cluster_address(config)
+    address = config.cluster.ray_address()
     if ray.is_initialized():
         yield None
         return

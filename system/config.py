@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from system.errors import ConfigError
 
+DATASET_HINT = ("hf:NAME?split=S&revision=R&columns=SRC:DST,… names a Hugging Face dataset instead, read with "
+                "datasets.load_dataset (system/data.py)")
+
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, instances are immutable."""
@@ -324,8 +327,8 @@ class OracleConfig(Section):
     dataset: str | None = Field(
         None,
         description="TRL-format preference file (JSONL/Parquet: prompt/chosen/rejected, optional pair_id and "
-        "score_chosen/score_rejected) whose verdicts kind=replay returns; required for that kind. Pairs are "
-        "matched by pair_id, else by prompt and the two response texts; an unknown pair is an error.",
+        f"score_chosen/score_rejected; {DATASET_HINT}) whose verdicts kind=replay returns; required for that kind. "
+        "Pairs are matched by pair_id, else by prompt and the two response texts; an unknown pair is an error.",
     )
     sampling: Literal["argmax", "bradley_terry"] = Field(
         "argmax",
@@ -559,7 +562,8 @@ class LoopConfig(Section):
     rounds: int = Field(2, ge=1, description="Active-learning rounds; policy version r is trained in round r.")
     prompts_path: str = Field(
         "configs/data/tiny_prompts.jsonl",
-        description="Training prompts (JSONL/Parquet with a 'prompt' column, text or chat messages); must exist.",
+        description=f"Training prompts (JSONL/Parquet with a 'prompt' column, text or chat messages; {DATASET_HINT}); "
+        "must exist.",
     )
     prompts_per_round: int = Field(
         16, ge=1,
@@ -568,8 +572,8 @@ class LoopConfig(Section):
     )
     eval_prompts_path: str | None = Field(
         None,
-        description="Held-out prompts for evaluation; null takes the last num_eval_prompts training prompts and "
-        "keeps them out of training.",
+        description=f"Held-out prompts for evaluation (a file, or {DATASET_HINT}); null takes the last "
+        "num_eval_prompts training prompts and keeps them out of training.",
     )
     num_eval_prompts: int = Field(
         8, ge=0,
@@ -584,9 +588,9 @@ class LoopConfig(Section):
     )
     pool_path: str | None = Field(
         None,
-        description="Offline mode's labelled pool (TRL-format prompt/chosen/rejected, Parquet or JSONL); "
-        "required when mode=offline. Its pairs are offered unlabelled; selected pairs get labels from the oracle "
-        "(e.g. kind=replay on the same file).",
+        description="Offline mode's labelled pool (TRL-format prompt/chosen/rejected, Parquet or JSONL; "
+        f"{DATASET_HINT}); required when mode=offline. Its pairs are offered unlabelled; selected pairs get labels "
+        "from the oracle (e.g. kind=replay on the same file).",
     )
     run_dir: str = Field(
         "runs/tiny",
@@ -700,8 +704,16 @@ class ClusterConfig(Section):
     )
     placement: Literal["split", "colocate"] = Field(
         "split",
-        description="'split' gives each actor group its own resources; 'colocate' packs generation actor i and "
-        "feature worker i into one placement-group bundle so they share a GPU (only when either asks for GPUs).",
+        description="'split' gives each actor group its own placement group (one bundle per actor); 'colocate' "
+        "puts generation actor i and feature worker i into bundle i of one shared placement group (their resources "
+        "summed), so they share a node and its GPU. The selector and the trainer group have their own groups in "
+        "both.",
+    )
+    placement_timeout_s: float = Field(
+        600.0, gt=0,
+        description="Seconds a joined cluster may take to offer a placement group's bundles (an autoscaler adding "
+        "nodes) and to grant them (other work freeing resources) before the command exits (2 when no node can ever "
+        "hold a bundle, 3 when busy). A local cluster cannot grow: a bundle no node holds stops at once.",
     )
     runtime_env: dict[str, Any] = Field(
         default_factory=dict,
@@ -715,6 +727,10 @@ class ClusterConfig(Section):
     trainer: ResourceSpec = Field(ResourceSpec(), description="Resources of each Ray Train worker.")
     oracle: ResourceSpec = Field(ResourceSpec(num_cpus=0.5), description="Resources of each oracle judge replica.")
     retries: RetryConfig = Field(RetryConfig(), description="Restart and retry bounds of the actors.")
+
+    def ray_address(self) -> str | None:
+        """``address``, else ``$RAY_ADDRESS`` (set by ``ray job submit``); None means a Ray started in-process."""
+        return self.address or os.environ.get("RAY_ADDRESS") or None
 
 
 class Config(Section):

@@ -1,11 +1,18 @@
-"""Preference and prompt datasets in TRL's format, read and written as JSONL or Parquet, streamed.
+"""Preference and prompt datasets in TRL's format, read and written as JSONL or Parquet, streamed, or read from a
+Hugging Face dataset named where a file path goes.
 
 Preference rows have columns ``prompt``, ``chosen``, ``rejected`` (each plain text, or a conversation: a list
 of ``{"role", "content"}`` messages, the same form in all three), optional ``score_chosen``/``score_rejected``
 (finite numbers) and optional ``pair_id``; other columns are ignored. Prompt rows have ``prompt`` and an
 optional ``prompt_id``; missing ids are derived from the prompt's content, so they are stable across runs.
 
-The format follows the suffix: ``.jsonl`` or ``.parquet``. Reading is streamed: Parquet record batch by record
+A source is a file or a dataset: ``hf:NAME[?split=S&revision=R&config=C&columns=SRC:DST,…]`` loads ``NAME`` (a hub
+id such as ``HuggingFaceH4/ultrafeedback_binarized``, or a dataset repository on disk) with
+``datasets.load_dataset`` (split ``train`` unless named; offline, with ``HF_HUB_OFFLINE=1``, from the local cache),
+renames the columns ``columns`` maps (``question:prompt`` reads ``question`` as ``prompt``) and numbers its rows
+from 1. Its rows pass the same checks as a file's, and its errors name the source the same way.
+
+The format of a file follows the suffix: ``.jsonl`` or ``.parquet``. Reading is streamed: Parquet record batch by record
 batch (pyarrow), JSONL line by line. JSONL is parsed per line with :mod:`json` rather than ``pyarrow.json``
 because pyarrow infers one Arrow type per column per block, so a file cannot mix plain and conversational
 rows, and a bad line fails a whole block without its line number; per-line parsing names the exact line (rows
@@ -22,10 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,7 +64,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _data_error(path: Path, row: int, problem: str) -> DataError:
+def _data_error(path: Path | str, row: int, problem: str) -> DataError:
     return DataError(f"{path}: row {row}: {problem}")
 
 
@@ -130,8 +139,98 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield row_number, row
 
 
+# ---------------------------------------------------------------- datasets by name
+
+DATASET_PREFIX = "hf:"
+DATASET_OPTIONS = ("split", "revision", "config", "columns")
+
+
+def is_dataset(source: str | Path) -> bool:
+    """Whether ``source`` names a Hugging Face dataset (``hf:…``) rather than a file."""
+    return str(source).startswith(DATASET_PREFIX)
+
+
+def source_name(source: str | Path) -> Path | str:
+    """How errors name ``source``: a dataset reference as written, a file as its path."""
+    return str(source) if is_dataset(source) else Path(source)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """``hf:NAME?split=S&revision=R&config=C&columns=SRC:DST,…`` parsed: what ``datasets.load_dataset`` is given."""
+
+    source: str
+    name: str
+    split: str = "train"
+    revision: str | None = None
+    config: str | None = None
+    columns: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, source: str) -> DatasetRef:
+        """Raises :class:`DataError` for an empty name, an unknown or repeated option, or a malformed column map."""
+        name, _, query = source.removeprefix(DATASET_PREFIX).partition("?")
+        if not name.strip():
+            raise DataError(f"{source}: no dataset name; write hf:OWNER/NAME[?split=...]")
+        options = parse_qs(query, keep_blank_values=True)
+        unknown = sorted(set(options) - set(DATASET_OPTIONS))
+        if unknown or any(len(values) > 1 for values in options.values()):
+            raise DataError(f"{source}: options are {', '.join(DATASET_OPTIONS)}, each once; got {query!r}")
+        given = {key: values[0] for key, values in options.items()}
+        columns = []
+        for item in filter(None, given.pop("columns", "").split(",")):
+            old, sep, new = item.partition(":")
+            if not (sep and old and new):
+                raise DataError(f"{source}: columns={item!r}: write SOURCE:TARGET, e.g. question:prompt")
+            columns.append((old, new))
+        return cls(source, name, **given, columns=tuple(columns))
+
+    def _load(self) -> Any:
+        """The split as a ``datasets.Dataset``. A repository on disk is read afresh into memory each time:
+        datasets' cache keys a local repository by its layout, so an edited file could be served from the cache
+        with the old rows or schema."""
+        import datasets
+
+        args = (self.name, self.config)
+        if not Path(self.name).is_dir():
+            return datasets.load_dataset(*args, split=self.split, revision=self.revision)
+        with tempfile.TemporaryDirectory(prefix="activealign-dataset-") as cache:
+            return datasets.load_dataset(*args, split=self.split, revision=self.revision, cache_dir=cache,
+                                         keep_in_memory=True)
+
+    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(row number from 1, row with the mapped columns renamed) of the split.
+
+        Raises:
+            DataError: the dataset, its config, revision or split cannot be loaded (offline: not in the cache), or a
+                mapped column is missing.
+        """
+        try:
+            dataset = self._load()
+        except Exception as err:  # noqa: BLE001 - datasets raises hub, file, value and connection errors alike
+            cause: BaseException = err
+            while cause.__cause__ is not None:  # "An error occurred while generating the dataset" wraps the reason
+                cause = cause.__cause__
+            reason = _one_line(err) if cause is err else f"{_one_line(err)}: {_one_line(cause)}"
+            raise DataError(f"{self.source}: cannot load the dataset: {reason}") from None
+        missing = [old for old, _ in self.columns if old not in dataset.column_names]
+        if missing:
+            raise DataError(f"{self.source}: columns {missing} not in the dataset (it has {dataset.column_names})")
+        renamed = dict(self.columns)
+        for number, row in enumerate(dataset, start=1):
+            yield number, {renamed.get(key, key): value for key, value in row.items()
+                           if key in renamed or key not in renamed.values()}
+
+
+# ---------------------------------------------------------------- reading sources
+
+
 def read_numbered_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number, row) pairs, streamed; row numbers are 1-based (JSONL: line numbers)."""
+    """(row number, row) pairs of a file or a dataset (``hf:…``), streamed; row numbers are 1-based (JSONL: line
+    numbers)."""
+    if is_dataset(path):
+        yield from DatasetRef.parse(str(path)).rows()
+        return
     path = Path(path)
     fmt = file_format(path)
     if not path.is_file():
@@ -223,7 +322,7 @@ def _parse_id(row: Mapping[str, Any], field: str) -> str | None:
     return text
 
 
-def _check_unique(path: Path, row_number: int, field: str, value: str, first_row_of: dict[str, int]) -> None:
+def _check_unique(path: Path | str, row_number: int, field: str, value: str, first_row_of: dict[str, int]) -> None:
     """Record ``value`` of ``field`` at ``row_number``; raise naming both rows when it was seen before."""
     if value in first_row_of:
         problem = f"field {field!r}: duplicate {value!r} (first at row {first_row_of[value]})"
@@ -245,7 +344,7 @@ def parse_field(path: str | Path, row_number: int, row: Mapping[str, Any], field
     try:
         return _FIELD_PARSERS[kind](row, field)
     except _FieldError as err:
-        raise _data_error(Path(path), row_number, str(err)) from None
+        raise _data_error(source_name(path), row_number, str(err)) from None
 
 def _is_conversation(text: Text) -> bool:
     return isinstance(text, list)
@@ -272,16 +371,17 @@ def _parse_preference_row(row: Mapping[str, Any]) -> PreferencePair:
 
 
 def read_preferences(path: str | Path) -> Iterator[PreferencePair]:
-    """Stream the preference pairs of a JSONL or Parquet file, validating every row; a ``pair_id`` given twice
-    is an error (a replay oracle or an import would silently keep one of the two)."""
+    """Stream the preference pairs of a JSONL or Parquet file or a dataset (``hf:…``), validating every row; a
+    ``pair_id`` given twice is an error (a replay oracle or an import would silently keep one of the two)."""
+    where = source_name(path)
     first_row_of_id: dict[str, int] = {}
     for row_number, row in read_numbered_rows(path):
         try:
             pair = _parse_preference_row(row)
         except _FieldError as err:
-            raise _data_error(Path(path), row_number, str(err)) from None
+            raise _data_error(where, row_number, str(err)) from None
         if pair.pair_id is not None:
-            _check_unique(Path(path), row_number, "pair_id", pair.pair_id, first_row_of_id)
+            _check_unique(where, row_number, "pair_id", pair.pair_id, first_row_of_id)
         yield pair
 
 
@@ -352,12 +452,13 @@ def _content_id(prompt: Text) -> str:
 
 
 def read_prompts(path: str | Path) -> list[PromptRecord]:
-    """Prompt-only rows (``prompt``, optional ``prompt_id``); other columns, e.g. ``chosen``, are ignored.
+    """Prompt-only rows (``prompt``, optional ``prompt_id``) of a file or dataset; other columns, e.g. ``chosen``, are
+    ignored.
 
     A missing ``prompt_id`` becomes ``p-<sha256 of the prompt>[:16]`` (``-2``, ``-3``… for repeats of the same
     prompt), stable across runs and independent of row order for distinct prompts. Duplicate ids are errors.
     """
-    path = Path(path)
+    where = source_name(path)
     records: list[PromptRecord] = []
     first_row_of_id: dict[str, int] = {}
     for row_number, row in read_numbered_rows(path):
@@ -365,7 +466,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
             prompt = _parse_text(row, "prompt")
             given_id = _parse_id(row, "prompt_id")
         except _FieldError as err:
-            raise _data_error(path, row_number, str(err)) from None
+            raise _data_error(where, row_number, str(err)) from None
         prompt_id = given_id
         if prompt_id is None:
             base = prompt_id = _content_id(prompt)
@@ -374,7 +475,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
                 repeat += 1
                 prompt_id = f"{base}-{repeat}"
         else:
-            _check_unique(path, row_number, "prompt_id", prompt_id, first_row_of_id)
+            _check_unique(where, row_number, "prompt_id", prompt_id, first_row_of_id)
         first_row_of_id[prompt_id] = row_number
         records.append(PromptRecord(prompt=prompt, prompt_id=prompt_id))
     return records

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from system.data import read_preferences
+from system.data import is_dataset, read_preferences
 from system.oracles.base import Oracle, UnknownPairError, preference_probability, response_text
 from system.types import CandidatePair, Label, PreferencePair, Text
 
@@ -35,7 +35,7 @@ class ReplayOracle(Oracle):
             if row.pair_id:
                 self.by_id[row.pair_id] = row
             self.by_text[text_key(row.prompt, row.chosen, row.rejected)] = row
-        self.model_version = Path(dataset).name
+        self.model_version = str(dataset) if is_dataset(dataset) else Path(dataset).name
 
     def lookup(self, pair: CandidatePair) -> PreferencePair | None:
         found = self.by_id.get(pair.pair_id)

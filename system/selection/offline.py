@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from system.data import parse_field, read_numbered_rows
+from system.data import parse_field, read_numbered_rows, source_name
 from system.errors import DataError, SelectionError
 from system.selection.design import DesignState
 from system.selection.plugin import fit_linear_dpo, plugin_weights
@@ -32,9 +32,10 @@ TEXT_COLUMNS = ("prompt", "response_1", "response_2")
 
 @dataclass
 class OfflinePool:
-    """A pool file's rows with the ``label`` column held back (``sealed_labels``, unparsed until revealed)."""
+    """A pool's rows (a file or a dataset, named by ``path``) with the ``label`` column held back (``sealed_labels``,
+    unparsed until revealed)."""
 
-    path: Path
+    path: Path | str
     rows: list[dict[str, Any]]
     pair_ids: list[str]
     sealed_labels: list[Any] | None
@@ -88,8 +89,8 @@ class OfflinePool:
 def load_pool(path: str | Path) -> OfflinePool:
     """Read a pool file; ``pair_id`` (a non-empty string or integer) defaults to ``row-N`` (N: the row's number
     in the file); a bad or duplicate id raises :class:`DataError` naming file, row and field."""
-    source = Path(path)
-    numbered = list(read_numbered_rows(source))
+    source = source_name(path)
+    numbered = list(read_numbered_rows(path))
     if not numbered:
         raise DataError(f"{source}: the pool is empty")
     row_numbers, rows = [number for number, _ in numbered], [row for _, row in numbered]

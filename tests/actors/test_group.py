@@ -131,9 +131,7 @@ def test_call_each_reruns_a_killed_call_on_the_restarted_actor_and_gives_up_afte
 
 
 def test_placement_group_hosts_one_bundle_per_actor(ray_cluster, tmp_path):
-    group = ActorGroup(
-        Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), use_placement_group=True, name="pg"
-    )
+    group = ActorGroup(Squarer, 2, ResourceSpec(num_cpus=0.5), actor_args=(str(tmp_path),), name="pg")
     group.setup()
     group_placement = group._placement_group
     table = ray.util.placement_group_table(group_placement)
@@ -144,14 +142,13 @@ def test_placement_group_hosts_one_bundle_per_actor(ray_cluster, tmp_path):
 
 
 def test_colocated_roles_share_one_bundle_per_rank(ray_cluster, tmp_path):
-    from actors.group import colocated_placement_group
+    from actors.placement import shared_placement_group
     from system.config import load_config
 
     config = load_config("configs/tiny.yaml", ["cluster.placement=colocate", "generation.num_actors=2",
                                                "features.num_workers=2", "cluster.generation.num_cpus=0.5",
                                                "cluster.features.num_cpus=0.25"])
-    assert colocated_placement_group(config) is None  # CPU-only roles reserve nothing unless forced
-    shared = colocated_placement_group(config, force=True)
+    shared = shared_placement_group(config)
     bundles = ray.util.placement_group_table(shared)["bundles"]
     assert [bundle["CPU"] for bundle in bundles.values()] == [0.75, 0.75]
     first = ActorGroup(Squarer, 2, config.cluster.generation, (str(tmp_path),), placement_group=shared)
@@ -162,5 +159,5 @@ def test_colocated_roles_share_one_bundle_per_rank(ray_cluster, tmp_path):
     first.shutdown()
     second.shutdown()
     ray.util.remove_placement_group(shared)
-    assert colocated_placement_group(config.model_copy(update={"cluster": config.cluster.model_copy(
-        update={"placement": "split"})}), force=True) is None
+    assert shared_placement_group(config.model_copy(update={"cluster": config.cluster.model_copy(
+        update={"placement": "split"})})) is None

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     }
     placement = {}
     for group, count in sizes.items():
-        actors = ActorGroup(NodeReporter, count, getattr(config.cluster, group), use_placement_group=True, name=group)
+        actors = ActorGroup(NodeReporter, count, getattr(config.cluster, group), name=group)
         placement[group] = actors.setup()
         actors.shutdown()
     print("PLACEMENT " + json.dumps(placement), flush=True)
