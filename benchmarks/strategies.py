@@ -1,7 +1,7 @@
 """Does active selection save labels online? Every offered strategy against random, paired, over many seeds.
 
-The task (:mod:`benchmarks.strategy_task`): the offline tiny model, 64 prompts × 8 responses per round
-(1,792 candidate pairs), 48 Bradley–Terry labels per round from the MiniLM judge, 8 rounds, DPO with LoRA —
+The task (:mod:`benchmarks.strategy_task`): the offline tiny model, 40 prompts × 8 responses per round
+(1,120 candidate pairs), 48 Bradley–Terry labels per round from the MiniLM judge, 8 rounds, DPO with LoRA —
 through :class:`~system.loop.ActiveLoop` on the in-process parts (the product's code, no Ray). Each seed
 runs every strategy on the same prompts, round-1 pool and training/evaluation seeds.
 

@@ -3,7 +3,7 @@
 One run = one (seed, strategy): :class:`~system.loop.ActiveLoop` over the in-process parts
 (:mod:`system.local_parts`, the product's generation, features, selection, oracle and trainer code) on the
 offline tiny model, for ``rounds`` rounds of ``prompts_per_round`` prompts × ``responses`` responses
-(all C(m, 2) pairs per prompt are candidates: 64 × C(8, 2) = 1,792 a round by default) and ``labels_per_round``
+(all C(m, 2) pairs per prompt are candidates: 40 × C(8, 2) = 1,120 a round by default) and ``labels_per_round``
 labels per round. Labels are drawn Bradley–Terry from the MiniLM judge's reward with a temperature T fixed for
 the task (:func:`calibrate`, cached by :func:`judge_temperature`).
 
@@ -16,8 +16,8 @@ Scores, per round r = 0 … R: the implicit reward h = β·(log πθ − log πr
 version r on ``heldout_pairs`` — fixed pairs of held-out prompts with responses of πref — scored against the
 judge's preference probability p: accuracy = mean 1[sign h = sign(p − ½)] (h = 0 counts ½) and log-loss
 = mean −[p log σ(h) + (1 − p) log σ(−h)] (a proper score: lowest, at the entropy of p, when σ(h) = p);
-and the loop's own evaluation (judge reward of ``loop.eval_samples_per_prompt`` sampled generations per
-evaluation prompt, and win-rate against πref's, on ``eval_prompts`` prompts).
+and the loop's own evaluation (judge reward of ``eval_samples`` sampled generations per evaluation prompt,
+and win-rate against πref's, on ``eval_prompts`` prompts).
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ class Task:
     """Sizes of the benchmark task (defaults: the task random learns on, ``benchmarks/results/pilot_random.md``)."""
 
     rounds: int = 8
-    prompts_per_round: int = 64
+    prompts_per_round: int = 40
     responses: int = 8
     labels_per_round: int = 48
-    heldout_prompts: int = 64
-    eval_prompts: int = 128
+    heldout_prompts: int = 36
+    eval_prompts: int = 100
+    eval_samples: int = 2
     max_new_tokens: int = 16
     epochs: int = 4
 
@@ -109,7 +110,7 @@ def task_config(task: Task, workdir: Path, seed: int, strategy: str, temperature
         "model.path": model_dir, "loop.run_dir": workdir / f"seed_{seed}" / f"{strategy}+{selection_offset}",
         "loop.rounds": task.rounds, "loop.prompts_per_round": task.prompts_per_round, "loop.seed": seed,
         "loop.prompts_path": train_path, "loop.eval_prompts_path": eval_path,
-        "loop.num_eval_prompts": task.eval_prompts,
+        "loop.num_eval_prompts": task.eval_prompts, "loop.eval_samples_per_prompt": task.eval_samples,
         "generation.responses_per_prompt": task.responses, "generation.max_new_tokens": task.max_new_tokens,
         "generation.seed": seed, "generation.batch_size": 32, "features.seed": seed, "features.num_workers": 1,
         "selection.strategy": strategy, "selection.budget": task.labels_per_round,
