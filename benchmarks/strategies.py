@@ -1,7 +1,7 @@
 """Does active selection save labels online? Every offered strategy against random, paired, over many seeds.
 
-The task (:mod:`benchmarks.strategy_task`): the offline tiny model, 128 prompts × 4 responses per round
-(768 candidate pairs), 16 Bradley–Terry labels per round from the MiniLM judge, 5 rounds, DPO with LoRA —
+The task (:mod:`benchmarks.strategy_task`): the offline tiny model, 40 prompts × 8 responses per round
+(1,120 candidate pairs), 48 Bradley–Terry labels per round from the MiniLM judge, 8 rounds, DPO with LoRA —
 through :class:`~system.loop.ActiveLoop` on the in-process parts (the product's code, no Ray). Each seed
 runs every strategy on the same prompts, round-1 pool and training/evaluation seeds.
 
@@ -44,8 +44,8 @@ from benchmarks.paired_stats import Comparison, compare  # noqa: E402
 from benchmarks.strategy_task import (  # noqa: E402
     HeldOut,
     Task,
-    calibrate,
     heldout_pairs,
+    judge_temperature,
     round_one_pool,
     run_strategy,
     task_config,
@@ -55,7 +55,6 @@ from system.features import fixed_encoder_features  # noqa: E402
 from system.fileio import atomic_write_text  # noqa: E402
 from system.generation import candidate_pairs  # noqa: E402
 from system.local_parts import LocalPolicy  # noqa: E402
-from system.models.tiny import build_tiny_model  # noqa: E402
 from system.oracles.base import pair_uniform  # noqa: E402
 from system.selection import LocalPool, fit_linear_dpo, get_strategy, select_round  # noqa: E402
 from system.selection.shards import blocked_rows  # noqa: E402
@@ -276,11 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--strategies: must include random (the baseline)")
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
-    probe = task_config(task, args.work, 0, "random", 1.0)
-    if not Path(probe.model.path).exists():
-        build_tiny_model(probe.model.path, probe.model.tiny)
-    calibration = heldout_pairs(probe, write_task_prompts(task, args.work), LocalPolicy(probe))
-    temperature = calibrate(probe, calibration)
+    temperature = judge_temperature(task, args.work)
     print(f"judge temperature {temperature:.4f}", flush=True)
     jobs = [Job(task, args.work, seed, name, temperature) for seed in seeds for name in args.strategies]
     jobs += [Job(task, args.work, seed, "random", temperature, NEGATIVE_OFFSET) for seed in seeds]

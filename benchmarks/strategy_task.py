@@ -3,23 +3,26 @@
 One run = one (seed, strategy): :class:`~system.loop.ActiveLoop` over the in-process parts
 (:mod:`system.local_parts`, the product's generation, features, selection, oracle and trainer code) on the
 offline tiny model, for ``rounds`` rounds of ``prompts_per_round`` prompts × ``responses`` responses
-(all C(m, 2) pairs per prompt are candidates) and ``labels_per_round`` labels per round. Labels are drawn
-Bradley–Terry from the MiniLM judge's reward with a temperature T fixed for the task (:func:`calibrate`).
+(all C(m, 2) pairs per prompt are candidates: 40 × C(8, 2) = 1,120 a round by default) and ``labels_per_round``
+labels per round. Labels are drawn Bradley–Terry from the MiniLM judge's reward with a temperature T fixed for
+the task (:func:`calibrate`, cached by :func:`judge_temperature`).
 
 Pairing: the loop's prompt order, the generation, training, oracle and feature seeds are the seed itself for
 every strategy, so all strategies of a seed see the same prompts and the same round-1 pool (checked by
 :func:`round_one_pool`), and differ only in what they select; the selection seed is the seed too
 (``selection_offset`` shifts it: the negative control runs random twice with different selection seeds).
 
-Primary metric, per round r = 0 … R: the implicit reward h = β·(log πθ − log πref)(y1) − (…)(y2) of policy
+Scores, per round r = 0 … R: the implicit reward h = β·(log πθ − log πref)(y1) − (…)(y2) of policy
 version r on ``heldout_pairs`` — fixed pairs of held-out prompts with responses of πref — scored against the
 judge's preference probability p: accuracy = mean 1[sign h = sign(p − ½)] (h = 0 counts ½) and log-loss
-= mean −[p log σ(h) + (1 − p) log σ(−h)]. Secondary: the loop's own evaluation (judge reward of generations
-and win-rate against πref on ``loop.num_eval_prompts`` prompts).
+= mean −[p log σ(h) + (1 − p) log σ(−h)] (a proper score: lowest, at the entropy of p, when σ(h) = p);
+and the loop's own evaluation (judge reward of ``eval_samples`` sampled generations per evaluation prompt,
+and win-rate against πref's, on ``eval_prompts`` prompts).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -32,10 +35,12 @@ import torch
 from system.config import Config, load_config
 from system.data import read_prompts, write_prompts
 from system.features import implicit_reward_margins
+from system.fileio import atomic_write_text
 from system.generation import candidate_pairs, sampling_params
 from system.local_parts import LocalPolicy, local_parts
 from system.loop import ActiveLoop
 from system.models.loading import load_adapter_weights
+from system.models.tiny import build_tiny_model
 from system.oracles import RewardOracle, build_oracle
 from system.run_state import RoundState, round_dir
 from system.types import CandidatePair, PromptRecord
@@ -62,14 +67,15 @@ OPENINGS = ("", "Please help: ")
 
 @dataclass(frozen=True)
 class Task:
-    """Sizes of the benchmark task (defaults: the shipped task)."""
+    """Sizes of the benchmark task (defaults: the task random learns on, ``benchmarks/results/pilot_random.md``)."""
 
-    rounds: int = 5
-    prompts_per_round: int = 128
-    responses: int = 4
-    labels_per_round: int = 16
-    heldout_prompts: int = 256
-    eval_prompts: int = 16
+    rounds: int = 8
+    prompts_per_round: int = 40
+    responses: int = 8
+    labels_per_round: int = 48
+    heldout_prompts: int = 36
+    eval_prompts: int = 100
+    eval_samples: int = 2
     max_new_tokens: int = 16
     epochs: int = 4
 
@@ -93,14 +99,18 @@ def task_prompts(heldout: int, evaluation: int) -> tuple[list[PromptRecord], lis
 def task_config(task: Task, workdir: Path, seed: int, strategy: str, temperature: float,
                 selection_offset: int = 0) -> Config:
     """``configs/tiny.yaml`` at the task's sizes: every seed = ``seed`` (selection: + ``selection_offset``),
-    Bradley–Terry labels at ``temperature``, plain PyTorch training, no tracking."""
-    model_dir = workdir / "tiny-model"
+    Bradley–Terry labels at ``temperature``, plain PyTorch training, no tracking. The tiny model lives in a
+    directory named by a digest of ``model.tiny``, so a changed architecture or pre-training never reuses an
+    old build."""
+    tiny = load_config(REPO_ROOT / "configs/tiny.yaml").model.tiny
+    digest = hashlib.sha256(json.dumps(tiny.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+    model_dir = workdir / f"tiny-model-{digest}"
     train_path, eval_path = workdir / "train_prompts.jsonl", workdir / "eval_prompts.jsonl"
     settings = {
         "model.path": model_dir, "loop.run_dir": workdir / f"seed_{seed}" / f"{strategy}+{selection_offset}",
         "loop.rounds": task.rounds, "loop.prompts_per_round": task.prompts_per_round, "loop.seed": seed,
         "loop.prompts_path": train_path, "loop.eval_prompts_path": eval_path,
-        "loop.num_eval_prompts": task.eval_prompts,
+        "loop.num_eval_prompts": task.eval_prompts, "loop.eval_samples_per_prompt": task.eval_samples,
         "generation.responses_per_prompt": task.responses, "generation.max_new_tokens": task.max_new_tokens,
         "generation.seed": seed, "generation.batch_size": 32, "features.seed": seed, "features.num_workers": 1,
         "selection.strategy": strategy, "selection.budget": task.labels_per_round,
@@ -137,9 +147,11 @@ def heldout_pairs(config: Config, prompts: list[PromptRecord], policy: LocalPoli
     return HeldOut(pairs, [label.prob_1 for label in judge.label(pairs)])
 
 
-def calibrate(config: Config, heldout: HeldOut, target: float = 0.8, quantile: float = 0.75) -> float:
+def calibrate(config: Config, heldout: HeldOut, target: float = 0.8, quantile: float = 0.5) -> float:
     """The judge temperature T at which the ``quantile`` of |ΔR| over ``heldout`` maps to P = ``target``:
-    T = q(|ΔR|) / logit(target), so most pairs get P(y1 ≻ y2) in [1 − target, target]."""
+    T = q(|ΔR|) / logit(target). At the median, half the pairs get P(y1 ≻ y2) beyond [0.2, 0.8]: labels that
+    agree with the judge's ranking often enough to teach a few hundred of them (at the 75th percentile three
+    pairs in four were near coin flips, and the implicit reward's held-out log-loss never fell below ln 2)."""
     judge = build_oracle(config.oracle)
     assert isinstance(judge, RewardOracle)
     prompts = [pair.prompt for pair in heldout.pairs]
@@ -147,6 +159,20 @@ def calibrate(config: Config, heldout: HeldOut, target: float = 0.8, quantile: f
     second = judge.rewards(prompts, [pair.response_2 for pair in heldout.pairs])
     gaps = torch.tensor(first, dtype=torch.float64) - torch.tensor(second, dtype=torch.float64)
     return float(torch.quantile(gaps.abs(), quantile)) / math.log(target / (1 - target))
+
+
+def judge_temperature(task: Task, workdir: Path) -> float:
+    """The task's judge temperature: :func:`calibrate` on seed 0's held-out pairs, computed once per ``workdir``
+    (builds the tiny model when missing) and kept in ``workdir/judge_temperature.json``, so runs of
+    different seeds in different processes label at the same T."""
+    path = workdir / "judge_temperature.json"
+    if not path.exists():
+        probe = task_config(task, workdir, 0, "random", 1.0)
+        if not Path(probe.model.path).exists():
+            build_tiny_model(probe.model.path, probe.model.tiny)
+        temperature = calibrate(probe, heldout_pairs(probe, write_task_prompts(task, workdir), LocalPolicy(probe)))
+        atomic_write_text(path, json.dumps({"temperature": temperature}))
+    return float(json.loads(path.read_text())["temperature"])
 
 
 def preference_scores(margins: torch.Tensor, prob_1: torch.Tensor) -> dict[str, float]:

@@ -105,9 +105,10 @@ def build_tiny_llama(tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) 
 def build_tiny_model(out_dir: str | Path, tiny: TinyModelConfig, corpus: Sequence[str] | None = None) -> Path:
     """Build (once) the tiny model and its tokenizer under ``out_dir``.
 
-    Idempotent: when ``out_dir`` already holds a build it returns at once (logging a warning when the
-    recorded ``tiny`` config differs). The directory appears atomically (one rename), complete or not at
-    all; of concurrent builders the first to finish wins and the others keep its build.
+    Idempotent: when ``out_dir`` already holds a build of the same ``tiny`` config it returns at once; a build
+    of another config is an error, never silently reused (a changed architecture or pre-training would
+    otherwise keep the old weights). The directory appears atomically (one rename), complete or not at all;
+    of concurrent builders the first to finish wins and the others keep its build.
 
     Args:
         out_dir: target directory, loadable afterwards with ``from_pretrained(out_dir)``.
@@ -117,12 +118,19 @@ def build_tiny_model(out_dir: str | Path, tiny: TinyModelConfig, corpus: Sequenc
 
     Returns:
         ``out_dir`` as a Path.
+
+    Raises:
+        ConfigError: when ``out_dir`` holds a build of another ``tiny`` config (naming the keys that differ).
     """
     out_path = Path(out_dir)
     record = out_path / BUILD_RECORD
     if record.exists():
-        if json.loads(record.read_text()) != tiny.model_dump():
-            logger.warning("%s was built from a different model.tiny config; reusing it as is", out_path)
+        built, wanted = json.loads(record.read_text()), tiny.model_dump()
+        if built != wanted:
+            changed = ", ".join(f"{key}: {built.get(key)} → {value}" for key, value in wanted.items()
+                                if built.get(key) != value)
+            raise ConfigError(f"model.path {str(out_path)!r} holds a tiny model built from another model.tiny "
+                              f"({changed}); delete it to rebuild, or set model.path to another directory")
         return out_path
     tokenizer = train_tokenizer(list(corpus) if corpus is not None else builtin_corpus(), tiny.vocab_size)
     if len(tokenizer) != tiny.vocab_size:

@@ -31,10 +31,11 @@ BUDGET = 4
 
 
 def small_config(tmp: Path, model_dir: Path, **overrides: object) -> Config:
-    """configs/tiny.yaml cut down for CI: 4 prompts × 3 responses per round, 4 labels, 1 epoch."""
+    """configs/tiny.yaml cut down for CI: 4 prompts × 3 responses per round, 4 labels picked by ActiveDPO, 1 epoch."""
     settings = {
         "model.path": str(model_dir), "loop.run_dir": str(tmp / "run"), "loop.rounds": ROUNDS,
         "loop.prompts_per_round": 4, "loop.num_eval_prompts": 4, "generation.max_new_tokens": 8,
+        "generation.responses_per_prompt": 3, "selection.strategy": "activedpo",
         "selection.budget": BUDGET, "train.epochs": 1, "train.batch_size": 4, "oracle.port": free_port(),
         "oracle.label_store_url": f"sqlite:///{tmp}/labels.db", "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
         "loop.prompts_path": str(REPO_ROOT / "configs/data/tiny_prompts.jsonl"),

@@ -58,6 +58,15 @@ def test_build_is_idempotent_and_deterministic(tiny_model_dir: Path, tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == ["again"]
 
 
+def test_a_build_of_another_config_is_refused_not_reused(tiny_model_dir: Path) -> None:
+    weights = tiny_model_dir / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    changed = TINY.model_copy(update={"pretrain_steps": TINY.pretrain_steps + 1})
+    with pytest.raises(ConfigError, match=f"pretrain_steps: {TINY.pretrain_steps} → {TINY.pretrain_steps + 1}"):
+        build_tiny_model(tiny_model_dir, changed)
+    assert weights.stat().st_mtime_ns == stamp
+
+
 def test_concurrent_builders_agree(tmp_path: Path) -> None:
     target = tmp_path / "shared"
     with ThreadPoolExecutor(2) as pool:
