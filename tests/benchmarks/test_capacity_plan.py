@@ -37,8 +37,9 @@ def matmul_flops() -> float:
 
 @pytest.mark.timeout(600)
 def test_tiny_plan_matches_a_measured_selection_round(ray_cluster, tiny_model_dir, tmp_path):  # noqa: F811
-    config = load_config(REPO_ROOT / "configs/tiny.yaml", [
-        f"model.path={tiny_model_dir}", "cluster.features.num_cpus=0.5", "cluster.selector.num_cpus=0.25"])
+    config = load_config(REPO_ROOT / "configs/tiny.yaml", [  # ActiveDPO: the plan sizes gradient-feature shards
+        f"model.path={tiny_model_dir}", "cluster.features.num_cpus=0.5", "cluster.selector.num_cpus=0.25",
+        "selection.strategy=activedpo"])
     s = sizes(config)
     this_machine = Hardware(peak_flops=matmul_flops(), mfu=1.0)
     phases = {phase.name: phase for phase in plan(config, this_machine)}
@@ -46,7 +47,7 @@ def test_tiny_plan_matches_a_measured_selection_round(ray_cluster, tiny_model_di
     candidates = [Candidate(f"p{i}", f"Tell me about pet {i}.", f"Pet {i} answer {j}.")
                   for i in range(config.loop.prompts_per_round) for j in range(config.generation.responses_per_prompt)]
     pairs = candidate_pairs(candidates)
-    assert len(pairs) == s.pairs == 48
+    assert len(pairs) == s.pairs == config.loop.prompts_per_round * math.comb(config.generation.responses_per_prompt, 2)
 
     model, _ = load_policy(config.model, config.lora, is_trainable=True)
     adapter = sum(param.numel() for name, param in model.named_parameters() if "lora_" in name)

@@ -19,7 +19,8 @@ from system.types import Candidate, PromptRecord
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("tiny") / "model"
-    return load_config("configs/tiny.yaml", [f"model.path={model_dir}", "generation.max_new_tokens=6"])
+    return load_config("configs/tiny.yaml", [f"model.path={model_dir}", "generation.max_new_tokens=6",
+                                             "generation.responses_per_prompt=3"])
 
 
 @pytest.fixture(scope="module")

@@ -122,8 +122,9 @@ def test_plugin_margins_follow_the_trained_loss(tiny_policy) -> None:
 def test_adpo_plus_rows_are_sqrt_fisher_weighted_embeddings(tiny_policy) -> None:
     model, tokenizer, cfg = tiny_policy
     rows = strategy_rows(get_strategy("adpo_plus"), model, tokenizer, PAIRS, cfg)
-    mu = torch.sigmoid(implicit_reward_margins(model, tokenizer, PAIRS, cfg))
-    expected = embedding_features(model, tokenizer, PAIRS, cfg) * (mu * (1 - mu)).sqrt().unsqueeze(-1)
+    margins = implicit_reward_margins(model, tokenizer, PAIRS, cfg).double()
+    fisher = torch.sigmoid(margins) * torch.sigmoid(-margins)  # μ(1 − μ), without 1 − μ rounding to 0 in float32
+    expected = (embedding_features(model, tokenizer, PAIRS, cfg).double() * fisher.sqrt().unsqueeze(-1)).float()
     torch.testing.assert_close(rows, expected)
     torch.testing.assert_close(strategy_rows(get_strategy("activedpo"), model, tokenizer, PAIRS, cfg),
                                gradient_features(model, tokenizer, PAIRS, cfg))
