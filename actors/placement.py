@@ -8,19 +8,17 @@
   placement group, whose bundle holds both roles' resources summed (e.g. ``0.5 + 0.5`` of one GPU), so both run
   on the same node and device; the selector and the trainer group keep their own groups.
 
-Ray leaves a placement group it cannot place PENDING forever, and every actor in it with it. So before
-reserving, :func:`reserve` checks that each bundle fits on one live node and that all bundles fit in the
-cluster's total; a bundle that never fits stops the command with a :class:`~system.errors.ConfigError` naming
-the config key (exit 2), and a group that fits but is not granted in time (other work holds the resources)
-with an :class:`~system.errors.ActorFailureError` (exit 3). A joined cluster may grow (an autoscaler adds the
-nodes a pending group asks for), so there the check is retried until ``cluster.placement_timeout_s``; the
-local cluster cannot, so there it decides at once.
+Ray leaves a placement group it cannot place PENDING forever, and every actor in it with it. :func:`reserve`
+checks each bundle fits on one live node and all bundles fit in the cluster's total; a bundle that never fits
+stops the command with a :class:`~system.errors.ConfigError` naming the config key (exit 2), and a group that fits
+but is not granted in time (other work holds the resources) with an :class:`~system.errors.ActorFailureError`
+(exit 3). The local cluster cannot grow, so there the check runs first and decides at once. A joined cluster may
+grow: an autoscaler adds the nodes a pending group asks for, and only a group that exists asks, so there the group
+is reserved first and the check runs only when it was not granted within ``cluster.placement_timeout_s``.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,28 +28,25 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from system.config import Config, ResourceSpec
 from system.errors import ActorFailureError, ConfigError
 
-logger = logging.getLogger(__name__)
-
 Bundle = dict[str, float]
-NODE_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
 class PlacementWait:
-    """How long a reservation waits: for nodes that can hold its bundles, then for the grant.
+    """How a reservation waits.
 
     Attributes:
-        for_nodes_s: how long a bundle no live node holds may wait for nodes to join (0 on a local cluster).
-        for_grant_s: how long a feasible group may wait for its resources to be free.
+        cluster_can_grow: nodes may join while the group waits (a joined cluster, perhaps autoscaled); False for the
+            local cluster, whose nodes are all there.
+        timeout_s: how long the group may wait to be granted.
     """
 
-    for_nodes_s: float = 0.0
-    for_grant_s: float = 120.0
+    cluster_can_grow: bool = False
+    timeout_s: float = 120.0
 
     @classmethod
     def from_config(cls, config: Config) -> PlacementWait:
-        timeout = config.cluster.placement_timeout_s
-        return cls(for_nodes_s=timeout if config.cluster.ray_address() else 0.0, for_grant_s=timeout)
+        return cls(config.cluster.ray_address() is not None, config.cluster.placement_timeout_s)
 
 
 def bundle_for(spec: ResourceSpec) -> Bundle:
@@ -109,28 +104,31 @@ def reserve(bundles: Sequence[Bundle], key: str, wait: PlacementWait, strategy: 
     """A placement group of ``bundles``, granted; ``key`` (e.g. ``cluster.features``) names their config in errors.
 
     Raises:
-        ConfigError: no live node can hold a bundle, or the cluster's total is too small, even after
-            ``wait.for_nodes_s``.
-        ActorFailureError: the cluster could hold the group but did not grant it within ``wait.for_grant_s``.
+        ConfigError: no live node can hold a bundle, or the cluster's total is too small (on a cluster that can
+            grow: still so after ``wait.timeout_s``).
+        ActorFailureError: the cluster could hold the group but did not grant it within ``wait.timeout_s``.
     """
     if not all(bundles):
         raise ConfigError(f"{key}: asks for no resources, and a placement-group bundle needs some; "
                           f"set {key}.num_cpus > 0")
-    deadline = time.monotonic() + wait.for_nodes_s
-    while (problem := unmet(bundles, live_node_resources())) is not None:
-        if time.monotonic() >= deadline:
-            raise ConfigError(f"{key}: {problem}; lower {key} or add nodes that offer it")
-        logger.info("%s: %s; waiting for nodes to join", key, problem)
-        time.sleep(NODE_POLL_S)
+    if not wait.cluster_can_grow:
+        _refuse_if_unmet(bundles, key)
     group = placement_group(list(bundles), strategy=strategy)
-    ready, _ = ray.wait([group.ready()], timeout=wait.for_grant_s)
-    if not ready:
-        remove_placement_group(group)
-        raise ActorFailureError(
-            f"{key}: {len(bundles)} bundles of {_show(bundles[0])} not granted within {wait.for_grant_s:.0f} s; "
-            f"other work holds those resources (ray status): free them or raise cluster.placement_timeout_s"
-        )
-    return group
+    ready, _ = ray.wait([group.ready()], timeout=wait.timeout_s)
+    if ready:
+        return group
+    remove_placement_group(group)
+    _refuse_if_unmet(bundles, key, f" (no such node joined within {wait.timeout_s:.0f} s)")
+    raise ActorFailureError(
+        f"{key}: {len(bundles)} bundles of {_show(bundles[0])} not granted within {wait.timeout_s:.0f} s; "
+        f"other work holds those resources (ray status): free them or raise cluster.placement_timeout_s"
+    )
+
+
+def _refuse_if_unmet(bundles: Sequence[Bundle], key: str, waited: str = "") -> None:
+    problem = unmet(bundles, live_node_resources())
+    if problem is not None:
+        raise ConfigError(f"{key}: {problem}{waited}; lower {key} or add nodes that offer it")
 
 
 def colocated_bundles(config: Config) -> list[Bundle]:

@@ -30,15 +30,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass, fields
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from system.config import Config, TinyModelConfig, load_config  # noqa: E402
-from system.losses import get_loss  # noqa: E402
-from system.selection import get_strategy  # noqa: E402
+from system.config import Config, TinyModelConfig, load_config
+from system.losses import get_loss
+from system.selection import get_strategy
 
 GiB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

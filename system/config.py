@@ -711,9 +711,10 @@ class ClusterConfig(Section):
     )
     placement_timeout_s: float = Field(
         600.0, gt=0,
-        description="Seconds a joined cluster may take to offer a placement group's bundles (an autoscaler adding "
-        "nodes) and to grant them (other work freeing resources) before the command exits (2 when no node can ever "
-        "hold a bundle, 3 when busy). A local cluster cannot grow: a bundle no node holds stops at once.",
+        description="Seconds a placement group may wait to be granted (other work freeing resources; on a joined "
+        "cluster also an autoscaler adding the nodes it asks for) before the command exits: 2 when no node can hold "
+        "a bundle, 3 when the resources stay busy. The local cluster cannot grow: a bundle no node holds stops it "
+        "at once.",
     )
     runtime_env: dict[str, Any] = Field(
         default_factory=dict,

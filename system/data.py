@@ -26,6 +26,7 @@ each record with the same parser that reads it, so whatever we write we can read
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -185,41 +186,41 @@ class DatasetRef:
             columns.append((old, new))
         return cls(source, name, **given, columns=tuple(columns))
 
-    def _load(self) -> Any:
-        """The split as a ``datasets.Dataset``. A repository on disk is read afresh into memory each time:
-        datasets' cache keys a local repository by its layout, so an edited file could be served from the cache
-        with the old rows or schema."""
+    def _load(self, cache: str | None) -> Any:
+        """The split as a memory-mapped ``datasets.Dataset``, prepared in ``cache`` (None: datasets' own cache)."""
         import datasets
 
-        args = (self.name, self.config)
-        if not Path(self.name).is_dir():
-            return datasets.load_dataset(*args, split=self.split, revision=self.revision)
-        with tempfile.TemporaryDirectory(prefix="activealign-dataset-") as cache:
-            return datasets.load_dataset(*args, split=self.split, revision=self.revision, cache_dir=cache,
-                                         keep_in_memory=True)
-
-    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(row number from 1, row with the mapped columns renamed) of the split.
-
-        Raises:
-            DataError: the dataset, its config, revision or split cannot be loaded (offline: not in the cache), or a
-                mapped column is missing.
-        """
         try:
-            dataset = self._load()
+            return datasets.load_dataset(self.name, self.config, split=self.split, revision=self.revision,
+                                         cache_dir=cache)
         except Exception as err:  # noqa: BLE001 - datasets raises hub, file, value and connection errors alike
             cause: BaseException = err
             while cause.__cause__ is not None:  # "An error occurred while generating the dataset" wraps the reason
                 cause = cause.__cause__
             reason = _one_line(err) if cause is err else f"{_one_line(err)}: {_one_line(cause)}"
             raise DataError(f"{self.source}: cannot load the dataset: {reason}") from None
-        missing = [old for old, _ in self.columns if old not in dataset.column_names]
-        if missing:
-            raise DataError(f"{self.source}: columns {missing} not in the dataset (it has {dataset.column_names})")
-        renamed = dict(self.columns)
-        for number, row in enumerate(dataset, start=1):
-            yield number, {renamed.get(key, key): value for key, value in row.items()
-                           if key in renamed or key not in renamed.values()}
+
+    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(row number from 1, row with the mapped columns renamed) of the split, streamed from its Arrow files.
+
+        A repository on disk is prepared afresh in a temporary cache that lives while the rows are read: datasets'
+        own cache keys a local repository by its layout, so an edited file could be served with old rows or schema.
+
+        Raises:
+            DataError: the dataset, its config, revision or split cannot be loaded (offline: not in the cache), or a
+                mapped column is missing.
+        """
+        with contextlib.ExitStack() as stack:
+            cache = (stack.enter_context(tempfile.TemporaryDirectory(prefix="activealign-dataset-"))
+                     if Path(self.name).is_dir() else None)
+            dataset = self._load(cache)
+            missing = [old for old, _ in self.columns if old not in dataset.column_names]
+            if missing:
+                raise DataError(f"{self.source}: columns {missing} not in the dataset (it has {dataset.column_names})")
+            renamed = dict(self.columns)
+            for number, row in enumerate(dataset, start=1):
+                yield number, {renamed.get(key, key): value for key, value in row.items()
+                               if key in renamed or key not in renamed.values()}
 
 
 # ---------------------------------------------------------------- reading sources

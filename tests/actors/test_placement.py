@@ -6,9 +6,9 @@ import pytest
 import ray
 
 from actors.group import ActorGroup
-from actors.placement import bundle_for, colocated_bundles, unmet
+from actors.placement import PlacementWait, bundle_for, colocated_bundles, reserve, unmet
 from system.config import ResourceSpec, load_config
-from system.errors import ConfigError
+from system.errors import ActorFailureError, ConfigError
 from tests.conftest import REPO_ROOT
 
 GPU_NODE = {"CPU": 16.0, "GPU": 2.0, "memory": 64.0 * 1024**3, "generation_node": 2.0}
@@ -47,4 +47,21 @@ def test_a_group_the_local_cluster_cannot_hold_stops_at_once_naming_its_key(ray_
     with pytest.raises(ConfigError, match=r"^cluster\.features: ") as raised:
         group.setup()
     assert "\n" not in str(raised.value)
+    assert not [pg for pg in ray.util.placement_group_table().values() if pg["state"] == "PENDING"]
+
+
+def test_on_a_cluster_that_can_grow_the_group_asks_first_and_is_refused_after_the_timeout(ray_cluster):
+    """An autoscaler adds nodes only for a group that exists and waits, so a joined cluster reserves before it
+    checks; a bundle still fitting no node after the wait is a ConfigError, busy resources an ActorFailureError."""
+    grows = PlacementWait(cluster_can_grow=True, timeout_s=2)
+    with pytest.raises(ConfigError, match=r"^cluster\.trainer: a bundle of \{CPU: 1, GPU: 1\} fits on no node .*"
+                                          r"\(no such node joined within 2 s\)"):
+        reserve([{"CPU": 1.0, "GPU": 1.0}], "cluster.trainer", grows)
+    holder = reserve([{"CPU": 7.0}], "cluster.generation", grows)
+    try:
+        with pytest.raises(ActorFailureError, match=r"^cluster\.features: 1 bundles of \{CPU: 2\} not granted "
+                                                    r"within 2 s"):
+            reserve([{"CPU": 2.0}], "cluster.features", grows)
+    finally:
+        ray.util.remove_placement_group(holder)
     assert not [pg for pg in ray.util.placement_group_table().values() if pg["state"] == "PENDING"]

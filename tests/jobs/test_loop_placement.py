@@ -1,6 +1,7 @@
-"""Where the loop's start-up puts its actors, read back from Ray: each actor's placement group (its own runtime
-context) and each bundle's use (Ray's per-bundle resources ``CPU_group_<i>_<group id>``), for ``colocate`` and
-``split``; and a placement the cluster cannot hold stopping the start with one line naming its key."""
+"""Where the loop's start-up puts its actors, read back from Ray: each actor's placement group and node (its own
+runtime context), each bundle's node (the placement-group table) and use (Ray's per-bundle resources
+``CPU_group_<i>_<group id>``), for ``colocate`` and ``split``; and a placement the cluster cannot hold stopping the
+start with one line naming its key."""
 
 from __future__ import annotations
 
@@ -27,15 +28,16 @@ def placement_config(tmp: Path, model_dir: Path, placement: str, **overrides: ob
         "tracking.enabled": False, **overrides})
 
 
-def _placement_group_id(_actor_self: Any) -> str | None:
-    return ray.get_runtime_context().get_placement_group_id()
+def _where(_actor_self: Any) -> tuple[str | None, str]:
+    context = ray.get_runtime_context()
+    return context.get_placement_group_id(), context.get_node_id()
 
 
-def group_of(actor: Any) -> str:
-    """The placement group ``actor`` runs in, as Ray's runtime context inside the actor reports it."""
-    group_id = ray.get(actor.__ray_call__.remote(_placement_group_id))
+def placement_of(actor: Any) -> tuple[str, str]:
+    """(placement group, node) of ``actor``, as Ray's runtime context inside the actor reports them."""
+    group_id, node_id = ray.get(actor.__ray_call__.remote(_where))
     assert group_id is not None
-    return group_id
+    return group_id, node_id
 
 
 def cpus_used_per_bundle(group_id: str) -> list[float]:
@@ -60,9 +62,13 @@ def test_loop_start_places_its_actors_as_configured(ray_cluster, shared_model, t
     parts = RayParts(config, Path(config.loop.run_dir))
     try:
         started = roles(parts.start(RoundState()))
-        groups = {role: [group_of(actor) for actor in actors] for role, actors in started.items()}
+        where = {role: [placement_of(actor) for actor in actors] for role, actors in started.items()}
+        groups = {role: [group for group, _ in places] for role, places in where.items()}
         table = ray.util.placement_group_table()
         assert all(table[group]["state"] == "CREATED" for ids in groups.values() for group in ids)
+        for role in ("generation", "features"):  # actor i on the node of bundle i
+            assert [node for _, node in where[role]] == [table[group]["bundles_to_node_id"][rank]
+                                                        for rank, (group, _) in enumerate(where[role])]
         assert {role: len(set(ids)) for role, ids in groups.items()} == dict.fromkeys(groups, 1)  # one group per role
         generation, features = groups["generation"][0], groups["features"][0]
         if placement == "colocate":

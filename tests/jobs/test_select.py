@@ -139,3 +139,17 @@ def test_text_pool_is_featurised_with_the_configured_model(tmp_path: Path) -> No
     assert len(selected) == 3 and len({row["pair_id"] for row in selected}) == 3
     assert all(0 < row["score"] <= 4.0 for row in selected)  # ‖φ‖² ≤ 4 for differences of unit vectors, λ = 1
     assert selected[0]["score"] >= selected[1]["score"] >= selected[2]["score"]
+
+
+def test_a_pool_named_as_a_dataset_selects_what_the_same_file_selects(tmp_path: Path) -> None:
+    """``--pool hf:DIR?split=train`` (a dataset repository on disk, read by datasets.load_dataset) as typer hands it
+    over, a Path, picks exactly the pairs the same rows picked from a JSONL file."""
+    rows = _pool_rows(40)
+    repo = tmp_path / "pool-repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (repo / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+                                    "    path: data/train.jsonl\n---\n")
+    out = tmp_path / "from-dataset.jsonl"
+    assert main(load_config(CONFIG), Path(f"hf:{repo}?split=train"), out, "adpo_plus", 12, 4) == 0
+    assert list(read_rows(out)) == _run(tmp_path, rows, "adpo_plus", 12, 4)

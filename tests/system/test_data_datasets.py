@@ -106,3 +106,11 @@ def test_the_reference_is_parsed_into_what_load_dataset_gets() -> None:
     assert (ref.name, ref.split, ref.revision, ref.config, ref.columns) == (
         "HuggingFaceH4/ultrafeedback_binarized", "train_prefs", "main", "default", (("messages", "prompt"),))
     assert DatasetRef.parse("hf:a/b").split == "train"
+
+
+def test_an_edited_repository_on_disk_is_read_afresh(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", ROWS)
+    source = f"hf:{repo}?split=train_prefs&{COLUMNS}"
+    assert [pair.chosen for pair in load_preferences(source)] == ["A cat.", "A robin."]
+    (repo / "data" / "train_prefs.jsonl").write_text(json.dumps({**ROWS[0], "better": "A dog."}) + "\n")
+    assert [pair.chosen for pair in load_preferences(source)] == ["A dog."]
