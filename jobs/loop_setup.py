@@ -19,6 +19,7 @@ from system.config import Config, dump_config, load_config
 from system.data import is_dataset, load_preferences, read_prompts
 from system.errors import ConfigError, DataError
 from system.fileio import atomic_write_text
+from system.labels.render import load_guidelines
 from system.loop import LoopParts, OfflinePool, offline_pool
 from system.run_state import FEATURES_DIR, STATE_FILE, RoundState, check_resume_config, load_round_state
 from system.types import PromptRecord
@@ -36,6 +37,7 @@ def check_config(config: Config) -> None:
         value = getattr(config.loop, key)
         if value is not None and not is_dataset(value) and not Path(value).exists():
             raise ConfigError(f"loop.{key}: {value} does not exist")
+    load_guidelines(config.oracle.human.guidelines_path)  # an unreadable guidelines file stops here
 
 
 def load_prompt_sets(config: Config) -> tuple[list[PromptRecord], list[PromptRecord]]:

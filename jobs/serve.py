@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from system.config import Config
+from system.labels.render import load_guidelines
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ def main(config: Config) -> int:
     from jobs.ray_session import check_oracle_port, ray_session
 
     check_oracle_port(config)
+    load_guidelines(config.oracle.human.guidelines_path)  # an unreadable guidelines file stops here, before Ray
     token, generated = resolve_token(config.oracle)
     stop = threading.Event()
 

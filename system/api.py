@@ -124,6 +124,7 @@ class LabelOut(Body):
     annotator: str
     created_at: str
     answer_ms: int | None = None
+    guidelines_digest: str = ""
 
     def to_label(self) -> Label:
         return Label(pair_id=self.pair_id, preferred=self.preferred, prob_1=self.prob_1, oracle=self.oracle,
@@ -170,7 +171,8 @@ class Progress(Body):
 
 class TaskOut(Body):
     """A task as shown to the asking annotator: ``response_1`` is whichever response they see first (the order is
-    random per person and task); an answer's ``choice`` refers to this order."""
+    random per person and task); an answer's ``choice`` refers to this order. The ``*_html`` fields are the same
+    texts rendered from Markdown as safe HTML (:mod:`system.labels.render`: no raw HTML, images or links)."""
 
     task_id: int
     pair_id: str
@@ -178,6 +180,17 @@ class TaskOut(Body):
     prompt: Any
     response_1: str
     response_2: str
+    prompt_html: str
+    response_1_html: str
+    response_2_html: str
+
+
+class Guidelines(Body):
+    """The annotation guidelines as safe HTML, and the SHA-256 of their file (stored with every answer); both empty
+    when ``oracle.human.guidelines_path`` is unset."""
+
+    digest: str
+    html: str
 
 
 class NextTask(Body):

@@ -291,6 +291,12 @@ class HumanOracleConfig(Section):
         "label is their majority (prob_1 = the share of votes for response 1). Odd, so a majority always exists.",
     )
 
+    guidelines_path: str | None = Field(
+        None,
+        description="Markdown file of annotation guidelines, shown on the annotator page (key ?); its SHA-256 is "
+        "stored with every answer, so answers can be told apart by the guidelines they were given under.",
+    )
+
     @field_validator("annotations_per_pair")
     @classmethod
     def _odd(cls, k: int) -> int:

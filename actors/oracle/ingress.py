@@ -44,6 +44,7 @@ from system.api import (
     AnswerIn,
     AnswerOut,
     ErrorOut,
+    Guidelines,
     LabelOut,
     LabelRequest,
     LabelResponse,
@@ -60,6 +61,7 @@ from system.config import OracleConfig
 from system.errors import LabelStoreError, OracleError, PairTextConflictError, TaskAnsweredError
 from system.labels import HumanQueue, LabelRecord, LabelStore
 from system.labels.annotators import AnnotatorRegistry
+from system.labels.render import render_text
 from system.labels.stats import annotation_stats
 from system.oracles import UnknownPairError
 from system.types import CandidatePair
@@ -141,7 +143,8 @@ def label_out(record: LabelRecord) -> LabelOut:
 class OracleIngress:
     """Routes of the oracle API. One replica: it is the single writer of the (SQLite) label store."""
 
-    def __init__(self, oracle_cfg: OracleConfig, store_url: str, token: str, judge: DeploymentHandle | None) -> None:
+    def __init__(self, oracle_cfg: OracleConfig, store_url: str, token: str, judge: DeploymentHandle | None,
+                 guidelines: Guidelines) -> None:
         app.state.settings = Settings(token=token, max_request_bytes=oracle_cfg.max_request_bytes,
                                       max_pairs_per_request=oracle_cfg.max_pairs_per_request)
         self.kind = oracle_cfg.kind
@@ -149,6 +152,7 @@ class OracleIngress:
         self.store = LabelStore(store_url)
         self.queue = HumanQueue(self.store, oracle_cfg.human.annotations_per_pair)
         app.state.annotators = AnnotatorRegistry(self.store)
+        self.guidelines = guidelines
         self.judge = judge
         self.metrics = OracleMetrics()
 
@@ -265,7 +269,8 @@ class OracleIngress:
         if task is not None:  # in the order this person sees it: their answer's 1 means the first shown
             first, second = task.shown_to(principal.name)
             task_out = TaskOut(task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt=task.prompt,
-                               response_1=first, response_2=second)
+                               response_1=first, response_2=second, prompt_html=render_text(task.prompt),
+                               response_1_html=render_text(first), response_2_html=render_text(second))
         return NextTask(task=task_out, progress=self._progress())
 
     @app.post("/v1/tasks/{task_id}/answer", response_model=AnswerOut)
@@ -273,12 +278,17 @@ class OracleIngress:
                principal: Principal = Depends(require_annotator)) -> AnswerOut:
         """Record the token's annotator's choice: 1, 2 or "skip"; a task answered already is a 409."""
         try:
-            record = self.queue.answer(task_id, body.choice, principal.name, body.answer_ms)
+            record = self.queue.answer(task_id, body.choice, principal.name, body.answer_ms, self.guidelines.digest)
         except TaskAnsweredError as exc:
             raise HTTPException(409, f"task_id: {exc}") from None
         except LabelStoreError as exc:
             raise HTTPException(404, f"task_id: {exc}") from None
         return AnswerOut(label=None if record is None else label_out(record), progress=self._progress())
+
+    @app.get("/v1/guidelines", response_model=Guidelines, dependencies=[Depends(authenticate)])
+    def guidelines(self) -> Guidelines:
+        """The annotation guidelines (``oracle.human.guidelines_path``) as safe HTML, with their digest."""
+        return self.guidelines
 
     @app.get("/v1/annotation/stats", response_model=AnnotationStats, dependencies=[Depends(require_reviewer)])
     def annotation_stats(self, round: int | None = Query(None, ge=0, le=MAX_STORED_INT)) -> AnnotationStats:

@@ -25,6 +25,7 @@ from actors.oracle.judge import OracleJudge
 from actors.oracle.security import resolve_token
 from system.config import Config, load_config
 from system.labels.migrate import absolute_store_url
+from system.labels.render import load_guidelines
 
 logger = logging.getLogger(__name__)
 APP_NAME = "activealign-oracle"
@@ -59,7 +60,8 @@ def build_app(config: Config, token: str) -> Application:
         max_queued_requests=oracle.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=oracle.retry_after_s),
     )
-    return ingress.bind(oracle, absolute_store_url(oracle.label_store_url), token, judge)
+    guidelines = load_guidelines(oracle.human.guidelines_path)  # read here: a replica's working directory differs
+    return ingress.bind(oracle, absolute_store_url(oracle.label_store_url), token, judge, guidelines)
 
 
 def base_url(host: str, port: int) -> str:

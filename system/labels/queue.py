@@ -155,11 +155,13 @@ class HumanQueue:
         return int(counts.get("done", 0)), int(sum(counts.values()))
 
     def answer(
-        self, task_id: int, choice: Literal[1, 2, "skip"], annotator: str, answer_ms: int | None = None
+        self, task_id: int, choice: Literal[1, 2, "skip"], annotator: str, answer_ms: int | None = None,
+        guidelines_digest: str = "",
     ) -> LabelRecord | None:
         """Record ``annotator``'s answer; returns their stored answer (None for a skip).
 
-        ``choice`` names a response as shown to ``annotator`` (:meth:`AnnotationTask.shown_to`): 1 is the one shown
+        ``guidelines_digest`` names the guidelines they were shown. ``choice`` names a response as shown to
+        ``annotator`` (:meth:`AnnotationTask.shown_to`): 1 is the one shown
         first. It is stored de-randomised, as the pair's response 1 or 2.
 
         The answer, and with the k-th answer the pair's majority label and the task's ``done``, are written in one
@@ -192,7 +194,8 @@ class HumanQueue:
                 preferred: Literal[1, 2] = (2 if choice == 1 else 1) if swapped_for(annotator, task_id) else choice
                 answer = Label(pair_id=task.pair_id, preferred=preferred, prob_1=1.0 if preferred == 1 else 0.0,
                                oracle=HUMAN_ORACLE, annotator=annotator)
-                self.store.insert(connection, [answer], [task.pair], round=task.round, answer_ms=answer_ms)
+                self.store.insert(connection, [answer], [task.pair], round=task.round, answer_ms=answer_ms,
+                                  guidelines_digest=guidelines_digest)
                 votes[annotator] = preferred
                 if len(votes) >= self.annotations_per_pair:
                     aggregate = majority_label(task.pair_id, list(votes.values()))

@@ -2,7 +2,8 @@
 
 ``labels`` holds one oracle verdict per (pair_id, oracle, annotator) — the unique key that makes
 every write idempotent. ``tasks`` is the human-annotation queue: one row per pair waiting for a person;
-``annotators`` the people who answer it; a human label records how long its answer took (``answer_ms``).
+``annotators`` the people who answer it; a human label records how long its answer took (``answer_ms``) and
+the guidelines it was given under (``guidelines_digest``, the SHA-256 of the guidelines file).
 Prompts are stored as JSON text because a prompt is either a string or a conversation. Every row keeps
 ``text_digest`` (:func:`~system.types.pair_text_digest` of its prompt and responses): a pair id is bound to
 the texts it was first stored with, in both tables, and the store refuses it with other texts.
@@ -24,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 """The alembic revision this code reads and writes; a store at any other head is refused."""
 
 metadata = MetaData()
@@ -46,6 +47,7 @@ labels_table = Table(
     Column("annotator", String(128), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("answer_ms", Integer, nullable=True),
+    Column("guidelines_digest", String(64), nullable=False, server_default=""),
     UniqueConstraint("pair_id", "oracle", "annotator", name="uq_labels_pair_oracle_annotator"),
     Index("ix_labels_round", "round"),
 )

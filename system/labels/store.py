@@ -61,6 +61,7 @@ class LabelRecord:
     annotator: str
     created_at: datetime
     answer_ms: int | None = None
+    guidelines_digest: str = ""
 
     @property
     def label(self) -> Label:
@@ -94,7 +95,7 @@ def _record(row: Any) -> LabelRecord:
         response_1=row.response_1, response_2=row.response_2, text_digest=row.text_digest,
         preferred=row.preferred, prob_1=row.prob_1,
         oracle=row.oracle, model_version=row.model_version, annotator=row.annotator, created_at=created_at,
-        answer_ms=row.answer_ms,
+        answer_ms=row.answer_ms, guidelines_digest=row.guidelines_digest,
     )
 
 
@@ -201,9 +202,11 @@ class LabelStore:
         pairs: Sequence[CandidatePair] | Mapping[str, CandidatePair],
         round: int,
         answer_ms: int | None = None,
+        guidelines_digest: str = "",
     ) -> int:
         """:meth:`put` inside the caller's transaction, which holds the store's write lock
-        (:func:`~system.labels.migrate.lock_store`); ``answer_ms`` is how long a person took to answer."""
+        (:func:`~system.labels.migrate.lock_store`); ``answer_ms`` is how long a person took to answer and
+        ``guidelines_digest`` the guidelines they answered under."""
         by_id = pairs if isinstance(pairs, Mapping) else {pair.pair_id: pair for pair in pairs}
         now = datetime.now(timezone.utc)
         rows = []
@@ -219,6 +222,7 @@ class LabelStore:
                 "preferred": label.preferred,
                 "prob_1": float(label.prob_1), "oracle": label.oracle, "model_version": label.model_version,
                 "annotator": label.annotator, "created_at": now, "answer_ms": answer_ms,
+                "guidelines_digest": guidelines_digest,
             })
         if not rows:
             return 0

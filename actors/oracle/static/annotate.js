@@ -5,11 +5,6 @@
 const state = { token: "", task: null, shownAt: 0, busy: false, answers: 0 };
 const $ = (id) => document.getElementById(id);
 
-function showText(value) {
-  if (typeof value === "string") return value;
-  return value.map((m) => `${m.role}: ${m.content}`).join("\n");
-}
-
 async function api(method, path, body) {
   const response = await fetch(path, {
     method,
@@ -27,9 +22,11 @@ function render(data) {
   $("task").hidden = !data.task;
   $("empty").hidden = !!data.task;
   if (!data.task) return;
-  $("prompt").textContent = showText(data.task.prompt);
-  $("response-1").textContent = data.task.response_1;
-  $("response-2").textContent = data.task.response_2;
+  // Markdown rendered by the service with raw HTML, images and links off (system/labels/render.py), under this
+  // page's Content-Security-Policy: no script can run from it.
+  $("prompt").innerHTML = data.task.prompt_html;
+  $("response-1").innerHTML = data.task.response_1_html;
+  $("response-2").innerHTML = data.task.response_2_html;
   document.body.dataset.taskId = String(data.task.task_id);
   state.shownAt = performance.now();
 }
@@ -72,12 +69,16 @@ async function start() {
     return;
   }
   sessionStorage.setItem("activealign-token", state.token);
+  const guidelines = await api("GET", "/v1/guidelines");
+  $("guidelines-text").innerHTML = guidelines.html;
+  $("guidelines").hidden = !guidelines.html;
   loadNext();
   setInterval(() => { if (!state.task) loadNext(); }, 3000);
 }
 
 document.addEventListener("keydown", (event) => {
   if (event.target instanceof HTMLInputElement) return;
+  if (event.key === "?") { $("guidelines").open = !$("guidelines").open; return; }
   const choice = { "1": 1, "2": 2, "s": "skip" }[event.key];
   if (choice !== undefined) answer(choice);
 });

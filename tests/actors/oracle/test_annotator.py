@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 import time
@@ -25,9 +26,14 @@ PAIRS = [
 ]
 
 
+GUIDELINES = "# Guidelines\n\nPrefer the **kinder** answer; a rude one loses.\n"
+
+
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return oracle_config(tmp_path_factory.mktemp("human") / "labels.db", kind="human")
+    folder = tmp_path_factory.mktemp("human")
+    (folder / "guidelines.md").write_text(GUIDELINES, encoding="utf-8")
+    return oracle_config(folder / "labels.db", kind="human", human={"guidelines_path": str(folder / "guidelines.md")})
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +92,7 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
     expect(page.locator("#whoami")).to_have_text("answering as alice")
     expect(page.locator("#prompt")).to_have_text("Greet me")
     assert page.text_content("#progress") == "0 / 2 labelled"
-    shown = [page.text_content("#response-1"), page.text_content("#response-2")]
+    shown = [(page.text_content(f"#response-{side}") or "").strip() for side in (1, 2)]
     assert sorted(shown) == ["Hello, nice to meet you!", "What."]  # in the order drawn for alice and this task
     page.keyboard.press(key_for(shown, "Hello, nice to meet you!"))  # the pair's response 1
     expect(page.locator("#progress")).to_have_text("1 / 2 labelled")
@@ -96,11 +102,14 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
     assert (record.pair_id, record.preferred, record.oracle, record.annotator, record.round) == (
         "h0", 1, "human", "alice", 3)
     assert record.answer_ms is not None and 0 <= record.answer_ms < 120_000  # measured by the page
+    assert record.guidelines_digest == hashlib.sha256(GUIDELINES.encode()).hexdigest()  # the ones she was shown
     expect(page.locator("#prompt")).to_have_text("Say bye")
     page.keyboard.press("s")  # skip: the only other task comes back
     expect(page.locator("body")).to_have_attribute("data-answers", "2")
-    assert page.text_content("#prompt") == "Say bye"
-    shown = [page.text_content("#response-1"), page.text_content("#response-2")]
+    assert (page.text_content("#prompt") or "").strip() == "Say bye"
+    page.keyboard.press("?")
+    expect(page.locator("#guidelines strong")).to_have_text("kinder")  # the guidelines panel, rendered
+    shown = [(page.text_content(f"#response-{side}") or "").strip() for side in (1, 2)]
     page.keyboard.press(key_for(shown, "Goodbye, take care!"))  # the pair's response 2
     expect(page.locator("#progress")).to_have_text("2 / 2 labelled")
     assert page.is_visible("#empty")
@@ -226,3 +235,31 @@ def test_requeueing_a_pair_id_with_new_texts_is_409_not_the_old_task(url: str) -
     response = httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [changed]}, timeout=30)
     assert response.status_code == 409, response.text
     assert response.json()["detail"].startswith("body.pairs: pair_id 'requeued' is bound to other texts")
+
+
+def test_hostile_model_output_shows_as_text_on_the_page(url: str, config: Config, browser, people) -> None:
+    """Last in the module. Markdown renders; HTML in model output stays text and runs nothing; the page still loads
+    nothing from outside."""
+    from playwright.sync_api import expect
+
+    hostile = {"pair_id": "hostile", "prompt": "Show **bold** and <b>tags</b>",
+               "response_1": '<img src=x onerror="document.body.dataset.pwned=1"> ![p](https://tracker.example/p.png)',
+               "response_2": "```\n<script>document.body.dataset.pwned=1</script>\n```"}
+    assert httpx.post(f"{url}/v1/label", headers=AUTH, json={"pairs": [hostile]}, timeout=30).status_code == 202
+    with LabelStore(config.oracle.label_store_url) as store:
+        _, token = AnnotatorRegistry(store).add("carl")
+    carl = {"Authorization": f"Bearer {token}"}
+    while (task := httpx.get(f"{url}/v1/tasks/next", headers=carl, timeout=30).json()["task"])["pair_id"] != "hostile":
+        httpx.post(f"{url}/v1/tasks/{task['task_id']}/answer", headers=carl, json={"choice": 1}, timeout=30)
+    page = browser.new_page()
+    external: list[str] = []
+    page.on("request", lambda request: None if request.url.startswith(url) else external.append(request.url))
+    page.goto(f"{url}/annotate#token={token}")
+    expect(page.locator("#prompt strong")).to_have_text("bold")
+    expect(page.locator("#prompt")).to_contain_text("<b>tags</b>")
+    responses = page.locator("#response-1").inner_text() + page.locator("#response-2").inner_text()
+    assert "onerror=" in responses and "<script>" in responses  # shown as text
+    assert page.locator(".text img, .text script").count() == 0
+    assert page.get_attribute("body", "data-pwned") is None
+    assert external == []
+    page.close()
