@@ -84,14 +84,14 @@ def test_resume_with_overrides_that_change_results_exits_2_before_ray(tmp_path: 
     (run_dir / "config.yaml").write_text(saved)
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "run", "--resume", str(run_dir), "--selection.strategy", "random",
+        [sys.executable, "-m", "jobs.cli", "run", "--resume", str(run_dir), "--selection.strategy", "adpo",
          "--train.loss", "ipo", "--loop.rounds", "5", "--tracking.enabled", "false"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: --resume {run_dir}: the overrides change settings that change results: ")
-    assert "selection.strategy ('activedpo' -> 'random'), train.loss ('dpo' -> 'ipo')" in last
+    assert "selection.strategy ('random' -> 'adpo'), train.loss ('dpo' -> 'ipo')" in last
     assert "loop.rounds" not in last and "tracking" not in last
     assert "Traceback" not in result.stderr and "Started a local Ray" not in result.stderr
     assert (run_dir / "config.yaml").read_text() == saved
