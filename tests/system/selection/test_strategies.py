@@ -25,7 +25,8 @@ def _pool(rows: int = 60, dim: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 def test_builtin_strategies_are_registered_with_their_feature_kinds() -> None:
-    assert set(strategy_names()) >= {"random", "activedpo", "adpo", "adpo_plus", "apo"}
+    assert set(strategy_names()) >= {"random", "activedpo", "adpo", "adpo_plus", "apo", "ensemble"}
+    assert get_strategy("ensemble").feature_kind == "embedding" and get_strategy("ensemble").learns_from_labels
     assert get_strategy("activedpo").feature_kind == "gradient"
     assert get_strategy("adpo").feature_kind == "embedding"
     assert get_strategy("adpo_plus").needs_weights
