@@ -124,6 +124,6 @@ def test_adpo_plus_rows_are_sqrt_fisher_weighted_embeddings(tiny_policy) -> None
     rows = strategy_rows(get_strategy("adpo_plus"), model, tokenizer, PAIRS, cfg)
     mu = torch.sigmoid(implicit_reward_margins(model, tokenizer, PAIRS, cfg))
     expected = embedding_features(model, tokenizer, PAIRS, cfg) * (mu * (1 - mu)).sqrt().unsqueeze(-1)
-    torch.testing.assert_close(rows, expected)
+    torch.testing.assert_close(rows, expected, rtol=1e-4, atol=1e-4)  # float32, batched apart: O(1) embeddings
     torch.testing.assert_close(strategy_rows(get_strategy("activedpo"), model, tokenizer, PAIRS, cfg),
                                gradient_features(model, tokenizer, PAIRS, cfg))
