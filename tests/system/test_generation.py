@@ -43,7 +43,7 @@ PROMPTS = [
 
 def test_sampling_params_follow_config(config):
     params = sampling_params(config.generation)
-    assert (params.n, params.temperature, params.max_new_tokens) == (8, 1.0, 6)
+    assert (params.n, params.temperature, params.max_new_tokens) == (3, 1.0, 6)
     assert sampling_params(config.generation, n=5).n == 5
 
 

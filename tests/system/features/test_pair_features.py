@@ -125,6 +125,6 @@ def test_adpo_plus_rows_are_sqrt_fisher_weighted_embeddings(tiny_policy) -> None
     margins = implicit_reward_margins(model, tokenizer, PAIRS, cfg).double()
     fisher = torch.sigmoid(margins) * torch.sigmoid(-margins)  # μ(1 − μ), without 1 − μ rounding to 0 in float32
     expected = (embedding_features(model, tokenizer, PAIRS, cfg).double() * fisher.sqrt().unsqueeze(-1)).float()
-    torch.testing.assert_close(rows, expected)
+    torch.testing.assert_close(rows, expected, rtol=1e-4, atol=1e-4)  # float32 embeddings, batched apart
     torch.testing.assert_close(strategy_rows(get_strategy("activedpo"), model, tokenizer, PAIRS, cfg),
                                gradient_features(model, tokenizer, PAIRS, cfg))
