@@ -27,7 +27,8 @@ def test_generate_writes_candidates_in_prompt_order(model_dir, tmp_path):
                                                "generation.max_new_tokens=5", "cluster.num_cpus=4"])
     assert generate.main(config, prompts, tmp_path / "out.jsonl", adapter=None) == 0
     rows = list(read_rows(tmp_path / "out.jsonl"))
-    assert [row["prompt_id"] for row in rows] == ["p0"] * 3 + ["p1"] * 3 + ["p2"] * 3
+    n = config.generation.responses_per_prompt
+    assert [row["prompt_id"] for row in rows] == ["p0"] * n + ["p1"] * n + ["p2"] * n
     assert all(len(row["token_ids"]) == len(row["logprobs"]) >= 1 for row in rows)
 
 
