@@ -100,10 +100,11 @@ def test_worker_killed_mid_round_is_restored_and_the_round_matches(workers, conf
     workers.set_features(pair_ids, phi)
     selector = Selector(config, tmp_path / "selector.pt")
     selector.setup()
-    expected = _single_process(config, pair_ids, phi, 150, "activedpo")
-    killer = threading.Thread(target=lambda: (time.sleep(1.0), ray.kill(workers.workers[1], no_restart=False)))
+    # 1,000 picks: shards rescore lazily, so a round of 150 could end before the kill lands
+    expected = _single_process(config, pair_ids, phi, 1000, "activedpo")
+    killer = threading.Thread(target=lambda: (time.sleep(0.5), ray.kill(workers.workers[1], no_restart=False)))
     killer.start()
-    result = selector.select(workers, budget=150, strategy="activedpo", round_index=0)
+    result = selector.select(workers, budget=1000, strategy="activedpo", round_index=0)
     killer.join()
     assert result.extra["worker_restarts"] >= 1
     assert result.pair_ids == expected.pair_ids
