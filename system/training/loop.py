@@ -210,6 +210,8 @@ def fit_preferences(
         reference = _broadcast(offline_reference(model, tokenizer, pairs, cfg, known_samples) if rank == 0 else None,
                                world_size)
         if train_cfg.sft_warmup.enabled:
+            torch.manual_seed(train_cfg.seed + rank)  # dropout masks of the warm-up: the same in every run
+            random.seed(train_cfg.seed + rank)
             sft_warmup(model, tokenizer, pairs, cfg)
             if world_size > 1:  # float non-determinism must not split the ranks
                 for param in model.parameters():
