@@ -34,18 +34,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.paired_stats import bootstrap_mean_ci  # noqa: E402
 from benchmarks.strategies import NEGATIVE_OFFSET, Job, run_job  # noqa: E402
-from benchmarks.strategy_task import Task, judge_temperature, task_config  # noqa: E402
+from benchmarks.strategy_task import PRIMARY, SCORES, Task, judge_temperature, task_config  # noqa: E402
 from system.fileio import atomic_write_text  # noqa: E402
-
-PRIMARY = "log_loss"
-SCORES = {"log_loss": False, "accuracy": True, "reward": True, "win_rate": True}
-"""Every per-round score of a run, with whether higher is better."""
 
 
 def run_seed(task: Task, workdir: Path, seed: int) -> dict:
@@ -102,6 +99,7 @@ def summarise(results: list[dict], config: dict) -> dict:
             "higher_is_better": higher,
         }
     wall = [run["wall_time_s"] for result in results for run in result["runs"].values()]
+    primary = learning[PRIMARY]
     return {
         "seeds": seeds, "task": results[0]["task"], "config": config,
         "judge_temperature": results[0]["temperature"],
@@ -111,7 +109,59 @@ def summarise(results: list[dict], config: dict) -> dict:
         "per_seed": {name: [curve[name] for curve in curves] for name in SCORES},
         "negative_control_per_seed": {name: [curve[name] for curve in controls] for name in SCORES},
         "wall_time_s_per_run": {"mean": statistics.fmean(wall), "max": max(wall)},
+        "power": power_analysis(curves[0]["labels"][1:], per_round[PRIMARY]["mean"][1:], primary["auc_noise_sd"],
+                                primary["higher_is_better"]),
     }
+
+
+HOLM_STRATEGIES = 5
+"""Active strategies a comparison corrects over (Holm): the smallest p-value is held to α / 5."""
+
+
+def power_analysis(labels: list[float], curve: list[float], noise_sd: float, higher_is_better: bool,
+                   alpha: float = 0.05, power: float = 0.8) -> dict:
+    """What a paired comparison on the mean over rounds 1 … R can detect, from the pilot's variance.
+
+    The per-seed difference of two strategies' scores has SD σ ≈ ``noise_sd`` (random vs random). A one-sided
+    paired test at level α' = α / :data:`HOLM_STRATEGIES` (Holm's bound for the smallest p-value) with power
+    1 − β detects, with n seeds, δ(n) = (z_{1−α'} + z_{1−β}) · σ / √n (normal approximation; the Wilcoxon
+    signed-rank test's efficiency against it is 3/π ≈ 0.955, so its δ is ≈ 2% larger).
+
+    To read δ in labels: random's mean curve over labels n_1 … n_R is fitted by a power law
+    score(n) = a · n^b (least squares in log-log), and a strategy that needs k times fewer labels scores
+    score(k · n_r) in round r; its advantage on the mean over rounds is mean_r |score(k·n_r) − score(n_r)|.
+    Returns δ for 10 and 20 seeds, the label saving k whose advantage equals each δ, the advantage of
+    k = 1.25, 1.5 and 2, and the fit.
+    """
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - alpha / HOLM_STRATEGIES) + NormalDist().inv_cdf(power)
+    x, y = np.log(np.asarray(labels, dtype=np.float64)), np.log(np.asarray(curve, dtype=np.float64))
+    slope, intercept = np.polyfit(x, y, 1)
+
+    def fitted(n: np.ndarray) -> np.ndarray:
+        return np.asarray(np.exp(intercept + slope * np.log(n)))
+
+    budgets = np.asarray(labels, dtype=np.float64)
+
+    def ahead(k: float) -> float:
+        return float(np.mean(np.abs(fitted(k * budgets) - fitted(budgets))))
+
+    def saving_seen(delta: float) -> float:
+        """The k with ahead(k) = δ (ahead grows with k): bisection on log k in [0, log 1000]."""
+        low, high = 0.0, math.log(1000.0)
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (middle, high) if ahead(math.exp(middle)) < delta else (low, middle)
+        return math.exp((low + high) / 2)
+
+    detectable = {str(n): z * noise_sd / math.sqrt(n) for n in (10, 20)}
+    return {"alpha": alpha, "holm_strategies": HOLM_STRATEGIES, "power": power, "noise_sd": noise_sd,
+            "detectable": detectable,
+            "detectable_labels_saved": {n: saving_seen(delta) for n, delta in detectable.items()},
+            "fit": {"a": float(math.exp(intercept)), "b": float(slope)},
+            "advantage_of_labels_saved": {str(k): ahead(k) for k in (1.25, 1.5, 2.0)},
+            "higher_is_better": higher_is_better}
 
 
 DIAGNOSIS = "\n## Diagnosis"
@@ -140,6 +190,16 @@ def write_markdown(report: dict, path: Path) -> None:
                      f"{'higher' if values['higher_is_better'] else 'lower'} | {values['gain']:+.4f} "
                      f"[{low:+.4f}, {high:+.4f}] | {values['noise_sd']:.4f} | {values['ratio']:.1f} | "
                      f"{'yes' if values['ends_at_or_beyond_middle'] else 'no'} | {values['auc_noise_sd']:.4f} |")
+    power = report["power"]
+    lines += ["", f"Power of a paired comparison on the mean over rounds 1…R (one-sided, α = {power['alpha']} / "
+              f"{power['holm_strategies']} strategies, power {power['power']}, σ = {power['noise_sd']:.4f}): "
+              "smallest detectable difference " + ", ".join(f"{value:.4f} with {n} seeds" for n, value in
+                                                             power["detectable"].items()) +
+              f". On random's fitted curve ({power['fit']['a']:.3f} · n^{power['fit']['b']:.4f}) a strategy needing "
+              "k times fewer labels is ahead by " + ", ".join(f"{value:.4f} (k = {k})" for k, value in
+                                                             power["advantage_of_labels_saved"].items()) +
+              "; the smallest detectable difference is the advantage of k = " + ", ".join(
+                  f"{k_seen:.1f} with {n} seeds" for n, k_seen in power["detectable_labels_saved"].items()) + "."]
     lines += ["", "Per round, mean over seeds [95% seed-bootstrap CI]:", "",
               "| round | labels | " + " | ".join(report["per_round"]) + " |",
               "| --- | --- | " + " | ".join("---" for _ in report["per_round"]) + " |"]

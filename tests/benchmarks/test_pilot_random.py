@@ -11,8 +11,9 @@ from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.pilot_random import DIAGNOSIS, summarise, write_markdown  # noqa: E402
+from benchmarks.pilot_random import DIAGNOSIS, power_analysis, summarise, write_markdown  # noqa: E402
 from benchmarks.strategies import NEGATIVE_OFFSET  # noqa: E402
+from benchmarks.strategy_task import PRIMARY, SCORES  # noqa: E402
 
 ROUNDS = 4
 
@@ -52,7 +53,7 @@ def test_gain_noise_and_ratio_match_numpy(results: list[dict]) -> None:
     assert report["per_round"]["log_loss"]["mean"] == pytest.approx(loss.mean(axis=0).tolist())
     low, high = report["per_round"]["log_loss"]["ci95"][2]
     assert low < loss[:, 2].mean() < high
-    assert report["primary_metric"] == {"name": "log_loss", "higher_is_better": False}
+    assert report["primary_metric"] == {"name": PRIMARY, "higher_is_better": SCORES[PRIMARY]}
     assert report["wall_time_s_per_run"] == {"mean": 110.0, "max": 120.0}
 
 
@@ -68,5 +69,24 @@ def test_markdown_keeps_the_written_diagnosis(results: list[dict], tmp_path) -> 
     write_markdown(summarise(results, {}), path)
     text = path.read_text()
     assert "old tables" not in text and text.endswith(DIAGNOSIS + "\nWhat was wrong.\n")
-    assert "| log_loss (primary) | lower |" in text
+    assert f"| {PRIMARY} (primary) | {'higher' if SCORES[PRIMARY] else 'lower'} |" in text
 
+
+
+def test_power_analysis_on_an_exact_power_law() -> None:
+    """On a curve a·n^b the fit is exact, the advantage of k-fold fewer labels is mean_n a·n^b·|k^b − 1|, the
+    detectable δ(n) = (z_{1−α/5} + z_{0.8})·σ/√n, and the k reported for δ has exactly that advantage."""
+    from scipy.stats import norm
+
+    labels = [48.0 * r for r in range(1, 9)]
+    a, b, sigma = 0.15, 0.05, 0.01
+    curve = [a * n**b for n in labels]
+    power = power_analysis(labels, curve, sigma, True)
+    assert power["fit"] == pytest.approx({"a": a, "b": b})
+    for k, value in power["advantage_of_labels_saved"].items():
+        assert value == pytest.approx(np.mean([a * n**b * abs(float(k) ** b - 1) for n in labels]))
+    z = norm.ppf(1 - 0.05 / 5) + norm.ppf(0.8)
+    for seeds, delta in power["detectable"].items():
+        assert delta == pytest.approx(z * sigma / np.sqrt(int(seeds)))
+        k = power["detectable_labels_saved"][seeds]
+        assert np.mean([a * n**b * (k**b - 1) for n in labels]) == pytest.approx(delta, rel=1e-6)
