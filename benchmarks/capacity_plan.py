@@ -33,8 +33,8 @@ import math
 from dataclasses import dataclass, fields
 
 from system.config import Config, TinyModelConfig, load_config
+from system.loop import regenerates
 from system.losses import get_loss
-from system.selection import get_strategy
 
 GiB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -189,9 +189,9 @@ def plan(config: Config, hardware: Hardware = Hardware(), shape: TinyModelConfig
     device = hw.device_gib * GiB
     weights = s.params * s.param_bytes
     adapter = s.lora_params * s.param_bytes
-    regenerates = get_strategy(config.selection.strategy).regenerates or config.loop.rounds == 1
+    fresh_every_round = regenerates(config) or config.loop.rounds == 1
 
-    new_tokens = (s.prompts * s.responses * int(regenerates) + s.eval_sequences) * s.response_tokens
+    new_tokens = (s.prompts * s.responses * int(fresh_every_round) + s.eval_sequences) * s.response_tokens
     sequences = config.generation.batch_size * s.responses
     kv_per_sequence = s.seq_tokens * s.layers * 2 * s.kv_dim * s.param_bytes
     kv_room = 0.9 * device - weights - adapter  # vLLM's default gpu_memory_utilization is 0.9

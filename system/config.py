@@ -598,6 +598,12 @@ class LoopConfig(Section):
         f"{DATASET_HINT}); required when mode=offline. Its pairs are offered unlabelled; selected pairs get labels "
         "from the oracle (e.g. kind=replay on the same file).",
     )
+    fixed_pool: bool = Field(
+        False,
+        description="Online mode: select every round from round 1's candidates (generated once by πref) instead of "
+        "fresh generations of the current policy — what strategy apo always does; here for any strategy (e.g. "
+        "random from the same pool as apo's control).",
+    )
     run_dir: str = Field(
         "runs/tiny",
         description="Directory of the run: config.yaml, per-round outputs, state for --resume. A fresh run there "

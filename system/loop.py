@@ -165,6 +165,12 @@ def offline_pool(pairs: Sequence[PreferencePair], seed: int, eval_every: int = 5
     return OfflinePool(candidates, held_out)
 
 
+def regenerates(config: Config) -> bool:
+    """Whether an online run samples fresh candidates from the current policy every round: unless
+    ``loop.fixed_pool`` or a strategy that keeps round 1's pool (APO)."""
+    return not config.loop.fixed_pool and get_strategy(config.selection.strategy).regenerates
+
+
 def labelled_pairs(pairs: Sequence[CandidatePair], labels: Sequence[Label]) -> list[PreferencePair]:
     """Turn labels into TRL preference pairs (``chosen`` = the preferred response)."""
     by_id = {pair.pair_id: pair for pair in pairs}
@@ -292,8 +298,8 @@ class ActiveLoop:
                                                    self.state.policy_version), time.perf_counter())
 
     def _generates_fresh(self, r: int) -> bool:
-        """Whether round ``r`` generates its candidates (online, and round 1 or a strategy that regenerates)."""
-        return self.pool is None and (r == 1 or get_strategy(self.config.selection.strategy).regenerates)
+        """Whether round ``r`` generates its candidates (online, and round 1 or :func:`regenerates`)."""
+        return self.pool is None and (r == 1 or regenerates(self.config))
 
     def _prefetch_next(self, r: int) -> None:
         """Submit round ``r + 1``'s generation when it will be generated fresh from the policy just evaluated."""

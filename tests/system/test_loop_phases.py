@@ -16,7 +16,8 @@ from system.local_parts import local_parts
 from system.loop import ActiveLoop, LoopParts
 from system.oracles import build_oracle
 from system.run_state import RoundState, load_round_state, round_dir
-from system.types import CandidatePair
+from system.generation import candidate_pairs
+from system.types import Candidate, CandidatePair
 from tests.conftest import REPO_ROOT
 from tests.system.models.conftest import tiny_model_dir  # noqa: F401  (shared fixture)
 
@@ -27,7 +28,7 @@ class Stop(Exception):
     """Stands in for a kill: raised by a part in the middle of round 2."""
 
 
-def config_for(run_dir: Path, model_dir: Path) -> Config:
+def config_for(run_dir: Path, model_dir: Path, **extra: object) -> Config:
     settings = {
         "model.path": model_dir, "model.build_tiny": False, "loop.run_dir": run_dir, "loop.rounds": ROUNDS,
         "loop.prompts_per_round": PROMPTS, "loop.num_eval_prompts": 2, "loop.eval_samples_per_prompt": 1,
@@ -36,6 +37,7 @@ def config_for(run_dir: Path, model_dir: Path) -> Config:
         "generation.responses_per_prompt": RESPONSES, "generation.max_new_tokens": 6, "selection.budget": BUDGET,
         "selection.strategy": "activedpo", "features.num_workers": 2, "features.projection_dim": 32,
         "train.epochs": 1, "train.batch_size": 2, "train.deepspeed.enabled": False, "tracking.enabled": False,
+        **extra,
     }
     return load_config(REPO_ROOT / "configs/tiny.yaml", [f"{key}={value}" for key, value in settings.items()])
 
@@ -137,3 +139,20 @@ def test_a_loop_stopped_inside_a_phase_resumes_to_the_straight_runs_picks_and_ad
     run(config, local_parts(config), saved)  # a fresh process's parts, from the saved state
     assert picks(Path(config.loop.run_dir)) == picks(straight_run)
     assert adapter_bytes(Path(config.loop.run_dir)) == adapter_bytes(straight_run)
+
+
+
+def test_a_fixed_pool_run_picks_every_round_from_round_ones_candidates(
+    tmp_path: Path, tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """``loop.fixed_pool``: random (a strategy that regenerates) selects round 2 from round 1's unlabelled πref
+    candidates, as apo does, and generates nothing after round 1."""
+    config = config_for(tmp_path / "run", tiny_model_dir, **{"selection.strategy": "random", "loop.fixed_pool": True})
+    run(config, local_parts(config))
+    run_dir = Path(config.loop.run_dir)
+    round_one = [Candidate(**{**row, "token_ids": tuple(row["token_ids"]), "logprobs": tuple(row["logprobs"])})
+                 for row in read_rows(round_dir(run_dir, 1) / "candidates.jsonl")]
+    pool = {pair.pair_id for pair in candidate_pairs(round_one)}
+    first, second = picks(run_dir)
+    assert not (round_dir(run_dir, 2) / "candidates.jsonl").exists()
+    assert set(second) <= pool and not set(first) & set(second)
