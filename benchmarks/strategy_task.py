@@ -5,7 +5,7 @@ One run = one (seed, strategy): :class:`~system.loop.ActiveLoop` over the in-pro
 offline tiny model, for ``rounds`` rounds of ``prompts_per_round`` prompts × ``responses`` responses
 (all C(m, 2) pairs per prompt are candidates: 40 × C(8, 2) = 1,120 a round by default) and ``labels_per_round``
 labels per round. Labels are drawn Bradley–Terry from the MiniLM judge's reward with a temperature T fixed for
-the task (:func:`calibrate`, cached by :func:`judge_temperature`).
+the task (:func:`calibrate_rewards`, cached by :func:`judge_temperature`).
 
 Pairing: the loop's prompt order, the generation, training, oracle and feature seeds are the seed itself for
 every strategy, so all strategies of a seed see the same prompts and the same round-1 pool (checked by
@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,11 +38,11 @@ from system.data import read_prompts, write_prompts
 from system.features import implicit_reward_margins
 from system.fileio import atomic_write_text
 from system.generation import candidate_pairs, sampling_params
-from system.local_parts import LocalPolicy, local_parts
+from system.local_parts import LocalOracle, LocalPolicy, local_parts
 from system.loop import ActiveLoop
 from system.models.loading import load_adapter_weights
 from system.models.tiny import build_tiny_model
-from system.oracles import RewardOracle, build_oracle
+from system.oracles import Oracle, RewardOracle, build_oracle
 from system.run_state import RoundState, round_dir
 from system.types import CandidatePair, PromptRecord
 
@@ -63,6 +64,13 @@ QUESTIONS = (
     "What should I do when {s} is sick?", "How do I make friends with {s}?", "Where can {s} play safely?",
 )
 OPENINGS = ("", "Please help: ")
+
+
+PRIMARY = "reward"
+"""The primary score of the online comparison: the judge's reward of the policy's generations (seed 001's metric),
+chosen on the random-only pilot (``benchmarks/results/pilot_random.md``)."""
+SCORES = {"log_loss": False, "accuracy": True, "reward": True, "win_rate": True}
+"""Every per-round score of a run, with whether higher is better."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def task_prompts(heldout: int, evaluation: int) -> tuple[list[PromptRecord], lis
 
 
 def task_config(task: Task, workdir: Path, seed: int, strategy: str, temperature: float,
-                selection_offset: int = 0) -> Config:
+                selection_offset: int = 0, overrides: Sequence[str] = ()) -> Config:
     """``configs/tiny.yaml`` at the task's sizes: every seed = ``seed`` (selection: + ``selection_offset``),
     Bradley–Terry labels at ``temperature``, plain PyTorch training, no tracking. The tiny model lives in a
     directory named by a digest of ``model.tiny``, so a changed architecture or pre-training never reuses an
@@ -118,7 +126,8 @@ def task_config(task: Task, workdir: Path, seed: int, strategy: str, temperature
         "train.deepspeed.enabled": False, "oracle.sampling": "bradley_terry", "oracle.temperature": temperature,
         "oracle.seed": seed, "tracking.enabled": False,
     }
-    return load_config(REPO_ROOT / "configs/tiny.yaml", [f"{key}={value}" for key, value in settings.items()])
+    return load_config(REPO_ROOT / "configs/tiny.yaml",
+                       [f"{key}={value}" for key, value in settings.items()] + list(overrides))
 
 
 def write_task_prompts(task: Task, workdir: Path) -> list[PromptRecord]:
@@ -147,30 +156,33 @@ def heldout_pairs(config: Config, prompts: list[PromptRecord], policy: LocalPoli
     return HeldOut(pairs, [label.prob_1 for label in judge.label(pairs)])
 
 
-def calibrate(config: Config, heldout: HeldOut, target: float = 0.8, quantile: float = 0.5) -> float:
-    """The judge temperature T at which the ``quantile`` of |ΔR| over ``heldout`` maps to P = ``target``:
-    T = q(|ΔR|) / logit(target). At the median, half the pairs get P(y1 ≻ y2) beyond [0.2, 0.8]: labels that
-    agree with the judge's ranking often enough to teach a few hundred of them (at the 75th percentile three
-    pairs in four were near coin flips, and the implicit reward's held-out log-loss never fell below ln 2)."""
-    judge = build_oracle(config.oracle)
-    assert isinstance(judge, RewardOracle)
-    prompts = [pair.prompt for pair in heldout.pairs]
-    first = judge.rewards(prompts, [pair.response_1 for pair in heldout.pairs])
-    second = judge.rewards(prompts, [pair.response_2 for pair in heldout.pairs])
+def calibrate_rewards(oracle: RewardOracle, pairs: Sequence[CandidatePair], target: float = 0.8,
+                      quantile: float = 0.5) -> float:
+    """The temperature T at which the ``quantile`` of |ΔR| = |R(x, y1) − R(x, y2)| over ``pairs`` maps to
+    P = ``target``: T = q(|ΔR|) / logit(target). At the median, half the pairs get P(y1 ≻ y2) beyond [0.2, 0.8]:
+    labels that agree with the reward's ranking often enough to teach a few hundred of them (at the 75th
+    percentile three pairs in four were near coin flips, and the implicit reward's held-out log-loss never fell
+    below ln 2)."""
+    prompts = [pair.prompt for pair in pairs]
+    first = oracle.rewards(prompts, [pair.response_1 for pair in pairs])
+    second = oracle.rewards(prompts, [pair.response_2 for pair in pairs])
     gaps = torch.tensor(first, dtype=torch.float64) - torch.tensor(second, dtype=torch.float64)
     return float(torch.quantile(gaps.abs(), quantile)) / math.log(target / (1 - target))
 
 
 def judge_temperature(task: Task, workdir: Path) -> float:
-    """The task's judge temperature: :func:`calibrate` on seed 0's held-out pairs, computed once per ``workdir``
-    (builds the tiny model when missing) and kept in ``workdir/judge_temperature.json``, so runs of
+    """The task's judge temperature: :func:`calibrate_rewards` of the judge on seed 0's held-out pairs, computed
+    once per ``workdir`` (builds the tiny model when missing) and kept in ``workdir/judge_temperature.json``, so runs of
     different seeds in different processes label at the same T."""
     path = workdir / "judge_temperature.json"
     if not path.exists():
         probe = task_config(task, workdir, 0, "random", 1.0)
         if not Path(probe.model.path).exists():
             build_tiny_model(probe.model.path, probe.model.tiny)
-        temperature = calibrate(probe, heldout_pairs(probe, write_task_prompts(task, workdir), LocalPolicy(probe)))
+        judge = build_oracle(probe.oracle)
+        assert isinstance(judge, RewardOracle)
+        heldout = heldout_pairs(probe, write_task_prompts(task, workdir), LocalPolicy(probe))
+        temperature = calibrate_rewards(judge, heldout.pairs)
         atomic_write_text(path, json.dumps({"temperature": temperature}))
     return float(json.loads(path.read_text())["temperature"])
 
@@ -183,15 +195,18 @@ def preference_scores(margins: torch.Tensor, prob_1: torch.Tensor) -> dict[str, 
     return {"accuracy": float(agree.mean()), "log_loss": float(log_loss.mean())}
 
 
-def run_strategy(config: Config, heldout: HeldOut) -> dict[str, list[float]]:
-    """Run the loop for ``config`` and score every policy version 0 … R: per-round lists of ``accuracy``,
-    ``log_loss``, ``reward`` and ``win_rate``, plus ``labels`` (labels used by each version)."""
+def run_strategy(config: Config, heldout: HeldOut, oracle: Oracle | None = None) -> dict[str, list[float]]:
+    """Run the loop for ``config`` (labelled by ``oracle`` instead of the configured one when given; it also
+    scores the evaluation's generations) and score every policy version 0 … R: per-round lists of
+    ``accuracy``, ``log_loss``, ``reward`` and ``win_rate``, plus ``labels`` (labels used by each version)."""
     run_dir = Path(config.loop.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     train = read_prompts(str(config.loop.prompts_path))
     evaluation = read_prompts(str(config.loop.eval_prompts_path))
-    ActiveLoop(config, run_dir, local_parts(config), None, RoundState(), train,
-               evaluation[: config.loop.num_eval_prompts]).run()
+    parts = local_parts(config)
+    if oracle is not None:
+        parts = replace(parts, oracle=LocalOracle(oracle))
+    ActiveLoop(config, run_dir, parts, None, RoundState(), train, evaluation[: config.loop.num_eval_prompts]).run()
     policy = LocalPolicy(config)  # πref: version 0, then each round's adapter in turn
     probabilities = torch.tensor(heldout.prob_1, dtype=torch.float64)
     curves: dict[str, list[float]] = {"accuracy": [], "log_loss": [], "reward": [], "win_rate": [], "labels": []}
@@ -208,7 +223,7 @@ def run_strategy(config: Config, heldout: HeldOut) -> dict[str, list[float]]:
     return curves
 
 
-def round_one_pool(config: Config) -> str:
+def round_one_pool(run_dir: Path) -> str:
     """Round 1's candidates file of a finished run (identical across the strategies of a seed)."""
-    return (round_dir(Path(config.loop.run_dir), 1) / "candidates.jsonl").read_text()
+    return (round_dir(run_dir, 1) / "candidates.jsonl").read_text()
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks.paired_stats import bootstrap_mean_ci, compare, holm, wilcoxon_greater
-from benchmarks.strategy_task import Task, preference_scores, task_prompts
+from benchmarks.strategy_task import PRIMARY, SCORES, Task, preference_scores, task_prompts
 from tests.conftest import REPO_ROOT
 
 
@@ -81,30 +81,91 @@ def test_shipped_task_has_the_promised_sizes_and_disjoint_prompt_sets() -> None:
     assert len(train) >= task.prompts_per_round * task.rounds
 
 
+def synthetic_results(seeds: int = 8, rounds: int = 4) -> list[dict]:
+    """Per-seed results of every run of :func:`benchmarks.strategies.seed_jobs`: every score improves by 0.02 a
+    round (in its better direction) plus noise; "adpo" is 0.01 better than random in every round and score."""
+    from benchmarks.strategies import STRATEGIES, Job, seed_jobs
+
+    rng = np.random.default_rng(0)
+    task = {"rounds": rounds, "labels_per_round": 48}
+    results = []
+    for seed in range(seeds):
+        runs = {}
+        for job in seed_jobs(Task(), REPO_ROOT, seed, 0.07, STRATEGIES):
+            shift = 0.01 if job == Job(Task(), REPO_ROOT, seed, "adpo", 0.07) else 0.0
+            curves: dict[str, list[float]] = {"labels": [48.0 * r for r in range(rounds + 1)]}
+            for score, higher in SCORES.items():
+                sign = 1.0 if higher else -1.0
+                curves[score] = [0.5] + [0.6 + sign * (0.02 * r + shift) + rng.normal(0, 0.003) for r in range(rounds)]
+            runs[job.name] = {"curves": curves, "wall_time_s": 60.0}
+        results.append({"seed": seed, "task": task, "temperature": 0.07, "teacher_temperature": 0.5,
+                        "strategies": list(STRATEGIES), "runs": runs})
+    return results
+
+
+def test_report_matches_independent_computations() -> None:
+    from benchmarks.strategies import NEGATIVE_OFFSET, summarise
+
+    results = synthetic_results()
+    report = summarise(results)
+    sign = 1.0 if SCORES[PRIMARY] else -1.0  # turns the primary score into "higher is better"
+    score = {name: sign * np.array([r["runs"][f"{name}+0"]["curves"][PRIMARY] for r in results])
+             for name in ("random", "adpo")}
+    diffs = score["adpo"][:, 1:].mean(1) - score["random"][:, 1:].mean(1)
+    adpo = report["comparisons"]["adpo"]
+    assert adpo["mean_diff"] == pytest.approx(diffs.mean()) and adpo["mean_diff"] > 0
+    assert adpo["p_value"] == pytest.approx(wilcoxon_greater(list(diffs)))
+    assert adpo["ci95"][0] <= adpo["mean_diff"] <= adpo["ci95"][1]
+    assert report["primary_metric"]["name"] == PRIMARY
+    assert report["primary_metric"]["higher_is_better"] == SCORES[PRIMARY]
+    assert report["strategies"]["adpo"]["primary_curve_mean"] == pytest.approx((sign * score["adpo"]).mean(0).tolist())
+    # labels saved, by hand: random's last-round mean score, where adpo's mean curve first reaches it
+    # (linear in log n between the two rounds around the crossing)
+    budgets = np.array([48.0, 96.0, 144.0, 192.0])
+    target, curve = score["random"][:, -1].mean(), score["adpo"][:, 1:].mean(0)
+    j = int(np.argmax(curve >= target))
+    needed = float(np.exp(np.interp(target, curve[j - 1:j + 1], np.log(budgets[j - 1:j + 1]))))
+    saved = report["labels_saved"]["adpo"]
+    assert saved["ratio"] == pytest.approx(192.0 / needed) and saved["ratio"] > 1
+    assert saved["ci95"][0] <= saved["ratio"] <= saved["ci95"][1]
+    control = sign * np.array([r["runs"][f"random+{NEGATIVE_OFFSET}"]["curves"][PRIMARY] for r in results])
+    assert report["learning"]["gain"] == pytest.approx((score["random"][:, -1] - score["random"][:, 1]).mean())
+    assert report["learning"]["noise_sd"] == pytest.approx((score["random"][:, -1] - control[:, -1]).std(ddof=1))
+    negative = report["controls"]["negative"]
+    assert negative["mean_diff"] == pytest.approx((control[:, 1:].mean(1) - score["random"][:, 1:].mean(1)).mean())
+    assert set(report["controls"]) == {"negative", "positive", "fixed_pool", "apo_vs_fixed_pool_random"}
+    assert set(report["secondary_comparisons"]) == set(SCORES) - {PRIMARY}
+
+
 def test_shipped_result_has_the_documented_schema() -> None:
     report = json.loads((REPO_ROOT / "benchmarks/results/strategies.json").read_text())
     seeds = report["seeds"]
-    assert len(seeds) >= 10 and report["labels_per_round"] == 16 and report["rounds"] >= 5
-    assert "random" in report["strategies"]
+    assert len(seeds) >= 10 and report["rounds"] >= 8 and 32 <= report["labels_per_round"] <= 50
+    primary = report["primary_metric"]
+    assert (primary["name"], primary["higher_is_better"]) == (PRIMARY, SCORES[PRIMARY])
+    sign = 1.0 if SCORES[PRIMARY] else -1.0  # turns the primary score into "higher is better"
+    random_auc = sign * np.asarray(report["strategies"]["random"]["primary_auc"])
     for name, values in report["strategies"].items():
-        assert len(values["auc"]) == len(seeds)
+        assert len(values["primary_auc"]) == len(seeds) and len(values["primary_curve_mean"]) == report["rounds"] + 1
         if name != "random":
             comparison = report["comparisons"][name]
-            diffs = np.asarray(values["auc"]) - np.asarray(report["strategies"]["random"]["auc"])
+            diffs = sign * np.asarray(values["primary_auc"]) - random_auc  # > 0: better than random
             assert comparison["vs"] == "random"
             assert comparison["mean_diff"] == pytest.approx(diffs.mean())
             assert comparison["p_value"] == pytest.approx(wilcoxon_greater(list(diffs)))
             assert comparison["ci95"][0] <= comparison["mean_diff"] <= comparison["ci95"][1]
-    assert set(report["controls"]) == {"positive", "negative"}
+            assert set(report["labels_saved"][name]) == {"ratio", "ci95"}
+    assert {"positive", "negative"} <= set(report["controls"])
+    assert set(report["learning"]) == {"gain", "noise_sd"}
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_quick_mode_runs_end_to_end(tmp_path) -> None:
     sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks.strategies import main
+    from benchmarks.strategies import STRATEGIES, main
 
-    assert main(["--quick", "--jobs", "2", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "strategies.json").read_text())
-    assert set(report["strategies"]) == {"random", "activedpo", "adpo", "adpo_plus", "apo"}
+    assert set(report["strategies"]) == set(STRATEGIES)
     assert (tmp_path / "out" / "strategies.png").stat().st_size > 0
