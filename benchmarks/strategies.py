@@ -49,6 +49,7 @@ from benchmarks.offline_stats import Interval, percentile_interval, seed_resampl
 from benchmarks.paired_stats import Comparison, compare  # noqa: E402
 from benchmarks.strategy_task import (  # noqa: E402
     PRIMARY,
+    SCORE_MEANINGS,
     SCORES,
     HeldOut,
     Task,
@@ -288,7 +289,7 @@ def summarise(results: list[dict]) -> dict:
         "labels_per_round": per_round_labels, "judge_temperature": results[0]["temperature"],
         "teacher_temperature": results[0]["teacher_temperature"],
         "primary_metric": {"name": PRIMARY, "higher_is_better": higher,
-                           "aggregate": "mean over rounds 1..R of the held-out log-loss of the implicit reward"},
+                           "aggregate": f"mean over rounds 1..R of {SCORE_MEANINGS[PRIMARY]}"},
         "strategies": per_strategy,
         "comparisons": {name: comparison_json(c, "random") for name, c in comparisons.items()},
         "secondary_comparisons": secondary, "controls": controls, "labels_saved": saved,

@@ -71,6 +71,13 @@ PRIMARY = "reward"
 chosen on the random-only pilot (``benchmarks/results/pilot_random.md``)."""
 SCORES = {"log_loss": False, "accuracy": True, "reward": True, "win_rate": True}
 """Every per-round score of a run, with whether higher is better."""
+SCORE_MEANINGS = {
+    "log_loss": "held-out log-loss of the implicit reward against the oracle's P",
+    "accuracy": "held-out preference accuracy of the implicit reward",
+    "reward": "the oracle's reward of the policy's generations on the evaluation prompts",
+    "win_rate": "win-rate of the policy's generations against πref's",
+}
+"""What each score of :data:`SCORES` measures."""
 
 
 @dataclass(frozen=True)
