@@ -1,7 +1,7 @@
 """Sharded pair-feature workers: each holds the policy (base + LoRA), the seeded projection and its shard of φ.
 
 φ never travels to the driver: every round a worker runs the strategy's worker side
-(:func:`system.features.strategy_rows`: its features, plug-in weights, row transform) under the adapter it
+(:func:`system.features.design_rows.strategy_rows`: its features, plug-in weights, row transform) under the adapter it
 holds, on its shard of the round's candidate pairs AND its shard of every pair labelled in earlier rounds
 (their features are recomputed under the current policy, seed 001 Prop. 1). It keeps the candidate rows
 x_i and their cached scores s_i = x_iᵀV⁻¹x_i (a :class:`~system.selection.shards.Shard`) and serves the
@@ -26,7 +26,8 @@ from actors.group import ActorGroup, ActorNotReadyError
 from actors.placement import PlacementWait
 from actors.weights import AdapterPayload, VersionedAdapter
 from system.config import Config
-from system.features import implicit_reward_margins, strategy_rows
+from system.features.design_rows import strategy_rows
+from system.features.embeddings import implicit_reward_margins
 from system.fileio import atomic_output
 from system.models.loading import serve_adapter
 from system.run_state import load_state_file

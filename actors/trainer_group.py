@@ -4,7 +4,7 @@ Starting a Ray Train run, importing the stack, initialising the process group an
 and loading the policy cost tens of seconds, against a second of optimizer steps on small rounds. The
 :class:`TrainerGroup` pays them once: its :class:`TrainWorker` actors (an :class:`~actors.group.ActorGroup`) load
 the policy and join one ``torch.distributed`` group (gloo on CPU, NCCL on GPU) once, as the loop starts, and
-every round after runs :func:`actors.trainer.train_rank` — the procedure Ray Train's workers run for
+every round after runs :func:`actors.trainer_rank.train_rank` — the procedure Ray Train's workers run for
 ``activealign train`` — on the same processes. Each round starts from the weights ``train.round_start`` names
 (the seeded LoRA initialisation kept since loading, or the previous round's adapter) with a fresh engine and
 optimizer, so it computes what a freshly started trainer computes on the same inputs.
@@ -29,7 +29,7 @@ import torch
 
 from actors.group import ACTOR_FAILURES, ActorGroup, ActorNotReadyError
 from actors.placement import PlacementWait
-from actors.trainer import (
+from actors.trainer_rank import (
     FitRequest,
     dist_backend,
     finished,

@@ -91,9 +91,6 @@ class VersionedAdapter:
         if version != self.policy_version:
             raise StaleVersionError(f"asked for policy version {version}, this actor holds {self.policy_version}")
 
-    def served_version(self) -> int:
-        return self.policy_version
-
 
 def broadcast_adapter(adapter_dir: str | Path, version: int, targets: Iterable[Any], by_path: bool = False) -> int:
     """Push one adapter to every target (a fleet or a feature-worker group: anything with ``load_adapter``).

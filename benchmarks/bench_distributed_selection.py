@@ -20,7 +20,8 @@ import torch
 from actors.features import FeatureWorkerGroup
 from actors.selector import Selector
 from system.config import load_config
-from system.selection import DesignState, PoolInputs, select_pairs
+from system.selection import LocalPool, select_round
+from system.selection.shards import blocked_rows
 
 
 def main() -> None:
@@ -42,8 +43,8 @@ def main() -> None:
     pair_ids = [f"pair-{i}" for i in range(args.num_pairs)]
 
     started = time.perf_counter()
-    state = DesignState(args.dim, config.selection.reg, refactor_every=config.selection.refactor_every)
-    single = select_pairs(pair_ids, PoolInputs(phi), args.budget, state, "activedpo")
+    single, state = select_round(LocalPool(phi, blocked_rows(phi)), pair_ids, phi[:0], args.budget, "activedpo", 0,
+                                 config.selection.reg, config.selection.refactor_every, config.selection.seed)
     single_s = time.perf_counter() - started
     del state
 

@@ -1,9 +1,9 @@
 """Greedy selection of b pairs from N: cached-score Sherman–Morrison greedy vs naive re-inversion per pick.
 
 The naive baseline re-inverts V and rescores every candidate at each pick (O(k³ + N·k²)); the cached
-greedy (``system.selection.greedy_select``) scores once and then spends one mat-vec over Φ plus one
-V⁻¹ mat-vec per pick (O(N·k + k²)). A few naive picks are timed and extrapolated to b. The per-pick
-floor is one read of Φ (N·k float64) at the memory bandwidth measured in the same run.
+greedy (``system.selection.greedy_pick`` over a one-shard ``LocalPool``) scores once and then spends one
+mat-vec over Φ plus one V⁻¹ mat-vec per pick (O(N·k + k²)). A few naive picks are timed and extrapolated to b.
+The per-pick floor is one read of Φ (N·k float64) at the memory bandwidth measured in the same run.
 
     .venv/bin/python benchmarks/bench_selection.py                  # N=10,000, b=50, k=1024 and 8192
     .venv/bin/python benchmarks/bench_selection.py --dims 256 --num-pairs 2000 --budget 10   # quick
@@ -17,7 +17,7 @@ import time
 import torch
 from timing import best_of
 
-from system.selection import DesignState, greedy_select, shard_argmax, update_shard_scores
+from system.selection import DesignState, LocalPool, greedy_pick, shard_argmax, update_shard_scores
 
 
 def read_bandwidth(buffer: torch.Tensor) -> float:
@@ -63,7 +63,7 @@ def bench(num_pairs: int, dim: int, budget: int, naive_count: int, reg: float) -
     floor = phi.numel() * phi.element_size() / bandwidth
     state = DesignState(dim, reg, refactor_every=10 * budget)
     started = time.perf_counter()
-    cached = greedy_select(phi, budget, state, torch.zeros(num_pairs, dtype=torch.bool))
+    cached = greedy_pick(LocalPool(phi, torch.zeros(num_pairs, dtype=torch.bool)), budget, state)
     cached_total = time.perf_counter() - started
     per_pick = cached_pick_seconds(phi, state, repeats=min(budget, 20))
     naive, naive_per_pick = naive_picks(phi, naive_count, reg)

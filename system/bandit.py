@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from system.losses import get_loss
+from system.config import TrainConfig
+from system.losses import PairLogps, get_loss
 
 SEED_003_SCORES = (10.000, 9.593, 7.800)
 
@@ -75,9 +76,8 @@ class BanditProblem:
         weights = self.ref[chosen] * self.ref[rejected] * self.win_probs()[chosen, rejected]
         policy_logps = torch.log_softmax(logits, dim=0)
         ref_logps = self.ref.log()
-        per_pair = get_loss(loss_name).fn(
-            policy_logps[chosen], policy_logps[rejected], ref_logps[chosen], ref_logps[rejected], self.beta
-        )
+        logps = PairLogps(policy_logps[chosen], policy_logps[rejected], ref_logps[chosen], ref_logps[rejected])
+        per_pair = get_loss(loss_name).per_pair(logps, TrainConfig(loss=loss_name, beta=self.beta))
         return (weights * per_pair).sum()
 
 

@@ -783,13 +783,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _weights_need_logistic_curvature(self) -> Config:
+        from system.losses import get_loss
         from system.selection import get_strategy
 
-        if self.train.loss == "ipo" and get_strategy(self.selection.strategy).needs_weights:
+        if get_loss(self.train.loss).curvature == "constant" and get_strategy(self.selection.strategy).needs_weights:
             raise ValueError(
                 f"selection.strategy={self.selection.strategy} weights pairs by μ(1−μ), the curvature of a logistic "
-                "loss (DPO, MPO); train.loss=ipo is a squared loss with constant curvature, where those weights "
-                "would be wrong (use adpo: with constant weights ADPO+ is ADPO)"
+                f"loss (DPO, MPO); train.loss={self.train.loss} is a squared loss with constant curvature, where "
+                "those weights would be wrong (use adpo: with constant weights ADPO+ is ADPO)"
             )
         return self
 

@@ -5,7 +5,7 @@
 
 - generation: one :class:`~system.generation.HFEngine` (the fleet's HF engine; ``generate`` seeds its RNG
   with ``generation.seed + policy_version`` per call, as each fleet actor does);
-- features and selection: :func:`~system.features.strategy_rows` over the same contiguous shards the
+- features and selection: :func:`~system.features.design_rows.strategy_rows` over the same contiguous shards the
   ``features.num_workers`` feature workers get (a pair's row is computed in the same padded batch as on
   its worker, so the rows are bit-identical), then :func:`~system.selection.select_round` — the
   selector actor's round — over a one-shard :class:`~system.selection.LocalPool`;
@@ -28,7 +28,8 @@ import torch
 
 from system.config import Config
 from system.errors import StaleVersionError
-from system.features import implicit_reward_margins, strategy_rows
+from system.features.design_rows import strategy_rows
+from system.features.embeddings import implicit_reward_margins
 from system.fileio import atomic_output
 from system.generation import HFEngine, SamplingParams, sampling_params
 from system.loop import LoopParts, Ready

@@ -416,7 +416,7 @@ class ActiveLoop:
     def _mpo_reference_samples(self) -> dict[str, list[str]] | None:
         """MPO's D_ref(x) for every training prompt, sampled once from πref (policy version 0) by the fleet
         before round 1 and kept in the run dir; None for losses that need no reference samples and offline."""
-        if not get_loss(self.config.train.loss).reference_free or self.pool is not None:
+        if get_loss(self.config.train.loss).reference != "samples" or self.pool is not None:
             return None
         path = self.run_dir / "mpo_reference_samples.json"
         if not path.exists():

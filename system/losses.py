@@ -7,18 +7,26 @@ margin h = r_θ(x,y_w) − r_θ(x,y_l), log-ratio margin Δ = h/β.
 
 Numerics: sigmoids are only ever taken in log space (``logsigmoid``), so the losses and their gradients stay
 finite for margins up to ±1e4 in float32 and bfloat16. Losses are computed in the dtype of the inputs.
+
+Registry: each loss is registered once (:func:`register_loss`) as a :class:`LossSpec` that carries everything
+that depends on it — its inputs from πref, its margin and pair probability, its curvature — so adding a loss
+touches only the place that registers it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from system.errors import ConfigError
+
+if TYPE_CHECKING:
+    from system.config import TrainConfig
 
 
 def implicit_rewards(policy_logps: Tensor, ref_logps: Tensor, beta: float) -> Tensor:
@@ -163,31 +171,151 @@ def mpo_loss(
     return -prob_chosen + beta * pair_kl - tau * sample_logps
 
 
+def logistic_curvature(margins: Tensor) -> Tensor:
+    """d²/dh² of the logistic loss −log σ(h): μ(1 − μ) = σ(h)·σ(−h), μ = σ(h), for margins h [N] → [N] in (0, 1/4].
+
+    The Fisher information of the Bernoulli preference σ(h), hence ADPO+'s weights (seed 000). Written as
+    σ(h)σ(−h): 1 − σ(h) rounds to 0 in float64 for h > 37, which would block confident pairs as zero-norm rows;
+    σ(−h) stays positive up to h ≈ 745.
+    """
+    return torch.sigmoid(margins) * torch.sigmoid(-margins)
+
+
+@dataclass(frozen=True)
+class PairLogps:
+    """What a registered loss reads for B pairs — one calling convention for every loss (:attr:`LossSpec.per_pair`).
+
+    "Chosen" and "rejected" are the first and second response of a pair (y_w, y_l once labelled; y1, y2 of an
+    unlabelled candidate pair when a feature worker asks for the pair probability).
+
+    Attributes:
+        chosen: ``[B]`` log πθ(y_w|x) (differentiable in training).
+        rejected: ``[B]`` log πθ(y_l|x).
+        ref_chosen: ``[B]`` log πref(y_w|x); given when the loss's ``reference`` is ``"logps"``.
+        ref_rejected: ``[B]`` log πref(y_l|x); likewise.
+        ref_pair_prob_chosen: ``[B]`` πp_ref(y_w≻y_l|x); given in training when ``reference`` is ``"samples"``.
+        ref_sample_logps: ``[B, S]`` log πθ(y_s|x) on S samples y_s ∼ πref(·|x); likewise.
+    """
+
+    chosen: Tensor
+    rejected: Tensor
+    ref_chosen: Tensor | None = None
+    ref_rejected: Tensor | None = None
+    ref_pair_prob_chosen: Tensor | None = None
+    ref_sample_logps: Tensor | None = None
+
+    def reference_logps(self) -> tuple[Tensor, Tensor]:
+        """(log πref(y_w|x), log πref(y_l|x)), each ``[B]``; ValueError when they were not given."""
+        if self.ref_chosen is None or self.ref_rejected is None:
+            raise ValueError("this loss needs the reference log-probs log πref(y|x) of both responses")
+        return self.ref_chosen, self.ref_rejected
+
+    def reference_samples(self) -> tuple[Tensor, Tensor]:
+        """(πp_ref(y_w≻y_l|x) ``[B]``, log πθ of the πref samples ``[B, S]``); ValueError when not given."""
+        if self.ref_pair_prob_chosen is None or self.ref_sample_logps is None:
+            raise ValueError("this loss needs ref_pair_prob_chosen and the πref samples' log-probs")
+        return self.ref_pair_prob_chosen, self.ref_sample_logps
+
+
+PairFunction = Callable[[PairLogps, "TrainConfig"], Tensor]
+"""``(pair log-probs, train section) → [B]``: how a registered loss computes a per-pair quantity."""
+
+Reference = Literal["logps", "samples"]
+Curvature = Literal["logistic", "constant"]
+
+
 @dataclass(frozen=True)
 class LossSpec:
-    """A registered preference loss.
+    """A registered preference loss, with everything that depends on which loss is trained.
+
+    Callers ask the spec instead of comparing loss names: the trainer (which reference data to prepare and
+    feed), the loop (whether to draw πref samples), the feature workers (ADPO+'s plug-in margin and weight)
+    and the config (whether ADPO+ applies).
 
     Attributes:
         name: registry key (``train.loss``).
-        fn: the loss function; reference-based losses take
-            ``(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, ...)``, reference-free ones
-            ``(policy_chosen, policy_rejected, ref_pair_prob_chosen, policy_ref_sample_logps, beta, tau)``.
-        reference_free: True when training needs no reference forward pass (MPO).
+        fn: the loss function, in its own documented signature (for direct use).
+        per_pair: the per-pair loss ``[B]`` in the one calling convention, reading the :class:`PairLogps` fields
+            its ``reference`` names and its hyperparameters from the ``train`` section.
+        margin: the pair's margin h ``[B]`` under the trained model — the quantity the loss is a function of
+            (DPO and IPO: the implicit-reward margin β·Δ; MPO: the pair policy's logit log πθ(y1) − log πθ(y2)),
+            from which :meth:`pair_prob` gives μ.
+        reference: what the loss reads from πref. ``"logps"``: log πref of both responses, computed once before
+            training (or by a reference forward in the step); the margin needs them too. ``"samples"``:
+            πp_ref(y_w≻y_l|x) and responses sampled from πref (MPO), prepared once before training, so training
+            and the margin run no reference pass.
+        curvature: ∂²loss/∂h² as a function of the margin. ``"logistic"``: the loss is −log σ(h) (up to
+            smoothing and KL terms) and its curvature μ(1−μ), μ = σ(h), is the Fisher information ADPO+ weights
+            pairs by; ``"constant"``: a squared loss ∝ (h − 1/2)² (IPO), whose curvature is the same for every
+            pair — ADPO+ then equals ADPO, and the config refuses it.
     """
 
     name: str
     fn: Callable[..., Tensor]
-    reference_free: bool
+    per_pair: PairFunction
+    margin: PairFunction
+    reference: Reference
+    curvature: Curvature
+
+    @property
+    def reference_free(self) -> bool:
+        """True when training runs no reference forward pass and needs no reference log-probs (MPO)."""
+        return self.reference != "logps"
+
+    def pair_prob(self, logps: PairLogps, train: TrainConfig) -> Tensor:
+        """μ = P(y1 ≻ y2 | x) ``[B]`` that the trained model implies: σ(h) for a logistic loss; for a squared loss
+        (h − 1/2)², whose expected value under labels with P(y1≻y2) = μ is smallest at h = μ − 1/2, μ = 1/2 + h
+        clipped to [0, 1]."""
+        margins = self.margin(logps, train)
+        if self.curvature == "logistic":
+            return torch.sigmoid(margins)
+        return (0.5 + margins).clamp(0.0, 1.0)
+
+    def curvature_weights(self, margins: Tensor) -> Tensor:
+        """ADPO+'s weight per pair from margins h ``[N]``: μ(1 − μ) (:func:`logistic_curvature`) for a logistic loss,
+        1 for a constant-curvature one."""
+        if self.curvature == "logistic":
+            return logistic_curvature(margins)
+        return torch.ones_like(margins)
 
 
-LOSSES: dict[str, LossSpec] = {
-    spec.name: spec
-    for spec in (
-        LossSpec("dpo", dpo_loss, reference_free=False),
-        LossSpec("ipo", ipo_loss, reference_free=False),
-        LossSpec("mpo", mpo_loss, reference_free=True),
-    )
-}
+def _dpo(logps: PairLogps, train: TrainConfig) -> Tensor:
+    return dpo_loss(logps.chosen, logps.rejected, *logps.reference_logps(), train.beta, train.label_smoothing)
+
+
+def _ipo(logps: PairLogps, train: TrainConfig) -> Tensor:
+    return ipo_loss(logps.chosen, logps.rejected, *logps.reference_logps(), train.beta)
+
+
+def _mpo(logps: PairLogps, train: TrainConfig) -> Tensor:
+    return mpo_loss(logps.chosen, logps.rejected, *logps.reference_samples(), train.beta, train.tau)
+
+
+def implicit_reward_margin(logps: PairLogps, train: TrainConfig) -> Tensor:
+    """h = r_θ(x,y_w) − r_θ(x,y_l) = β·Δ ``[B]``: the margin of DPO and IPO."""
+    return train.beta * _logratio_margin(logps.chosen, logps.rejected, *logps.reference_logps())
+
+
+def pair_policy_logit(logps: PairLogps, train: TrainConfig) -> Tensor:
+    """h = log πθ(y_w|x) − log πθ(y_l|x) ``[B]``: the logit of MPO's pair policy σ(h), no β, no reference."""
+    del train
+    return logps.chosen - logps.rejected
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register_loss(spec: LossSpec) -> LossSpec:
+    """Add ``spec`` to the registry under ``spec.name`` (the one place a new loss is added); returns it."""
+    if spec.name in LOSSES and LOSSES[spec.name] != spec:
+        raise ConfigError(f"train.loss: loss {spec.name!r} is registered twice")
+    LOSSES[spec.name] = spec
+    return spec
+
+
+register_loss(LossSpec("dpo", dpo_loss, _dpo, implicit_reward_margin, reference="logps", curvature="logistic"))
+register_loss(LossSpec("ipo", ipo_loss, _ipo, implicit_reward_margin, reference="logps", curvature="constant"))
+register_loss(LossSpec("mpo", mpo_loss, _mpo, pair_policy_logit, reference="samples", curvature="logistic"))
 
 
 def get_loss(name: str) -> LossSpec:

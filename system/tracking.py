@@ -117,11 +117,6 @@ class Tracker:
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        """String tags on the run (e.g. where the report lives)."""
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
-
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file or a whole directory into the run's artifacts under ``artifact_path``."""
         path = Path(path)

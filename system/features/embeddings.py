@@ -1,4 +1,4 @@
-"""ADPO/ADPO+ features: last-layer hidden-state differences, and the plug-in margins ADPO+ weights by.
+"""ADPO features: last-layer hidden-state differences (and the DPO implicit-reward margins of a pair).
 
 Seed 000 linearises the policy at its last layer: log πθ(y|x) ≈ Σ_t θ_{y_t}ᵀ h_{t−1} − log Z, with h the
 final (normed) hidden state that feeds the LM head. The pair feature is φ = e(x, y1) − e(x, y2), where
@@ -23,9 +23,8 @@ from transformers import PreTrainedTokenizerBase
 
 from system.config import Config
 from system.features.pairs import pair_differences
-from system.losses import get_loss
 from system.models.loading import reference_mode
-from system.models.logprobs import SequenceBatch, policy_and_reference_logps, sequence_logps
+from system.models.logprobs import SequenceBatch, policy_and_reference_logps
 from system.types import CandidatePair
 
 
@@ -74,7 +73,8 @@ def fixed_encoder_features(
 def implicit_reward_margins(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[CandidatePair], cfg: Config
 ) -> Tensor:
-    """h_i = r_θ(x, y1) − r_θ(x, y2), r_θ = β·(log πθ − log πref) → [N] (the DPO plug-in margins of ADPO+)."""
+    """h_i = r_θ(x, y1) − r_θ(x, y2), r_θ = β·(log πθ − log πref) → [N]: the DPO margins the held-out logit
+    error compares with the true ones."""
 
     def rewards(batch: SequenceBatch) -> Tensor:
         with torch.no_grad():
@@ -82,24 +82,3 @@ def implicit_reward_margins(
         return cfg.train.beta * (policy - reference)
 
     return pair_differences(model, tokenizer, pairs, cfg, rewards)
-
-
-def plugin_margins(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[CandidatePair], cfg: Config
-) -> Tensor:
-    """ADPO+'s plug-in logits h_i [N]: σ(h_i) is the trained model's probability that y1 is preferred.
-
-    The weight μ(1 − μ), μ = σ(h), is the curvature of the loss actually trained in h:
-    DPO's −log σ(h) with h the implicit-reward margin (:func:`implicit_reward_margins`); MPO's pair policy
-    πp_θ(y1≻y2|x) = σ(log πθ(y1|x) − log πθ(y2|x)) is a Bernoulli with logit h = that log-ratio (no β, no
-    reference), whose Fisher information is again μ(1 − μ). IPO's squared loss has constant curvature in h,
-    so ADPO+ under IPO would equal ADPO: the config refuses that combination.
-    """
-    if not get_loss(cfg.train.loss).reference_free:
-        return implicit_reward_margins(model, tokenizer, pairs, cfg)
-
-    def log_ratio(batch: SequenceBatch) -> Tensor:
-        with torch.no_grad():
-            return sequence_logps(model, batch, cfg.model.length_normalize)
-
-    return pair_differences(model, tokenizer, pairs, cfg, log_ratio)

@@ -1,4 +1,4 @@
-"""Pair features as differences of per-sequence features: φ(x, y1, y2) = f(x, y1) − f(x, y2)."""
+"""Pair features from per-sequence features: φ(x, y1, y2) = f(x, y1) − f(x, y2), or another combination of the two."""
 
 from __future__ import annotations
 
@@ -20,16 +20,28 @@ def pair_differences(
     cfg: Config,
     per_sequence: Callable[[SequenceBatch], Tensor],
 ) -> Tensor:
-    """f(x_i, y_i1) − f(x_i, y_i2) for every pair → [N, ...] on CPU.
+    """f(x_i, y_i1) − f(x_i, y_i2) for every pair → [N, ...] on CPU (:func:`combine_pairs` with a difference)."""
+    return combine_pairs(model, tokenizer, pairs, cfg, per_sequence, torch.sub)
+
+
+def combine_pairs(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[CandidatePair],
+    cfg: Config,
+    per_sequence: Callable[[SequenceBatch], Tensor],
+    combine: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """combine(f(x_i, y_i1), f(x_i, y_i2)) for every pair → [N, ...] on CPU.
 
     Pairs go ``features.batch_size`` at a time as one batch of 2n sequences (all y1 rows, then all y2
     rows), encoded with the policy's tokenizer and ``model`` limits; ``per_sequence`` maps the batch to
-    [2n, ...] per-sequence features.
+    [2n, ...] per-sequence features, ``combine`` the n first-response and n second-response rows to [n, ...].
     """
     if not pairs:
         raise ValueError("no pairs to featurise")
     device = next(model.parameters()).device
-    differences = []
+    combined = []
     for start in range(0, len(pairs), cfg.features.batch_size):
         chunk = pairs[start : start + cfg.features.batch_size]
         batch = encode_sequences(
@@ -40,5 +52,5 @@ def pair_differences(
             row_names=[pair.pair_id for pair in chunk] * 2,
         ).to(device)
         values = per_sequence(batch).cpu()
-        differences.append(values[: len(chunk)] - values[len(chunk) :])
-    return torch.cat(differences)
+        combined.append(combine(values[: len(chunk)], values[len(chunk) :]))
+    return torch.cat(combined)

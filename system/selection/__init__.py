@@ -5,18 +5,10 @@ Importing this package registers the built-in strategies (random, activedpo, adp
 
 from system.selection import strategies as _builtin_strategies  # noqa: F401  (registers built-ins)
 from system.selection.design import DesignState
-from system.selection.greedy import greedy_pick, greedy_select
-from system.selection.plugin import fit_linear_dpo, plugin_weights
+from system.selection.greedy import greedy_pick
+from system.selection.logistic_fit import fit_linear_dpo
 from system.selection.registry import Picks, PoolInputs, Strategy, get_strategy, register_strategy, strategy_names
-from system.selection.select import (
-    check_budget,
-    run_strategy,
-    select_batch,
-    select_pairs,
-    select_round,
-    selection_record,
-    validate_pool,
-)
+from system.selection.select import check_budget, pick_validated, select_round, selection_record, validate_pool
 from system.selection.shards import (
     LocalPool,
     Proposal,
@@ -43,16 +35,12 @@ __all__ = [
     "fit_linear_dpo",
     "get_strategy",
     "greedy_pick",
-    "greedy_select",
     "merge_argmax",
     "merge_ranked",
-    "plugin_weights",
+    "pick_validated",
     "rank_rows",
     "register_strategy",
-    "run_strategy",
     "score_shard",
-    "select_batch",
-    "select_pairs",
     "select_round",
     "selection_record",
     "shard_argmax",

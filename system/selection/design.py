@@ -98,16 +98,10 @@ class DesignState:
         self._v.addmm_(x.T, x)
         self._num_pending = 0
 
-    def score(self, phi: Tensor) -> Tensor:
-        """φᵢᵀ V⁻¹ φᵢ for each row of ``phi`` [N, k] → [N] (clamped at 0 against rounding)."""
-        features = self._as_features(phi)
-        return ((features @ self.v_inv) * features).sum(dim=-1).clamp_min(0.0)
-
-    def update(self, phi: Tensor, weight: float = 1.0) -> tuple[Tensor, float]:
-        """Add w φφᵀ to V (φ: [k]); return (z, c) with z = V⁻¹x, c = 1 + xᵀz for x = √w φ (pre-update V⁻¹)."""
-        if not weight >= 0:
-            raise SelectionError(f"design update weight must be ≥ 0 (got {weight})")
-        x = self._as_features(phi).reshape(-1) * math.sqrt(weight)
+    def update(self, row: Tensor) -> tuple[Tensor, float]:
+        """Add x xᵀ to V for a design row x [k] (√w φ for a weighted strategy: its ``design_rows``); return (z, c)
+        with z = V⁻¹x, c = 1 + xᵀz (pre-update V⁻¹), so c − 1 = xᵀV⁻¹x is the row's score before the update."""
+        x = self._as_features(row).reshape(-1)
         z = self._v_inv @ x
         t = self._num_pending
         if t:

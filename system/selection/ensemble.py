@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
-from system.selection.plugin import newton_direction, plugin_weights
+from system.losses import logistic_curvature
+from system.selection.logistic_fit import newton_direction
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def fit_heads(
     for _ in range(max_iter):
         margins = features @ thetas.T  # [L, M]
         gradients = -(features.T @ (signs * torch.sigmoid(-signs * margins))) + l2 * (thetas - centers).T  # [k, M]
-        steps = newton_direction(features, plugin_weights(margins).mean(dim=1), gradients, l2).T  # [M, k]
+        steps = newton_direction(features, logistic_curvature(margins).mean(dim=1), gradients, l2).T  # [M, k]
         sizes = torch.ones(thetas.shape[0], 1, dtype=torch.float64)
         while True:
             trial = thetas - sizes * steps

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from system.selection.design import DesignState
 from system.selection.registry import Picks
-from system.selection.shards import LocalPool, ShardedPool, merge_argmax
+from system.selection.shards import ShardedPool, merge_argmax
 
 
 def greedy_pick(pool: ShardedPool, budget: int, state: DesignState) -> Picks:
@@ -32,7 +30,3 @@ def greedy_pick(pool: ShardedPool, budget: int, state: DesignState) -> Picks:
         proposals = pool.update(z, c, index)
     return Picks(indices, scores)
 
-
-def greedy_select(features: Tensor, budget: int, state: DesignState, blocked: Tensor) -> Picks:
-    """:func:`greedy_pick` over rows ``features`` [N, k] in one process; ``blocked`` [N] bool rows are never picked."""
-    return greedy_pick(LocalPool(features, blocked), budget, state)

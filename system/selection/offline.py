@@ -20,8 +20,9 @@ from torch import Tensor
 
 from system.data import parse_field, read_numbered_rows, source_name
 from system.errors import DataError, SelectionError
+from system.losses import logistic_curvature
 from system.selection.design import DesignState
-from system.selection.plugin import fit_linear_dpo, plugin_weights
+from system.selection.logistic_fit import fit_linear_dpo
 from system.selection.registry import PoolInputs, Strategy, get_strategy
 from system.selection.select import pick_validated, validate_pool
 from system.types import CandidatePair
@@ -161,7 +162,7 @@ def select_offline(
         weights = None
         if rule.needs_weights:
             theta = fit_linear_dpo(phi[order[:count]], prefer_first[:count], plugin_l2, init=theta)
-            weights = plugin_weights(phi @ theta)
+            weights = logistic_curvature(phi @ theta)
             state.rebuild(rule.design_rows(phi[order[:count]], weights[order[:count]]))
         if rule.learns_from_labels:
             rule.learn(rule.design_rows(phi[order[:count]], None), prefer_first[:count], seed)

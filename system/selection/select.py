@@ -1,13 +1,13 @@
-"""Entry points of selection in one process: validate the pool, skip zero-norm pairs, run the named strategy.
+"""The two entries of selection: :func:`select_round` (a round of the loop, over any sharded pool of design rows)
+and :func:`pick_validated` (offline selection's batches over a feature matrix in one process).
 
 A one-process pool is a :class:`~system.selection.shards.LocalPool` (one shard) of the strategy's design
-rows, so the same ``Strategy.pick`` runs here and on the selector actor over W workers.
+rows, so the same ``Strategy.pick`` runs in one process and on the selector actor over W workers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,24 +53,6 @@ def validate_pool(pool: PoolInputs, state: DesignState) -> Tensor:
     return blocked_rows(phi)
 
 
-def run_strategy(
-    pool: PoolInputs,
-    budget: int,
-    state: DesignState,
-    strategy: str | Strategy,
-    seed: int = 0,
-    exclude: Tensor | None = None,
-) -> tuple[Picks, int]:
-    """Validate ``pool`` (see :func:`validate_pool`), then :func:`pick_validated`.
-
-    Raises:
-        SelectionError: bad features/weights (see :func:`validate_pool`), or more picks asked than selectable rows.
-    """
-    validate_pool(pool, state)
-    rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    return pick_validated(pool, budget, state, rule, seed, exclude)
-
-
 def pick_validated(
     pool: PoolInputs,
     budget: int,
@@ -79,7 +61,8 @@ def pick_validated(
     seed: int = 0,
     exclude: Tensor | None = None,
 ) -> tuple[Picks, int]:
-    """Block the zero-norm design rows of a validated ``pool`` and run ``rule``: (picks, zero-norm rows skipped).
+    """Block the zero-norm design rows of a ``pool`` checked by :func:`validate_pool` and run ``rule``: (picks,
+    zero-norm rows skipped); ``state`` is updated with each pick. What offline selection runs for each batch.
 
     ``exclude`` [N] bool marks rows that are out of the pool (already picked in an earlier batch): they are
     never picked and do not count as selectable, but indices stay global, so a caller selecting batch after
@@ -113,53 +96,6 @@ def check_budget(budget: int, num_pairs: int, skipped: int) -> int:
     if skipped:
         logger.warning("skipping %d zero-norm pairs (identical features)", skipped)
     return skipped
-
-
-def select_batch(
-    phi: Tensor,
-    budget: int,
-    state: DesignState,
-    strategy: str | Strategy,
-    weights: Tensor | None = None,
-    seed: int = 0,
-) -> list[int]:
-    """Indices of ``budget`` pairs of ``phi`` [N, k] in pick order; ``state`` is updated with each pick.
-
-    Zero-norm rows are never picked. See :func:`select_pairs` for ids, scores and the skipped count.
-    """
-    pool = PoolInputs(phi, weights)
-    return run_strategy(pool, budget, state, strategy, seed)[0].indices
-
-
-def select_pairs(
-    pair_ids: Sequence[str],
-    pool: PoolInputs,
-    budget: int,
-    state: DesignState,
-    strategy: str | Strategy,
-    seed: int = 0,
-    round_index: int = 0,
-) -> SelectionResult:
-    """Select ``budget`` of the pairs ``pair_ids`` (one per row of ``pool.phi``) with the named strategy.
-
-    Raises:
-        SelectionError: duplicate pair ids, ids not matching the rows, bad features, budget too large.
-    """
-    if len(pair_ids) != pool.phi.shape[0]:
-        raise SelectionError(f"{len(pair_ids)} pair ids for {pool.phi.shape[0]} feature rows")
-    duplicates = [pair_id for pair_id, count in Counter(pair_ids).items() if count > 1]
-    if duplicates:
-        raise SelectionError(f"duplicate pair_id {duplicates[0]!r} ({len(duplicates)} duplicated ids)")
-    rule = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    picks, skipped = run_strategy(pool, budget, state, rule, seed)
-    return SelectionResult(
-        pair_ids=tuple(pair_ids[i] for i in picks.indices),
-        scores=tuple(picks.scores),
-        strategy=rule.name,
-        round=round_index,
-        skipped_zero_norm=skipped,
-        extra={"logdet": state.logdet()},
-    )
 
 
 def select_round(

@@ -1,7 +1,7 @@
 """Preference training on one rank: offline reference pass, optional SFT warm-up, epochs of DPO/IPO/MPO.
 
 :func:`fit_preferences` is the whole procedure a rank runs, in one process (world size 1) or as a Ray
-Train worker (:mod:`actors.trainer`): the same data order (:func:`epoch_batches`), collation
+Train worker (:mod:`actors.trainer_rank`): the same data order (:func:`epoch_batches`), collation
 (:func:`make_batch`), objective, epoch runner (:mod:`system.training.runner`), engines
 (:mod:`system.training.engine`) and checkpoints (:mod:`system.training.checkpoint`).
 :func:`train_preferences` is its single-process form.
@@ -106,8 +106,8 @@ def offline_reference(
     known_samples: Mapping[str, Sequence[str]] | None = None,
 ) -> OfflineReference:
     """Everything the loss needs from πref, computed once: MPO's data (reusing ``known_samples`` of
-    D_ref(x) by prompt key) or ``[N, 2]`` reference log-probs."""
-    if get_loss(cfg.train.loss).reference_free:
+    D_ref(x) by prompt key) or ``[N, 2]`` reference log-probs, as the loss's ``reference`` names."""
+    if get_loss(cfg.train.loss).reference == "samples":
         return prepare_mpo_reference(model, tokenizer, pairs, cfg, known_samples)
     return reference_pair_logps(model, tokenizer, pairs, cfg.model, cfg.train.batch_size)
 

@@ -3,19 +3,19 @@
 :func:`preference_loss` only calls ``model(...)`` forward, so ``model`` may be a plain module, a
 ``PeftModel`` or a DeepSpeed/DDP engine wrapping one. The reference log-probs come, in order of
 preference, from the batch (precomputed offline), from an explicit ``reference_logps`` callable, or
-from the same model with its adapters disabled. Reference-free losses (MPO) never touch πref.
+from the same model with its adapters disabled. Which inputs a loss reads, and how it is called, is its
+:class:`~system.losses.LossSpec`'s: reference-free losses (MPO) never touch πref.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from system.config import TrainConfig
-from system.losses import LossSpec, get_loss, implicit_rewards
+from system.losses import LossSpec, PairLogps, get_loss, implicit_rewards
 from system.models.logprobs import SequenceBatch, policy_and_reference_logps, sequence_logps
 from system.training.batches import PreferenceBatch
 
@@ -23,46 +23,61 @@ ReferenceLogps = Callable[[SequenceBatch], Tensor]
 """Maps ``[2B, T]`` chosen-then-rejected rows to ``[2B]`` log πref(y|x) (no gradients)."""
 
 
-def _reference_loss(
+def _reward_metrics(logps: PairLogps, beta: float) -> dict[str, float]:
+    """Mean implicit rewards r = β·(log πθ − log πref) of chosen and rejected, their margin and its accuracy."""
+    ref_chosen, ref_rejected = logps.reference_logps()
+    chosen_rewards = implicit_rewards(logps.chosen, ref_chosen, beta)
+    rejected_rewards = implicit_rewards(logps.rejected, ref_rejected, beta)
+    margins = chosen_rewards - rejected_rewards
+    return {
+        "rewards/chosen": chosen_rewards.mean().item(),
+        "rewards/rejected": rejected_rewards.mean().item(),
+        "rewards/margin": margins.mean().item(),
+        "rewards/accuracy": (margins > 0).float().mean().item(),
+    }
+
+
+def _pair_prob_metrics(spec: LossSpec, logps: PairLogps, train_cfg: TrainConfig) -> dict[str, float]:
+    """Mean pair probability μ of the policy and πp_ref's, the πref samples' log-prob, and how often μ > πp_ref."""
+    ref_prob, sample_logps = logps.reference_samples()
+    pair_prob = spec.pair_prob(logps, train_cfg)
+    return {
+        "pair_prob/policy": pair_prob.mean().item(),
+        "pair_prob/reference": ref_prob.mean().item(),
+        "ref_samples/logp": sample_logps.mean().item(),
+        "rewards/accuracy": (pair_prob > ref_prob).float().mean().item(),
+    }
+
+
+def _pair_logps(
+    model: torch.nn.Module,
+    batch: PreferenceBatch,
     spec: LossSpec,
-    chosen: Tensor,
-    rejected: Tensor,
-    ref_chosen: Tensor,
-    ref_rejected: Tensor,
-    train_cfg: TrainConfig,
-) -> tuple[Tensor, dict[str, float]]:
-    options = {}
-    if "label_smoothing" in inspect.signature(spec.fn).parameters:
-        options["label_smoothing"] = train_cfg.label_smoothing
-    losses = spec.fn(chosen, rejected, ref_chosen, ref_rejected, train_cfg.beta, **options)
-    with torch.no_grad():
-        chosen_rewards = implicit_rewards(chosen, ref_chosen, train_cfg.beta)
-        rejected_rewards = implicit_rewards(rejected, ref_rejected, train_cfg.beta)
-        margins = chosen_rewards - rejected_rewards
-        metrics = {
-            "rewards/chosen": chosen_rewards.mean().item(),
-            "rewards/rejected": rejected_rewards.mean().item(),
-            "rewards/margin": margins.mean().item(),
-            "rewards/accuracy": (margins > 0).float().mean().item(),
-        }
-    return losses, metrics
-
-
-def _reference_free_loss(
-    spec: LossSpec, chosen: Tensor, rejected: Tensor, sample_logps: Tensor, batch: PreferenceBatch, cfg: TrainConfig
-) -> tuple[Tensor, dict[str, float]]:
-    if batch.ref_pair_prob_chosen is None or batch.samples_per_pair == 0:
-        raise ValueError(f"train.loss={spec.name} needs ref_pair_prob_chosen and πref samples in the batch")
-    losses = spec.fn(chosen, rejected, batch.ref_pair_prob_chosen, sample_logps, cfg.beta, cfg.tau)
-    with torch.no_grad():
-        pair_prob = torch.sigmoid(chosen - rejected)
-        metrics = {
-            "pair_prob/policy": pair_prob.mean().item(),
-            "pair_prob/reference": batch.ref_pair_prob_chosen.mean().item(),
-            "ref_samples/logp": sample_logps.mean().item(),
-            "rewards/accuracy": (pair_prob > batch.ref_pair_prob_chosen).float().mean().item(),
-        }
-    return losses, metrics
+    length_normalize: bool,
+    reference_logps: ReferenceLogps | None,
+) -> PairLogps:
+    """One policy forward over the batch's rows, and the reference inputs ``spec.reference`` names."""
+    pairs = batch.num_pairs
+    if spec.reference == "samples":
+        if batch.ref_pair_prob_chosen is None or batch.samples_per_pair == 0:
+            raise ValueError(f"train.loss={spec.name} needs ref_pair_prob_chosen and πref samples in the batch")
+        logps = sequence_logps(model, batch.sequences, length_normalize)
+        return PairLogps(
+            logps[:pairs], logps[pairs : 2 * pairs], ref_pair_prob_chosen=batch.ref_pair_prob_chosen,
+            ref_sample_logps=logps[2 * pairs :].view(pairs, batch.samples_per_pair),
+        )
+    if batch.ref_chosen_logps is not None and batch.ref_rejected_logps is not None:
+        logps = sequence_logps(model, batch.pair_sequences, length_normalize)
+        ref_chosen, ref_rejected = batch.ref_chosen_logps, batch.ref_rejected_logps
+    elif reference_logps is not None:
+        logps = sequence_logps(model, batch.pair_sequences, length_normalize)
+        with torch.no_grad():
+            ref_chosen, ref_rejected = reference_logps(batch.pair_sequences).detach().split(pairs)
+    else:
+        logps, ref_logps = policy_and_reference_logps(model, batch.pair_sequences, length_normalize)
+        ref_chosen, ref_rejected = ref_logps.split(pairs)
+    chosen, rejected = logps.split(pairs)
+    return PairLogps(chosen, rejected, ref_chosen, ref_rejected)
 
 
 def preference_loss(
@@ -103,24 +118,10 @@ def preference_losses(
         float means over the batch (``loss``, implicit rewards, margin and accuracy, or MPO's pair probabilities).
     """
     spec = get_loss(train_cfg.loss)
-    pairs = batch.num_pairs
-    if spec.reference_free:
-        logps = sequence_logps(model, batch.sequences, length_normalize)
-        sample_logps = logps[2 * pairs :].view(pairs, batch.samples_per_pair)
-        chosen, rejected = logps[:pairs], logps[pairs : 2 * pairs]
-        losses, metrics = _reference_free_loss(spec, chosen, rejected, sample_logps, batch, train_cfg)
-    else:
-        if batch.ref_chosen_logps is not None and batch.ref_rejected_logps is not None:
-            logps = sequence_logps(model, batch.pair_sequences, length_normalize)
-            ref_chosen, ref_rejected = batch.ref_chosen_logps, batch.ref_rejected_logps
-        elif reference_logps is not None:
-            logps = sequence_logps(model, batch.pair_sequences, length_normalize)
-            with torch.no_grad():
-                ref_chosen, ref_rejected = reference_logps(batch.pair_sequences).detach().split(pairs)
-        else:
-            logps, ref_logps = policy_and_reference_logps(model, batch.pair_sequences, length_normalize)
-            ref_chosen, ref_rejected = ref_logps.split(pairs)
-        chosen, rejected = logps.split(pairs)
-        losses, metrics = _reference_loss(spec, chosen, rejected, ref_chosen, ref_rejected, train_cfg)
+    logps = _pair_logps(model, batch, spec, length_normalize, reference_logps)
+    losses = spec.per_pair(logps, train_cfg)
+    with torch.no_grad():
+        metrics = (_reward_metrics(logps, train_cfg.beta) if spec.reference == "logps"
+                   else _pair_prob_metrics(spec, logps, train_cfg))
     metrics["loss"] = losses.mean().item()
     return losses, metrics

@@ -73,7 +73,8 @@ def test_nccl_all_reduce_between_train_workers(ray_cluster, tmp_path):
 def test_selection_on_gpu_feature_workers_and_selector_picks_as_on_the_cpu(ray_cluster, tiny_model_dir, tmp_path):
     from actors.features import FeatureWorkerGroup
     from actors.selector import Selector
-    from system.selection import DesignState, PoolInputs, select_pairs
+    from system.selection import LocalPool, select_round
+    from system.selection.shards import blocked_rows
 
     config = load_config("configs/tiny.yaml", [
         f"model.path={tiny_model_dir}", "features.num_workers=2", "features.projection_dim=256",
@@ -87,8 +88,9 @@ def test_selection_on_gpu_feature_workers_and_selector_picks_as_on_the_cpu(ray_c
     selector = Selector(config, tmp_path / "selector.pt")
     selector.setup()
     result = selector.select(workers, budget=100, strategy="adpo", round_index=0)
-    state = DesignState(256, config.selection.reg, refactor_every=config.selection.refactor_every)
-    expected = select_pairs(pair_ids, PoolInputs(phi), 100, state, "adpo")
+    rows = phi.double()
+    expected, _ = select_round(LocalPool(rows, blocked_rows(rows)), pair_ids, rows[:0], 100, "adpo", 0,
+                               config.selection.reg, config.selection.refactor_every, config.selection.seed)
     selector.shutdown()
     workers.shutdown()
     assert result.pair_ids == expected.pair_ids

@@ -18,7 +18,7 @@ from system.config import Config, load_config
 from system.errors import DataError, SelectionError
 from system.features import gradient_features
 from system.models.loading import load_policy
-from system.selection import DesignState, LocalPool, PoolInputs, rank_rows, select_pairs, select_round
+from system.selection import LocalPool, get_strategy, rank_rows, select_round
 from system.selection.ensemble import draw_anchors, fit_heads
 from system.selection.shards import blocked_rows
 from system.types import CandidatePair
@@ -56,10 +56,14 @@ def _text_pairs(count: int, tag: str = "q") -> list[CandidatePair]:
 
 
 def _single_process(config, pair_ids, phi, budget, strategy, labelled=None, round_index=0):
-    """One round in one process: V = λI + Σ over ``labelled`` rows, then ``budget`` picks from ``phi``."""
-    state = DesignState(phi.shape[1], config.selection.reg, refactor_every=config.selection.refactor_every)
-    state.rebuild(phi[:0] if labelled is None else labelled)
-    return select_pairs(pair_ids, PoolInputs(phi), budget, state, strategy, seed=config.selection.seed + round_index)
+    """One round in one process, as the in-process loop runs it: the strategy's rows of ``phi`` (and of
+    ``labelled``, which start V = λI + Σ x xᵀ) in a one-shard pool, then ``select_round``."""
+    rule = get_strategy(strategy)
+    rows = rule.design_rows(phi.double(), None)
+    labelled_rows = rows[:0] if labelled is None else rule.design_rows(labelled.double(), None)
+    result, _ = select_round(LocalPool(rows, blocked_rows(rows)), pair_ids, labelled_rows, budget, rule, round_index,
+                             config.selection.reg, config.selection.refactor_every, config.selection.seed)
+    return result
 
 
 def _design(config, rows):

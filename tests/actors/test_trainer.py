@@ -110,7 +110,7 @@ PyMODINIT_FUNC PyInit_tiny_op() { return PyModule_Create(&tiny); }
 HOLD_MID_BUILD = """
 import time
 from torch.utils.file_baton import FileBaton
-from actors.trainer import extension_build_lock
+from actors.trainer_rank import extension_build_lock
 with extension_build_lock("tiny_op") as build_dir:
     assert FileBaton(str(build_dir / "lock")).try_acquire()  # what torch's JIT build does first
     print("building", flush=True)
@@ -119,7 +119,7 @@ with extension_build_lock("tiny_op") as build_dir:
 BUILD = """
 import sys
 from torch.utils.cpp_extension import load
-from actors.trainer import extension_build_lock
+from actors.trainer_rank import extension_build_lock
 print("waiting", flush=True)
 with extension_build_lock("tiny_op"):
     load("tiny_op", [sys.argv[1]])

@@ -13,9 +13,10 @@ from jobs.select import main
 from system.config import load_config
 from system.data import read_rows, write_rows
 from system.errors import DataError, SelectionError
-from system.selection import DesignState, rank_rows, select_batch
+from system.selection import rank_rows
 from system.selection.ensemble import EnsembleHeads, draw_anchors
 from tests.conftest import REPO_ROOT
+from tests.system.selection.picks import local_picks
 
 CONFIG = REPO_ROOT / "configs/tiny.yaml"
 
@@ -60,10 +61,10 @@ def test_adpo_plus_refits_between_batches_on_revealed_labels(tmp_path: Path) -> 
     assert original[:4] == other[:4]  # first batch: no label known, w = 1/4 everywhere
     phi = torch.tensor([row["phi"] for row in rows], dtype=torch.float64)
     # w = 1/4 everywhere: V = I + Σ φφᵀ/4 = (4I + Σ φφᵀ)/4, the unweighted design with λ = 4, same argmaxes.
-    reference = select_batch(phi, 4, DesignState(6, reg=4.0), "adpo")
+    reference = local_picks(phi, 4, 4.0, "adpo")
     assert original[:4] == [f"pair-{i}" for i in reference]
     one_batch = [row["pair_id"] for row in _run(tmp_path, rows, "adpo_plus", 12, 12, "c")]
-    assert one_batch == [f"pair-{i}" for i in select_batch(phi, 12, DesignState(6, reg=4.0), "adpo")]
+    assert one_batch == [f"pair-{i}" for i in local_picks(phi, 12, 4.0, "adpo")]
     assert one_batch != original  # refitting the plug-in estimate changed later picks
 
 
@@ -115,7 +116,7 @@ def test_cli_selects_from_a_parquet_pool_and_reports_bad_input(tmp_path: Path) -
     assert done.returncode == 0, done.stderr[-2000:]
     selected = list(read_rows(out))
     phi = torch.tensor([row["phi"] for row in rows], dtype=torch.float64)
-    expected = select_batch(phi, 29, DesignState(6, 0.5), "adpo")
+    expected = local_picks(phi, 29, 0.5, "adpo")
     assert [row["pair_id"] for row in selected] == [f"pair-{i}" for i in expected]
     assert "pair-4" not in {row["pair_id"] for row in selected}
     too_many = subprocess.run(command[:-4] + ["--budget", "30"], cwd=REPO_ROOT, capture_output=True, text=True,

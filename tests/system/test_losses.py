@@ -5,18 +5,22 @@ from __future__ import annotations
 import collections
 import math
 import types
+from dataclasses import astuple
 
 import pytest
 import torch
 from trl import DPOTrainer
 
+from system.config import TrainConfig
 from system.errors import ConfigError
 from system.losses import (
     LOSSES,
+    PairLogps,
     dpo_loss,
     get_loss,
     implicit_rewards,
     ipo_loss,
+    logistic_curvature,
     mpo_loss,
     pair_preference_prob,
 )
@@ -277,3 +281,32 @@ def test_registry() -> None:
     assert get_loss("ipo").fn is ipo_loss
     with pytest.raises(ConfigError, match="train.loss.*'kto'"):
         get_loss("kto")
+
+
+# ---------------------------------------------------------------- curvature (ADPO+'s weights)
+
+
+def test_logistic_curvature_is_the_second_derivative_of_the_logistic_nll() -> None:
+    margins = torch.linspace(-4, 4, 9, dtype=torch.float64)
+    second_derivative = torch.func.vmap(torch.func.grad(torch.func.grad(lambda h: -torch.nn.functional.logsigmoid(h))))
+    torch.testing.assert_close(logistic_curvature(margins), second_derivative(margins))
+
+
+def test_logistic_curvature_stays_positive_for_confident_margins() -> None:
+    """μ(1−μ) computed as 1 − σ(40) would round to 0 and block the pair; σ(h)σ(−h) keeps e^{−40}."""
+    weights = logistic_curvature(torch.tensor([0.0, 40.0, -40.0], dtype=torch.float64))
+    torch.testing.assert_close(weights, torch.tensor([0.25, math.exp(-40.0), math.exp(-40.0)], dtype=torch.float64),
+                               rtol=1e-12, atol=0.0)
+
+
+def test_specs_carry_reference_curvature_and_pair_probability() -> None:
+    """μ: σ(β·Δ) under DPO, σ(log π(y1) − log π(y2)) under MPO, 1/2 + β·Δ (IPO's least-squares fixed point) clipped."""
+    logps = PairLogps(_t(-1.0, -2.0), _t(-3.0, -2.0), _t(-2.0, -2.0), _t(-2.0, -3.0))  # Δ = 2, −1
+    train = TrainConfig(beta=0.1)
+    assert [LOSSES[name].reference for name in ("dpo", "ipo", "mpo")] == ["logps", "logps", "samples"]
+    assert [LOSSES[name].curvature for name in ("dpo", "ipo", "mpo")] == ["logistic", "constant", "logistic"]
+    torch.testing.assert_close(get_loss("dpo").pair_prob(logps, train), torch.sigmoid(_t(0.2, -0.1)))
+    torch.testing.assert_close(get_loss("mpo").pair_prob(logps, train), torch.sigmoid(_t(2.0, 0.0)))
+    torch.testing.assert_close(get_loss("ipo").pair_prob(logps, TrainConfig(beta=0.4)), _t(1.0, 0.1))
+    torch.testing.assert_close(get_loss("ipo").curvature_weights(_t(3.0, -1.0)), _t(1.0, 1.0))
+    torch.testing.assert_close(get_loss("dpo").per_pair(logps, train), dpo_loss(*astuple(logps)[:4], beta=0.1))

@@ -22,7 +22,6 @@ class UniformStrategy(Strategy):
         order = allowed[torch.randperm(allowed.numel(), generator=generator)[:budget]].tolist()
         scores = []
         for index in order:
-            row = pool.row(index)
-            scores.append(float(state.score(row.unsqueeze(0))[0]))
-            state.update(row)
+            _, c = state.update(pool.row(index))
+            scores.append(c - 1.0)  # xᵀV⁻¹x before the update
         return Picks(order, scores)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from system.errors import SelectionError
-from system.selection import DesignState
+from system.selection import DesignState, score_shard
 
 
 def _features(seed: int, rows: int, dim: int) -> torch.Tensor:
@@ -28,9 +28,9 @@ def test_sherman_morrison_matches_dense_inverse(seed: int, dim: int, picks: int,
     state = DesignState(dim, reg, refactor_every=10_000, fold_every=fold_every)
     for row, weight in zip(phi, weights, strict=True):
         before = state.v_inv.clone() if fold_every == 3 else None  # reading v_inv mid-batch folds early: also exact
-        z, c = state.update(row, float(weight))
+        x = row * float(weight) ** 0.5  # a weighted strategy's design row √w φ
+        z, c = state.update(x)
         if before is not None:
-            x = row * float(weight) ** 0.5
             torch.testing.assert_close(z, before @ x)
             assert c == pytest.approx(1 + float(x @ before @ x))
     dense_v = reg * torch.eye(dim, dtype=torch.float64) + phi.T @ (phi * weights.unsqueeze(-1))
@@ -43,14 +43,15 @@ def test_sherman_morrison_matches_dense_inverse(seed: int, dim: int, picks: int,
 def test_scores_nonnegative_monotone_and_logdet_increment(seed: int, dim: int, picks: int) -> None:
     pool = _features(seed, 30, dim) * 3.0
     state = DesignState(dim, reg=0.5)
-    previous = state.score(pool)
+    previous = score_shard(pool, state.v_inv)
     assert bool((previous >= 0).all())
     for index in range(picks):
         before = state.logdet()
-        score = float(state.score(pool[index : index + 1])[0])
-        state.update(pool[index])
+        score = float(score_shard(pool[index : index + 1], state.v_inv)[0])
+        _, c = state.update(pool[index])
+        assert c - 1 == pytest.approx(score, rel=1e-9, abs=1e-12)  # what the random strategy reports as its score
         assert state.logdet() - before == pytest.approx(math.log1p(score), rel=1e-9, abs=1e-12)
-        current = state.score(pool)
+        current = score_shard(pool, state.v_inv)
         assert bool((current >= 0).all())
         assert bool((current <= previous * (1 + 1e-12) + 1e-12).all()), "a score grew when V grew"
         previous = current
@@ -93,9 +94,9 @@ def test_bad_construction_and_updates_are_rejected() -> None:
         DesignState(4, reg=0.0)
     state = DesignState(4)
     with pytest.raises(SelectionError, match="dimension 3"):
-        state.score(torch.ones(2, 3))
-    with pytest.raises(SelectionError, match="weight"):
-        state.update(torch.ones(4), weight=-1.0)
+        state.update(torch.ones(3))
+    with pytest.raises(SelectionError, match="dimension 3"):
+        state.rebuild(torch.ones(2, 3))
 
 
 def test_rebuild_replaces_the_design_by_the_given_rows() -> None:

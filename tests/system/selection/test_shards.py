@@ -13,11 +13,11 @@ from system.selection import (
     get_strategy,
     merge_argmax,
     merge_ranked,
-    select_batch,
     shard_argmax,
     strategy_names,
 )
 from system.selection.shards import Ranked, RowScorer, selection_device
+from tests.system.selection.picks import local_picks
 
 
 class ShardsPool:
@@ -50,7 +50,7 @@ def test_sharded_pick_order_equals_single_process(num_workers: int) -> None:
     phi = torch.randn(300, 24, generator=torch.Generator().manual_seed(num_workers), dtype=torch.float64)
     phi[[5, 150]] = 0.0  # zero rows are never picked
     for name in strategy_names():
-        single = select_batch(phi, 40, DesignState(24, 1.0), name, weights=torch.full((300,), 0.25), seed=7)
+        single = local_picks(phi, 40, 1.0, name, weights=torch.full((300,), 0.25, dtype=torch.float64), seed=7)
         rule = get_strategy(name)
         rows = rule.design_rows(phi, torch.full((300,), 0.25, dtype=torch.float64))
         sharded = rule.pick(ShardsPool(rows, num_workers), 40, DesignState(24, 1.0), seed=7)
@@ -66,7 +66,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 def test_shards_on_a_device_score_there_and_pick_as_on_the_cpu(device: str) -> None:
     phi = torch.randn(2000, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     phi[7] = 0.0
-    expected = select_batch(phi, 60, DesignState(64, 0.5), "adpo")
+    expected = local_picks(phi, 60, 0.5, "adpo")
     pool = ShardsPool(phi, 3, device)
     picks = get_strategy("adpo").pick(pool, 60, DesignState(64, 0.5, device=device), seed=0)
     assert picks.indices == expected and 7 not in picks.indices
@@ -90,7 +90,7 @@ def test_selection_device_follows_the_setting() -> None:
 
 def test_cached_greedy_equals_naive_reinversion() -> None:
     phi = torch.randn(120, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    picks = select_batch(phi, 15, DesignState(10, 0.5), "adpo")
+    picks = local_picks(phi, 15, 0.5, "adpo")
     v = 0.5 * torch.eye(10, dtype=torch.float64)
     naive: list[int] = []
     for _ in range(15):
@@ -121,4 +121,4 @@ def test_empty_shards_propose_nothing_and_change_nothing() -> None:
     assert [shard.rows.shape[0] for shard in pool.shards] == [1, 1, 1, 1, 0, 0]
     pool.shards.append(Shard(torch.zeros(0, 0), 4))  # a worker that had nothing to featurise
     picks = get_strategy("adpo").pick(pool, 4, DesignState(3), seed=0)
-    assert picks.indices == select_batch(phi, 4, DesignState(3), "adpo")
+    assert picks.indices == local_picks(phi, 4, 1.0, "adpo")

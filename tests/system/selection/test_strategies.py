@@ -8,16 +8,20 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from system.errors import ConfigError, SelectionError
+from system.losses import logistic_curvature
 from system.selection import (
     DesignState,
+    LocalPool,
     PoolInputs,
     fit_linear_dpo,
     get_strategy,
-    plugin_weights,
-    select_batch,
-    select_pairs,
+    pick_validated,
+    select_round,
     strategy_names,
+    validate_pool,
 )
+from system.selection.shards import blocked_rows
+from tests.system.selection.picks import local_picks
 
 
 def _pool(rows: int = 60, dim: int = 8, seed: int = 0) -> torch.Tensor:
@@ -38,13 +42,13 @@ def test_builtin_strategies_are_registered_with_their_feature_kinds() -> None:
 def test_random_is_seeded_distinct_and_uniform_over_selectable_rows() -> None:
     phi = _pool()
     phi[7] = 0.0
-    first = select_batch(phi, 20, DesignState(8), "random", seed=3)
-    assert first == select_batch(phi, 20, DesignState(8), "random", seed=3)
-    assert first != select_batch(phi, 20, DesignState(8), "random", seed=4)
+    first = local_picks(phi, 20, 1.0, "random", seed=3)
+    assert first == local_picks(phi, 20, 1.0, "random", seed=3)
+    assert first != local_picks(phi, 20, 1.0, "random", seed=4)
     assert len(set(first)) == 20 and 7 not in first
     counts = torch.zeros(60)
     for seed in range(300):
-        counts[select_batch(phi, 10, DesignState(8), "random", seed=seed)] += 1
+        counts[local_picks(phi, 10, 1.0, "random", seed=seed)] += 1
     assert counts[7] == 0
     expected = 300 * 10 / 59
     assert float(counts.max()) < expected * 1.6 and float(counts[counts > 0].min()) > expected * 0.4
@@ -52,8 +56,8 @@ def test_random_is_seeded_distinct_and_uniform_over_selectable_rows() -> None:
 
 def test_adpo_plus_maximises_weighted_score_with_sqrt_weight_updates() -> None:
     phi = _pool(80, 6, seed=1)
-    weights = plugin_weights(torch.randn(80, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3)
-    picks = select_batch(phi, 12, DesignState(6, 0.3), "adpo_plus", weights=weights)
+    weights = logistic_curvature(torch.randn(80, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3)
+    picks = local_picks(phi, 12, 0.3, "adpo_plus", weights=weights)
     v = 0.3 * torch.eye(6, dtype=torch.float64)
     expected: list[int] = []
     for _ in range(12):
@@ -64,22 +68,16 @@ def test_adpo_plus_maximises_weighted_score_with_sqrt_weight_updates() -> None:
         v = v + weights[best] * torch.outer(phi[best], phi[best])
     assert picks == expected
     with pytest.raises(SelectionError, match="plug-in weights"):
-        select_batch(phi, 3, DesignState(6), "adpo_plus")
+        local_picks(phi, 3, 1.0, "adpo_plus")
 
 
-def test_plugin_weights_are_fisher_information_of_the_logistic_nll() -> None:
-    margins = torch.linspace(-4, 4, 9, dtype=torch.float64)
-    second_derivative = torch.func.vmap(torch.func.grad(torch.func.grad(lambda h: -torch.nn.functional.logsigmoid(h))))
-    torch.testing.assert_close(plugin_weights(margins), second_derivative(margins))
-
-
-def test_select_pairs_reports_ids_scores_and_skipped_zero_norm() -> None:
+def test_select_round_reports_ids_scores_and_skipped_zero_norm() -> None:
     phi = _pool(10, 3)
     phi[[2, 5]] = 0.0
     ids = [f"p{i}" for i in range(10)]
-    state = DesignState(3)
-    initial_scores = state.score(phi)
-    result = select_pairs(ids, PoolInputs(phi), 8, state, "adpo")
+    initial_scores = (phi * phi).sum(-1)  # φᵀV⁻¹φ with V = I
+    result, state = select_round(LocalPool(phi, blocked_rows(phi)), ids, torch.zeros(0, 3, dtype=torch.float64), 8,
+                                 "adpo", round_index=0, reg=1.0, refactor_every=64, seed=0)
     assert result.skipped_zero_norm == 2
     assert set(result.pair_ids) == set(ids) - {"p2", "p5"}
     first = ids.index(result.pair_ids[0])
@@ -100,18 +98,15 @@ def test_bad_pools_raise_one_line_selection_errors(phi_edit, budget: int, messag
     phi = _pool(10, 3)
     phi_edit(phi)
     with pytest.raises(SelectionError, match=message):
-        select_batch(phi, budget, DesignState(3), "activedpo")
+        local_picks(phi, budget, 1.0, "activedpo")
 
 
-def test_duplicate_ids_and_dimension_mismatch_are_rejected() -> None:
+def test_dimension_mismatch_and_negative_weights_are_rejected() -> None:
     phi = _pool(3, 3)
-    with pytest.raises(SelectionError, match="duplicate pair_id 'a'"):
-        select_pairs(["a", "b", "a"], PoolInputs(phi), 1, DesignState(3), "adpo")
-    restored = DesignState(5)
     with pytest.raises(SelectionError, match="dimension 3 does not match the design state's 5"):
-        select_pairs(["a", "b", "c"], PoolInputs(phi), 1, restored, "adpo")
+        validate_pool(PoolInputs(phi), DesignState(5))
     with pytest.raises(SelectionError, match="negative plug-in weight at row 1"):
-        select_batch(phi, 1, DesignState(3), "adpo_plus", weights=torch.tensor([0.1, -0.1, 0.2]))
+        validate_pool(PoolInputs(phi, torch.tensor([0.1, -0.1, 0.2], dtype=torch.float64)), DesignState(3))
 
 
 def test_user_strategy_in_one_file_is_found_by_dotted_path(tmp_path, monkeypatch) -> None:
@@ -127,7 +122,7 @@ def test_user_strategy_in_one_file_is_found_by_dotted_path(tmp_path, monkeypatch
     monkeypatch.syspath_prepend(str(tmp_path))
     phi = _pool(5, 2)
     phi[1] = 0.0
-    assert select_batch(phi, 3, DesignState(2), "my_rule:first_rows") == [0, 2, 3]
+    assert local_picks(phi, 3, 1.0, "my_rule:first_rows") == [0, 2, 3]
 
 
 @pytest.mark.parametrize("rows", [40, 5])  # k ≤ n (Newton in k) and k > n (Woodbury in n)
@@ -165,23 +160,14 @@ def test_offline_adpo_plus_reweights_every_term_of_v_at_the_last_refit(tmp_path)
     torch.testing.assert_close(state.v, expected, rtol=1e-5, atol=1e-7)
 
 
-def test_plugin_weights_stay_positive_for_confident_margins() -> None:
-    """μ(1−μ) computed as 1 − σ(40) would round to 0 and block the pair; σ(h)σ(−h) keeps e^{−40}."""
-    weights = plugin_weights(torch.tensor([0.0, 40.0, -40.0], dtype=torch.float64))
-    torch.testing.assert_close(weights, torch.tensor([0.25, np.exp(-40.0), np.exp(-40.0)], dtype=torch.float64),
-                               rtol=1e-12, atol=0.0)
-
-
-def test_run_strategy_never_picks_excluded_rows_and_counts_them_out_of_the_budget() -> None:
-    from system.selection import run_strategy
-
+def test_pick_validated_never_picks_excluded_rows_and_counts_them_out_of_the_budget() -> None:
     phi = _pool(10, 3)
     exclude = torch.zeros(10, dtype=torch.bool)
     exclude[[0, 4, 9]] = True
-    greedy, _ = run_strategy(PoolInputs(phi), 7, DesignState(3), "adpo", exclude=exclude)
+    greedy, _ = pick_validated(PoolInputs(phi), 7, DesignState(3), get_strategy("adpo"), exclude=exclude)
     assert sorted(greedy.indices) == [1, 2, 3, 5, 6, 7, 8]
     with pytest.raises(SelectionError, match="budget 8 exceeds the 7 selectable"):
-        run_strategy(PoolInputs(phi), 8, DesignState(3), "random", exclude=exclude)
+        pick_validated(PoolInputs(phi), 8, DesignState(3), get_strategy("random"), exclude=exclude)
 
 
 def test_offline_warm_start_picks_uniformly_then_hands_over_to_the_strategy(tmp_path) -> None:

@@ -1,8 +1,10 @@
-"""ADPO+ plug-in estimate: a linear (logistic) DPO fit on the labels revealed so far, and its Fisher weights.
+"""A ridge-regularised linear (logistic) DPO fit by Newton's method: ADPO+'s offline plug-in estimate θ̂ on the
+labels revealed so far, and the ensemble strategy's anchored heads.
 
 Under a log-linear policy the DPO margin of pair i is h_i = θᵀφ_i and the DPO negative log-likelihood
 of label s_i ∈ {+1 (y1 preferred), −1} is −log σ(s_i h_i). Its Hessian Σ μ_i(1 − μ_i) φ_iφ_iᵀ with
-μ_i = σ(h_i) is the Fisher information that ADPO+ (seed 000) maximises, hence the weights μ(1 − μ).
+μ_i = σ(h_i) (:func:`~system.losses.logistic_curvature`) is the Fisher information that ADPO+ (seed 000)
+maximises, hence its weights μ(1 − μ).
 """
 
 from __future__ import annotations
@@ -11,14 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
-
-def plugin_weights(margins: Tensor) -> Tensor:
-    """w_i = μ_i(1 − μ_i) = σ(h_i)·σ(−h_i), μ_i = σ(h_i), for plug-in DPO margins h [N] → [N] in (0, 1/4].
-
-    Written as σ(h)σ(−h): 1 − σ(h) rounds to 0 in float64 for h > 37, which would block confident pairs as
-    zero-norm rows; σ(−h) stays positive up to h ≈ 745.
-    """
-    return torch.sigmoid(margins) * torch.sigmoid(-margins)
+from system.losses import logistic_curvature
 
 
 def newton_direction(phi: Tensor, curvature: Tensor, gradient: Tensor, l2: float) -> Tensor:
@@ -71,7 +66,7 @@ def fit_linear_dpo(
         margins = features @ theta
         prob_wrong = torch.sigmoid(-signs * margins)
         gradient = -(features.T @ (signs * prob_wrong)) + l2 * (theta - anchor)
-        step = newton_direction(features, plugin_weights(margins), gradient, l2)
+        step = newton_direction(features, logistic_curvature(margins), gradient, l2)
         size = 1.0
         trial = theta - step
         value = objective(trial)
