@@ -12,11 +12,11 @@ import pytest
 
 from system.config import Config, load_config
 from system.data import load_preferences, read_rows
+from system.generation import candidate_pairs
 from system.local_parts import local_parts
 from system.loop import ActiveLoop, LoopParts
 from system.oracles import build_oracle
 from system.run_state import RoundState, load_round_state, round_dir
-from system.generation import candidate_pairs
 from system.types import Candidate, CandidatePair
 from tests.conftest import REPO_ROOT
 from tests.system.models.conftest import tiny_model_dir  # noqa: F401  (shared fixture)
