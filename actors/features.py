@@ -3,9 +3,9 @@
 φ never travels to the driver: every round a worker runs the strategy's worker side
 (:func:`system.features.strategy_rows`: its features, plug-in weights, row transform) under the adapter it
 holds, on its shard of the round's candidate pairs AND its shard of every pair labelled in earlier rounds
-(their features are recomputed under the current policy, seed 001 Prop. 1). It keeps the candidate rows
+(their features are recomputed under the current policy, ActiveDPO paper, Prop. 1). It keeps the candidate rows
 x_i and their cached scores s_i = x_iᵀV⁻¹x_i (a :class:`~system.selection.shards.Shard`) and serves the
-worker side of the distributed greedy (science.md): propose its best row, apply a broadcast (z, c)
+worker side of the distributed greedy (docs/method.md): propose its best row, apply a broadcast (z, c)
 with one mat-vec; or rank its rows by a scorer sent once per pick step (the ensemble's heads). The labelled
 rows go to the selector once per round. A worker writes its rows to
 ``state_dir`` after featurising, so a worker that Ray restarts reloads them in ``setup()`` and the
