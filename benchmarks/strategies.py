@@ -166,7 +166,7 @@ def check_paired(task: Task, workdir: Path, jobs: list[Job], temperature: float)
 def summarise(task: Task, seeds: list[int], strategies: list[str], curves: dict[str, list[dict]],
               negative: list[dict], positive: list[dict[str, float]], temperature: float,
               heldout_size: int, mu_in_range: float, seconds: float) -> dict:
-    """The JSON report (schema in README.md, "Does active selection save labels?")."""
+    """The JSON report (described in docs/benchmarks.md, "Online: the earlier task's comparison of strategies")."""
     per_strategy = {
         name: {"auc": [auc(run["accuracy"]) for run in runs],
                "log_loss_auc": [auc(run["log_loss"]) for run in runs],
