@@ -93,7 +93,7 @@ pytest: install browser postgres
 ## multi-node tests.
 test: lint typecheck pytest vllm-test drill-test multinode-test
 
-## Fault drills and clean stops: SIGKILL/SIGTERM/SIGINT of real processes, each checking a promise (README, Reliability).
+## Fault drills and clean stops: SIGKILL/SIGTERM/SIGINT of real processes, each checking a promise (docs/reliability.md).
 drill-test: install
 	$(BIN)/pytest -m drill
 

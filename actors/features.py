@@ -3,13 +3,18 @@
 φ never travels to the driver: every round a worker runs the strategy's worker side
 (:func:`system.features.design_rows.strategy_rows`: its features, plug-in weights, row transform) under the adapter it
 holds, on its shard of the round's candidate pairs AND its shard of every pair labelled in earlier rounds
-(their features are recomputed under the current policy, seed 001 Prop. 1). It keeps the candidate rows
+(their features are recomputed under the current policy, ActiveDPO paper, Prop. 1). It keeps the candidate rows
 x_i and their cached scores s_i = x_iᵀV⁻¹x_i (a :class:`~system.selection.shards.Shard`) and serves the
-worker side of the distributed greedy (science.md): propose its best row, apply a broadcast (z, c)
+worker side of the distributed greedy (docs/method.md): propose its best row, apply a broadcast (z, c)
 with one mat-vec; or rank its rows by a scorer sent once per pick step (the ensemble's heads). The labelled
 rows go to the selector once per round. A worker writes its rows to
 ``state_dir`` after featurising, so a worker that Ray restarts reloads them in ``setup()`` and the
 selector can replay the round's updates onto it.
+
+Rows are stamped with the policy version they were computed under (``rows_version``). A worker killed after an
+adapter sync but before its next featurize restores rows and adapter of the older version from its file; the
+group then brings it to the version it serves (:func:`~actors.weights.restore_with_adapter`) before it takes
+work, and until it featurizes again it refuses to score those older rows (:class:`~system.errors.StaleVersionError`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from torch import Tensor
 
 from actors.group import ActorGroup, ActorNotReadyError
 from actors.placement import PlacementWait
-from actors.weights import AdapterPayload, VersionedAdapter
+from actors.weights import AdapterPayload, VersionedAdapter, restore_with_adapter
 from system.config import Config
+from system.errors import StaleVersionError
 from system.features.design_rows import strategy_rows
 from system.features.embeddings import implicit_reward_margins
 from system.fileio import atomic_output
@@ -52,6 +58,7 @@ class FeatureWorker(VersionedAdapter):
         self.pair_ids: list[str] = []
         self.rows = torch.zeros(0, 0)
         self.labelled = torch.zeros(0, 0)
+        self.rows_version = 0
         self.shard = Shard(self.rows)
         self.device = torch.device("cpu")
 
@@ -65,7 +72,7 @@ class FeatureWorker(VersionedAdapter):
             saved = load_state_file(self.state_file)
             if saved["adapter_dir"] is not None:
                 self._apply_adapter(Path(saved["adapter_dir"]), saved["version"])
-            self.policy_version = saved["version"]
+            self.policy_version = self.rows_version = saved["version"]
             self.pair_ids, self.rows, self.labelled = saved["pair_ids"], saved["rows"], saved["labelled"]
             logger.info("feature worker %d restored %d rows of version %d", self.rank, len(self.pair_ids),
                         self.policy_version)
@@ -99,27 +106,34 @@ class FeatureWorker(VersionedAdapter):
 
     def set_features(self, pair_ids: Sequence[str], rows: Tensor, labelled: Tensor | None = None) -> int:
         """Hold precomputed candidate rows [N_w, k] and labelled rows [L_w, k] (default none) instead of
-        featurising (offline pools, tests); persisted for restarts."""
+        featurising (offline pools, tests), stamped with the version served; persisted for restarts."""
         self.pair_ids, self.rows = list(pair_ids), rows
         self.labelled = rows[:0] if labelled is None else labelled
+        self.rows_version = self.policy_version
         with atomic_output(self.state_file) as staging:
             torch.save({"pair_ids": self.pair_ids, "rows": rows, "labelled": self.labelled,
-                        "version": self.policy_version, "adapter_dir": self._adapter_dir and str(self._adapter_dir)},
+                        "version": self.rows_version, "adapter_dir": self._adapter_dir and str(self._adapter_dir)},
                        staging)
         return len(self.pair_ids)
+
+    def _require_current_rows(self) -> None:
+        """Raise unless set up and holding rows of the version served (not an older one restored from disk)."""
+        if self.model is None:
+            raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
+        if self.rows_version != self.policy_version:
+            raise StaleVersionError(f"feature worker {self.rank} holds rows of policy version {self.rows_version} "
+                                    f"but serves {self.policy_version}: featurize them again first")
 
     def begin_round(self, v_inv: Tensor, offset: int) -> Proposal | None:
         """Score every row under V⁻¹ [k, k] (zero rows blocked) and propose the best; this shard's rows have
         global indices ``offset`` + local index."""
-        if self.model is None:
-            raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
+        self._require_current_rows()
         self.shard = Shard(self.rows, offset, self.device)
         return self.shard.begin(v_inv)
 
     def top_rows(self, scorer: RowScorer, budget: int, offset: int) -> list[Ranked]:
         """This shard's ``budget`` best candidate rows by ``scorer`` (zero rows never), global indices."""
-        if self.model is None:
-            raise ActorNotReadyError(f"feature worker {self.rank} is not set up")
+        self._require_current_rows()
         return Shard(self.rows, offset, self.device).top(scorer, budget)
 
     def apply_update(self, z: Tensor, c: float, taken: int) -> Proposal | None:
@@ -135,10 +149,12 @@ class FeatureWorker(VersionedAdapter):
 
     def shard_info(self) -> tuple[list[str], Tensor, int]:
         """(pair ids of the candidate rows, [N_w] bool mask of zero rows, feature dimension k)."""
+        self._require_current_rows()
         return self.pair_ids, blocked_rows(self.rows), self.rows.shape[1]
 
     def labelled_rows(self) -> Tensor:
         """Rows [L_w, k] of this shard of the pairs labelled in earlier rounds, under the version held."""
+        self._require_current_rows()
         return self.labelled
 
     def row(self, index: int) -> Tensor:
@@ -169,6 +185,7 @@ class FeatureWorkerGroup:
             placement_group=placement_group,
             placement_wait=PlacementWait.from_config(config),
             retries=config.cluster.retries,
+            on_restart=self._restore,
             name="features",
         )
 
@@ -178,6 +195,10 @@ class FeatureWorkerGroup:
 
     def setup(self) -> None:
         self.group.setup()
+
+    def _restore(self, actor: Any) -> list[Any]:
+        """Bring a restarted worker back: policy and its shard file, then the adapter version the group serves."""
+        return restore_with_adapter(actor, self._adapter)
 
     def load_adapter(self, adapter: AdapterPayload | Any, version: int) -> None:
         """Serve ``version``: a payload, its object ref or a shared-storage path."""

@@ -20,7 +20,7 @@ import torch
 
 from actors.group import ActorGroup, ActorNotReadyError, ShardCall
 from actors.placement import PlacementWait
-from actors.weights import AdapterPayload, VersionedAdapter
+from actors.weights import AdapterPayload, VersionedAdapter, restore_with_adapter
 from system.config import Config
 from system.generation import HFEngine, SamplingParams, encode_prompt, sampling_params
 from system.models.loading import serve_adapter
@@ -211,10 +211,7 @@ class GenerationFleet:
 
     def _restore(self, actor: Any) -> list[ray.ObjectRef]:
         """Bring a restarted actor back: engine, then the adapter version the fleet serves."""
-        refs = [actor.setup.remote()]
-        if self._adapter is not None:
-            refs.append(actor.load_adapter.remote(*self._adapter))
-        return refs
+        return restore_with_adapter(actor, self._adapter)
 
     def load_adapter(self, adapter: AdapterPayload | ray.ObjectRef | str | Path, version: int) -> None:
         """Serve ``version`` from now on: ``adapter`` is a payload (or its object ref) or a shared-storage path."""

@@ -1,17 +1,17 @@
 """The selector actor: builds the round's design state V⁻¹ and runs a strategy's pick step over the workers.
 
 Every round starts from V = λI + Σ_j x_j x_jᵀ over EVERY pair labelled in earlier rounds, with x_j
-recomputed by the feature workers under the current (synced) adapter (seed 001, Prop. 1): old picks do
+recomputed by the feature workers under the current (synced) adapter (ActiveDPO paper, Prop. 1): old picks do
 not keep the feature — or, for ADPO+, the weight w = μ(1 − μ) — they had when picked. The round's picks
 then update V one at a time.
 
 Traffic for that rebuild: the workers send their labelled rows (L rows of k float32, L·k·4 bytes in all)
 and the selector forms the Gram itself (O(L·k²), one Cholesky). The alternative — each of the W workers
 sending its partial Gram Σ x xᵀ (k × k float64, W·k²·8 bytes) — is independent of L but far larger at
-the sizes of seed 001: k = 8192, 50 labels per round, after 10 rounds L = 500 → rows 16.4 MB vs
+the ActiveDPO paper's sizes: k = 8192, 50 labels per round, after 10 rounds L = 500 → rows 16.4 MB vs
 W = 4 partial Grams 2.1 GB. Rows stay smaller while L < 2·W·k (65,536 labels for W = 4, k = 8192).
 
-One greedy pick (science.md, "Distributed greedy selection"), through :class:`WorkerPool` — the
+One greedy pick (docs/method.md, "Distributed greedy selection"), through :class:`WorkerPool` — the
 :class:`~system.selection.shards.ShardedPool` over the workers that every strategy's ``pick`` receives:
 every worker proposes its best row (global index, score, x row); the selector keeps
 :func:`~system.selection.shards.merge_argmax`, folds the winner into V⁻¹ (``DesignState.update`` → (z, c))

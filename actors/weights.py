@@ -92,6 +92,16 @@ class VersionedAdapter:
             raise StaleVersionError(f"asked for policy version {version}, this actor holds {self.policy_version}")
 
 
+def restore_with_adapter(actor: Any, adapter: tuple[Any, int] | None) -> list[ray.ObjectRef]:
+    """Bring a restarted actor back: ``setup()``, then ``load_adapter(*adapter)``, the version its group serves
+    (None: the base policy, version 0). Ray runs an actor's calls in order, so the adapter loads after whatever
+    ``setup()`` restored from disk, which may be an older version; returns the refs to wait for."""
+    refs = [actor.setup.remote()]
+    if adapter is not None:
+        refs.append(actor.load_adapter.remote(*adapter))
+    return refs
+
+
 def broadcast_adapter(adapter_dir: str | Path, version: int, targets: Iterable[Any], by_path: bool = False) -> int:
     """Push one adapter to every target (a fleet or a feature-worker group: anything with ``load_adapter``).
 

@@ -1,4 +1,4 @@
-"""Seed 003's 3-armed bandit: DPO vs IPO against the optimal policy π* ∝ πref·exp(s/β).
+"""The DPO-vs-IPO 3-armed bandit (docs/method.md, "Losses"): DPO vs IPO against the optimal policy π* ∝ πref·exp(s/β).
 
 Fits a softmax policy with each loss on the exact expected loss (full-batch L-BFGS), prints KL(π*‖π) for both
 and their ratio, and writes a PNG with the three policies and the training curves.

@@ -1,6 +1,6 @@
-"""Offline, in seed 000's spirit: labels Uniform needs ÷ labels an active strategy needs for the same logit error.
+"""Offline, in the ADPO paper's spirit: labels Uniform needs ÷ labels an active strategy needs for the same logit error.
 
-Seed 000's own offline experiments are CIFAR-10/100 and Nectar; this is our construction on the same lines, not a
+The ADPO paper's own offline experiments are CIFAR-10/100 and Nectar; this is our construction on the same lines, not a
 reproduction. A log-linear preference model on scikit-learn's bundled digits. A context x is an 8×8 digit, shifted by
 at most one pixel (9 shifts of each training digit: 11 313 contexts, 509 085 context × class-pair rows);
 f(x) = (PCA-``pca`` of the standardised pixels, 1) scaled to ‖f‖ = 1, responses are the 10 classes and

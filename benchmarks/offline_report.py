@@ -74,7 +74,7 @@ def summarise(config: dict, results: list[dict], seconds: list[dict[str, float]]
 
 
 def plot(report: dict, out: Path) -> None:
-    """Seed 000's figure: one panel per metric, error vs log2(labels), mean over seeds with the 95% CI band."""
+    """The ADPO paper's figure: one panel per metric, error vs log2(labels), mean over seeds with the 95% CI band."""
     log2 = np.log2(report["budgets"])
     fig, axes = plt.subplots(1, len(METRICS), figsize=(15, 4))
     for axis, (metric, title) in zip(axes, METRICS.items(), strict=True):
@@ -88,7 +88,7 @@ def plot(report: dict, out: Path) -> None:
         axis.set_xlabel("log2(labelled pairs)")
         axis.set_title(title)
         axis.legend()
-    fig.suptitle(f"Offline logit error on digits (in seed 000's spirit), pool 2^{report['config']['pool_log2']} "
+    fig.suptitle(f"Offline logit error on digits (in the ADPO paper's spirit), pool 2^{report['config']['pool_log2']} "
                  f"(mean, 95% bootstrap CI over {report['seeds']} seeds)")
     fig.tight_layout()
     with atomic_output(out) as tmp:
@@ -106,14 +106,14 @@ def markdown(report: dict) -> str:
     budget_max, per_seed = budgets[-1], report["cpu_seconds_per_seed"]
     parts = [*LABELS, "evaluation"]
     lines = [
-        "# Offline logit error on digits (an experiment in seed 000's spirit, not a reproduction)",
+        "# Offline logit error on digits (an experiment in the ADPO paper's spirit, not a reproduction)",
         "",
         f"`python benchmarks/offline_logit_error.py --seeds {report['seeds']} --pool-log2 {config['pool_log2']} "
         f"--min-log2 {config['min_log2']} --max-log2 {config['max_log2']}` — {report['seeds']} seeds, pool "
         f"2^{config['pool_log2']} pairs, budgets 2^{config['min_log2']}…2^{config['max_log2']}, φ of dimension "
         f"{10 * (config['pca'] + 1)}, evaluated fits with ridge {config['l2']:g}; ADPO+'s plug-in fit with ridge "
         f"{config['plugin_l2']:g}, refit every {config['refit_every']} picks after {config['warm_start']} uniform "
-        f"ones; the ensemble's heads refit every {config['refit_every']} picks. Seed 000's own experiments are "
+        f"ones; the ensemble's heads refit every {config['refit_every']} picks. The ADPO paper's own experiments are "
         "CIFAR-10/100 and Nectar.",
         "",
         f"Time: {per_seed:.0f} CPU s per seed, one torch thread ("

@@ -67,7 +67,7 @@ OPENINGS = ("", "Please help: ")
 
 
 PRIMARY = "reward"
-"""The primary score of the online comparison: the judge's reward of the policy's generations (seed 001's metric),
+"""The primary score of the online comparison: the judge's reward of the policy's generations (ActiveDPO's metric),
 chosen on the random-only pilot (``benchmarks/results/pilot_random.md``)."""
 SCORES = {"log_loss": False, "accuracy": True, "reward": True, "win_rate": True}
 """Every per-round score of a run, with whether higher is better."""

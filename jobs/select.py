@@ -1,4 +1,5 @@
-"""``activealign select``: offline selection from a fixed pool of candidate pairs (seed 000's offline setting).
+"""``activealign select``: offline selection from a fixed pool of candidate pairs (the ADPO paper's
+offline setting).
 
 Pool rows carry a numeric ``phi`` or text (featurised with the configured model according to the
 strategy's feature kind); a ``label`` column is revealed only for selected pairs, batch by batch.

@@ -1,4 +1,5 @@
-"""Seed 003's K-armed bandit: where DPO and IPO converge on exact, noise-free preference data.
+"""The DPO-vs-IPO K-armed bandit (docs/method.md, "Losses"): where DPO and IPO converge on exact,
+noise-free preference data.
 
 Arms y_0..y_{K−1} with scores s, reference policy πref (the pair-sampling distribution μ as well) and
 Bradley–Terry labels P(y_a ≻ y_b) = σ(s_a − s_b). The policy is a softmax over a logit vector, so every
@@ -9,7 +10,7 @@ Closed-form fixed points (g = log π − log πref, up to a constant):
 - DPO: the BT likelihood is maximised when β·(g_a − g_b) = s_a − s_b, so π_DPO = π* ∝ πref·exp(s/β).
 - IPO (TRL's (Δ − 1/(2β))²): for a pair the best Δ_ab is (P(a≻b) − ½)/β; the weighted least-squares fit of
   g_a − g_b to it gives g_a = P(a≻μ)/β + const with P(a≻μ) = Σ_b μ_b·P(a≻b), so π_IPO ∝ πref·exp(P(a≻μ)/β).
-  P(a≻μ) ∈ [0, 1] squashes the scores, which is why IPO misses π* (seed 003, Sec. 5).
+  P(a≻μ) ∈ [0, 1] squashes the scores, which is why IPO misses π* (the DPO-vs-IPO note's bandit, s = [10, 9.593, 7.8]).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class BanditProblem:
         return torch.sigmoid(s[:, None] - s[None, :])
 
     def optimal_policy(self) -> Tensor:
-        """π* ∝ πref·exp(s/β), the KL-regularised reward maximiser (seed 003, Sec. 3.2)."""
+        """π* ∝ πref·exp(s/β), the KL-regularised reward maximiser (DPO paper, Eq. 4)."""
         return torch.softmax(self.ref.log() + self.score_tensor / self.beta, dim=0)
 
     def ipo_fixed_point(self) -> Tensor:

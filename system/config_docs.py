@@ -86,7 +86,8 @@ def config_markdown(model: type[BaseModel] = Config) -> str:
     lines = [
         "# Configuration reference",
         "",
-        f"Generated from `system/config.py` by `{REGENERATE}`; edit the field descriptions there, not this page.",
+        f"Generated from the models in `system/config/` by `{REGENERATE}`; edit the field descriptions there, "
+        "not this page.",
         "",
         "A config file is a YAML mapping of the sections below; any key can be overridden on the command line as "
         "`--section.key VALUE` (e.g. `--train.lr 1e-4`). Unknown keys, wrong types and values outside a key's "

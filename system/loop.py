@@ -1,10 +1,10 @@
 """The active loop's round logic, independent of how its parts run (Ray actors in ``jobs/active_loop.py``).
 
-One round r (seed 001, online): generate ``m`` responses per prompt with policy version r−1 → all
+One round r (the ActiveDPO paper's online loop): generate ``m`` responses per prompt with policy version r−1 → all
 C(m,2) candidate pairs per prompt → features on the workers, of the candidates and of every pair
 labelled in rounds < r (recomputed under version r−1) → select ``b`` pairs (V = λI + Σ over the
 labelled pairs' recomputed rows, then updated pick by pick) → labels from the oracle → train on every
-label so far → sync the new adapter (version r) → evaluate → log. Offline mode (seed 000) replaces
+label so far → sync the new adapter (version r) → evaluate → log. Offline mode (the ADPO paper's setting) replaces
 generation by the unselected pairs of a fixed pool, and a strategy that does not regenerate (APO)
 draws its pool once, in round 1. Every finished phase is persisted (:mod:`system.run_state`) so a
 killed loop resumes where it stopped and, with fixed seeds, selects exactly the pairs an
@@ -144,8 +144,8 @@ def prompts_for_round(
 
 @dataclass(frozen=True)
 class OfflinePool:
-    """A fixed labelled pool (seed 000): ``candidates`` to select from (labels hidden, response order
-    drawn from a seeded coin) and ``held_out`` pairs kept for the logit-error evaluation."""
+    """A fixed labelled pool (the ADPO paper's offline setting): ``candidates`` to select from (labels hidden,
+    response order drawn from a seeded coin) and ``held_out`` pairs kept for the logit-error evaluation."""
 
     candidates: list[CandidatePair]
     held_out: list[PreferencePair]

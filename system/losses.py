@@ -2,7 +2,8 @@
 
 Every loss takes ``[B]``-shaped tensors of sequence log-probs log π(y|x) (summed, or length-normalised by the
 caller, over response tokens) and returns the **unreduced** per-pair loss ``[B]``; the caller takes the mean.
-Notation (``../shared/design/science.md``): implicit reward r_θ(x,y) = β·(log πθ(y|x) − log πref(y|x)),
+Notation (docs/method.md, "Log-probabilities and the implicit reward"):
+implicit reward r_θ(x,y) = β·(log πθ(y|x) − log πref(y|x)),
 margin h = r_θ(x,y_w) − r_θ(x,y_l), log-ratio margin Δ = h/β.
 
 Numerics: sigmoids are only ever taken in log space (``logsigmoid``), so the losses and their gradients stay
@@ -90,7 +91,7 @@ def ipo_loss(
 ) -> Tensor:
     """IPO loss (Azar et al. 2023, Eq. 17) in TRL's convention.
 
-    ``loss = (Δ − 1/(2β))² = (h/β − 1/(2β))²``, β playing the role of IPO's τ. Seed 003 writes
+    ``loss = (Δ − 1/(2β))² = (h/β − 1/(2β))²``, β playing the role of IPO's τ. The DPO-vs-IPO note writes
     ``(q_w − q_l − 1/2)²`` with q = β·log(πθ/πref), i.e. ``(βΔ − 1/2)² = β²·(Δ − 1/(2β))²``: the same minimiser,
     a loss (and gradient) scaled by β². We follow TRL so that values and learning rates transfer.
 
@@ -127,7 +128,8 @@ def mpo_loss(
     beta: float,
     tau: float,
 ) -> Tensor:
-    """MPO loss (seed 002, Maximum Preference Optimization with importance sampling); no reference model needed.
+    """MPO loss (*Preference as Reward, Maximum Preference Optimization with Importance Sampling*, arXiv:2312.16430);
+    no reference model needed.
 
     With d = log πθ(y_w|x) − log πθ(y_l|x), pair policy p = πp_θ(y_w≻y_l|x) = σ(d) and p_ref = πp_ref(y_w≻y_l|x)::
 

@@ -1,8 +1,8 @@
 """Closed-form evaluation metrics on plain sequences of numbers (no models involved).
 
-- Online (seed 001): mean oracle reward of generations, and win-rate of the policy against the
+- Online (ActiveDPO paper, §5): mean oracle reward of generations, and win-rate of the policy against the
   reference policy on the same prompts, judged by the oracle: ``mean_i 1[r_i > r_ref_i] + ½·1[r_i = r_ref_i]``.
-- Offline (seed 000): for held-out pairs with true preference logit ``ℓ*_i = R(x,y1) − R(x,y2)`` and the
+- Offline (ADPO paper, §6): for held-out pairs with true preference logit ``ℓ*_i = R(x,y1) − R(x,y2)`` and the
   policy's predicted logit ``ℓ̂_i = h_i`` (the DPO implicit-reward margin), the max and mean absolute
   logit error ``|ℓ̂_i − ℓ*_i|`` and the error rate ``mean_i 1[sign ℓ̂_i ≠ sign ℓ*_i]``.
 """
@@ -39,7 +39,8 @@ def win_rate(policy_rewards: Sequence[float], reference_rewards: Sequence[float]
 
 
 def logit_error_metrics(predicted_logits: Sequence[float], true_logits: Sequence[float]) -> dict[str, float]:
-    """Seed 000's offline metrics: ``max_logit_error``, ``mean_logit_error`` and ``error_rate``.
+    """The ADPO paper's offline metrics (docs/method.md, "Metrics"): ``max_logit_error``, ``mean_logit_error`` and
+    ``error_rate``.
 
     Args:
         predicted_logits: the policy's preference logit ℓ̂ for each held-out pair, shape [N].

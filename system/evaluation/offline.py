@@ -1,4 +1,4 @@
-"""Offline evaluation (seed 000): the policy's preference logits on held-out labelled pairs vs the true ones.
+"""Offline evaluation (ADPO paper, §6): the policy's preference logits on held-out labelled pairs vs the true ones.
 
 The DPO policy implies a Bradley–Terry logit for a pair, ``ℓ̂ = β·[(log πθ(y1|x) − log πref(y1|x)) −
 (log πθ(y2|x) − log πref(y2|x))]`` — the implicit-reward margin the feature workers compute under the

@@ -1,4 +1,4 @@
-"""Online evaluation (seed 001): oracle reward of the policy's responses and win-rate vs the reference."""
+"""Online evaluation (ActiveDPO paper, §5): oracle reward of the policy's responses and win-rate vs the reference."""
 
 from __future__ import annotations
 

@@ -1,16 +1,17 @@
 """ADPO features: last-layer hidden-state differences (and the DPO implicit-reward margins of a pair).
 
-Seed 000 linearises the policy at its last layer: log πθ(y|x) ≈ Σ_t θ_{y_t}ᵀ h_{t−1} − log Z, with h the
-final (normed) hidden state that feeds the LM head. The pair feature is φ = e(x, y1) − e(x, y2), where
-e pools h over the positions that predict response tokens (``mean``) or takes the last real token (``last``).
+The ADPO paper (docs/method.md, "Pair features") linearises the policy at its last layer:
+log πθ(y|x) ≈ Σ_t θ_{y_t}ᵀ h_{t−1} − log Z, with h the final (normed) hidden state that feeds the LM head.
+The pair feature is φ = e(x, y1) − e(x, y2), where e pools h over the positions that predict response
+tokens (``mean``) or takes the last real token (``last``).
 
-Each pooled e is unit-normalised, ê = e/‖e‖, before the difference, so ‖φ‖ ≤ 2 exactly — the bound seed 000
+Each pooled e is unit-normalised, ê = e/‖e‖, before the difference, so ‖φ‖ ≤ 2 exactly — the bound the ADPO paper
 assumes (‖φ‖ ≤ L) and the same bound as ActiveDPO's unit-normalised gradient features. Hence one ridge λ
 (``selection.reg``, in units of ‖φ‖²) means the same for every strategy: unnormalised final hidden states
 have ‖e‖² ≈ d (RMS-normed), so λ would otherwise have to be scaled by d for ADPO/APO. Per-sequence
 normalisation is chosen over per-coordinate standardisation because it does not depend on the pool:
 a labelled pair keeps the same feature whichever round's candidates sit beside it, so V rebuilt from
-labelled pairs (seed 001, Prop. 1) and the round's candidates are on one scale.
+labelled pairs (ActiveDPO paper, Prop. 1) and the round's candidates are on one scale.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """ActiveDPO features: unit-normalised, seeded-projected LoRA gradients of the implicit reward, per example.
 
-For a pair (x, y1, y2) (seed 001):  φ = ĝ(x, y1) − ĝ(x, y2),  ĝ(x, y) = P∇r / ‖P∇r‖,  with
+For a pair (x, y1, y2) (ActiveDPO paper, §4; docs/method.md, "Pair features"):
+φ = ĝ(x, y1) − ĝ(x, y2),  ĝ(x, y) = P∇r / ‖P∇r‖,  with
 ∇_θ r_θ(x, y) = β·∇_θ log πθ(y|x) over the LoRA parameters θ only (πref does not depend on θ).
 
 All per-example gradients of a batch come from ONE batched backward pass: forward hooks on every

@@ -1,6 +1,7 @@
 """The design matrix V = λI + Σ_j w_j φ_j φ_jᵀ of the selected pairs, kept as V⁻¹ in float64.
 
-Every greedy strategy of seeds 000/001 scores a candidate by φᵀV⁻¹φ (the squared V⁻¹-norm of its
+Every greedy strategy of the ADPO and ActiveDPO papers (docs/method.md, "The design matrix
+and its updates") scores a candidate by φᵀV⁻¹φ (the squared V⁻¹-norm of its
 feature, equal to the log-det gain log(1 + φᵀV⁻¹φ) by the matrix determinant lemma) and, after a
 pick, folds φ into V. :class:`DesignState` does the fold with the Sherman–Morrison identity
 
@@ -121,7 +122,7 @@ class DesignState:
     def rebuild(self, rows: Tensor) -> None:
         """Replace the design by V = λI + Σ_j x_j x_jᵀ over ``rows`` [L, k] (one GEMM + one Cholesky).
 
-        How a round starts (seed 001, Prop. 1): the rows are the labelled pairs' features recomputed
+        How a round starts (ActiveDPO paper, Prop. 1): the rows are the labelled pairs' features recomputed
         under the current policy, not the features they had when picked.
         """
         features = self._as_features(rows).reshape(-1, self.dim)

@@ -3,8 +3,8 @@ labels revealed so far, and the ensemble strategy's anchored heads.
 
 Under a log-linear policy the DPO margin of pair i is h_i = θᵀφ_i and the DPO negative log-likelihood
 of label s_i ∈ {+1 (y1 preferred), −1} is −log σ(s_i h_i). Its Hessian Σ μ_i(1 − μ_i) φ_iφ_iᵀ with
-μ_i = σ(h_i) (:func:`~system.losses.logistic_curvature`) is the Fisher information that ADPO+ (seed 000)
-maximises, hence its weights μ(1 − μ).
+μ_i = σ(h_i) (:func:`~system.losses.logistic_curvature`) is the Fisher information that ADPO+ (ADPO paper;
+docs/method.md, "ADPO+ weights") maximises, hence its weights μ(1 − μ).
 """
 
 from __future__ import annotations

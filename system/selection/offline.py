@@ -1,4 +1,4 @@
-"""Offline selection (seed 000's offline setting): pick from a fixed pool, revealing labels batch by batch.
+"""Offline selection (the ADPO paper's offline setting): pick from a fixed pool, revealing labels batch by batch.
 
 A pool row is a candidate pair with a ``pair_id`` and either a numeric ``phi`` (one pair-difference
 feature, a list of floats) or text columns ``prompt``/``response_1``/``response_2`` (featurised with

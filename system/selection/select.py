@@ -106,7 +106,7 @@ def select_round(
     in-process parts both run.
 
     V starts as λI + Σ_j x_j x_jᵀ over ``labelled_rows`` [L, k] — every pair labelled in earlier rounds, its row
-    recomputed under the current policy (seed 001, Prop. 1) — and ``strategy`` picks ``budget`` rows of ``pool``
+    recomputed under the current policy (ActiveDPO paper, Prop. 1) — and ``strategy`` picks ``budget`` rows of ``pool``
     (row i is pair ``pair_ids[i]``) with the seed ``seed + round_index``, so a seeded strategy draws differently
     every round; ``reg`` is λ, ``refactor_every`` the design state's refactorisation period (``selection``
     config); V and V⁻¹ live on ``device`` (default the CPU). Returns the picks and the design state after them.

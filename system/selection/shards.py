@@ -1,7 +1,7 @@
 """A candidate pool split over W shards, and the pure functions of cached-score greedy on it.
 
 A shard holds rows X_w [N_w, k] (contiguous global indices) and its cached scores s_i = x_iᵀV⁻¹x_i;
-the selector alone holds V⁻¹. One greedy pick (science.md, "Distributed greedy selection"):
+the selector alone holds V⁻¹. One greedy pick (docs/method.md, "Distributed greedy selection"):
 
 1. every shard proposes the argmax of its untaken rows (:func:`shard_argmax`); the selector keeps
    :func:`merge_argmax` of the proposals (largest score, ties → smallest global index);

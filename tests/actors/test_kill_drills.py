@@ -1,6 +1,6 @@
-"""SIGKILL drills: an actor's OS process is killed while it works, and the call still ends as an
-uninterrupted one does (generation: same candidates; features: same rows and same picks; training: same
-adapter)."""
+"""SIGKILL drills: an actor's OS process is killed while it works (or between two calls), and the work still
+ends as an uninterrupted run's does (generation: same candidates; features: same rows and same picks, also when
+the kill lands between an adapter sync and the next featurize; training: same adapter)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ from actors.generation import GenerationFleet
 from actors.selector import Selector
 from actors.trainer import Trainer
 from actors.trainer_group import TrainerGroup
+from actors.weights import broadcast_adapter
 from system.config import Config, load_config
 from system.errors import ActorFailureError, DataError
 from system.training.checkpoint import PROGRESS_FILE, read_progress
 from system.types import CandidatePair, PreferencePair, PromptRecord
+from tests.actors.adapters import perturbed_adapter
 from tests.system.training.conftest import assert_identical
 
 KILL_FRACTION = 0.3  # of the uninterrupted call's duration: the victim is mid-call then
@@ -129,6 +131,57 @@ def test_feature_worker_sigkilled_mid_featurize_selects_the_same_pairs(ray_clust
     picked, rows = _round(workers, pairs, tmp_path / "drilled.pt")
     assert _pid(workers.workers[1]) != victim
     assert rows.shape == (48, 32) and torch.equal(rows, expected_rows)
+    assert picked == expected_ids and len(picked) == 6
+    workers.shutdown()
+
+
+def _version_1_round(workers: FeatureWorkerGroup, adapter: Path, pairs: list[CandidatePair],
+                     labelled: list[CandidatePair], kill_rank: int | None = None) -> torch.Tensor:
+    """Featurize at version 0 (the shard files then hold version 0), sync ``adapter`` as version 1, SIGKILL
+    worker ``kill_rank`` (if any) before it featurizes again, then featurize at version 1; returns the version-0
+    candidate rows."""
+    workers.featurize(pairs, labelled, policy_version=0, strategy="activedpo")
+    version_0_rows = torch.cat(ray.get([w.__ray_call__.remote(lambda self: self.rows) for w in workers.workers]))
+    broadcast_adapter(adapter, 1, [workers])
+    if kill_rank is not None:
+        os.kill(_pid(workers.workers[kill_rank]), signal.SIGKILL)
+    workers.featurize(pairs, labelled, policy_version=1, strategy="activedpo")
+    return version_0_rows
+
+
+def _labelled_rows(workers: FeatureWorkerGroup) -> torch.Tensor:
+    return torch.cat(ray.get([w.labelled_rows.remote() for w in workers.workers]))
+
+
+@pytest.mark.drill  # ~60 s: two groups of two workers, four featurize passes, one worker restart (policy reload)
+def test_feature_worker_sigkilled_after_an_adapter_sync_featurizes_at_the_new_version(
+    ray_cluster, config, tmp_path, caplog
+):
+    """The worker's shard file still names version 0 and its adapter when it dies holding version 1. Restarted, it
+    restores that file and is brought to the group's version 1 before it takes work, so the round's rerun
+    featurize computes version-1 rows (not version-0 ones, nor a refusal) and picks what an uninterrupted round
+    picks."""
+    caplog.set_level(logging.WARNING, logger="actors.group")
+    adapter = perturbed_adapter(config, tmp_path / "adapter", seed=1)
+    pairs, labelled = _pairs(36)[:30], _pairs(36)[30:]
+    clean = FeatureWorkerGroup(config, tmp_path / "clean-state")
+    clean.setup()
+    version_0_rows = _version_1_round(clean, adapter, pairs, labelled)
+    expected_ids, expected_rows = _round(clean, pairs, tmp_path / "clean.pt")
+    expected_labelled = _labelled_rows(clean)
+    clean.shutdown()
+    assert not torch.allclose(expected_rows, version_0_rows, atol=1e-3)  # the adapter changes the features
+
+    workers = FeatureWorkerGroup(config, tmp_path / "drilled-state")
+    workers.setup()
+    victim = _pid(workers.workers[1])
+    _version_1_round(workers, adapter, pairs, labelled, kill_rank=1)
+    assert _retried(caplog, "features", 1, "featurize")
+    assert _pid(workers.workers[1]) != victim
+    assert ray.get(workers.workers[1].__ray_call__.remote(lambda self: self.policy_version)) == 1
+    picked, rows = _round(workers, pairs, tmp_path / "drilled.pt")
+    assert rows.shape == (30, 32) and torch.equal(rows, expected_rows)
+    assert torch.equal(_labelled_rows(workers), expected_labelled)
     assert picked == expected_ids and len(picked) == 6
     workers.shutdown()
 

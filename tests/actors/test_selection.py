@@ -205,8 +205,9 @@ def test_user_strategy_runs_on_the_workers_and_the_selector(workers, config, tmp
 
 
 def test_round_two_rebuilds_v_from_labelled_pairs_under_the_synced_adapter(ray_cluster, config, tmp_path):
-    """Seed 001, Prop. 1: after round 2, V = λI + Σ φφᵀ over the round-1 and round-2 picks, every φ under the
-    round-2 policy (version 1) — recomputed here from scratch — not the φ round 1 picked with."""
+    """ActiveDPO paper, Prop. 1 (docs/method.md, "Across rounds"): after round 2, V = λI + Σ φφᵀ over the round-1 and
+    round-2 picks, every φ under the round-2 policy (version 1) — recomputed here from scratch — not the φ round 1
+    picked with."""
     group = FeatureWorkerGroup(config, tmp_path / "state")  # its own workers: they move to version 1
     group.setup()
     selector = Selector(config, tmp_path / "selector.pt")

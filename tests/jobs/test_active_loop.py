@@ -76,7 +76,7 @@ def check_rounds(run_dir: Path, config: Config) -> None:
 
 
 def check_design_rebuilt(run_dir: Path, config: Config) -> None:
-    """Seed 001, Prop. 1: the selector's V after round 2 = λI + Σ φφᵀ over every pair labelled in rounds 1 and 2,
+    """ActiveDPO paper, Prop. 1: the selector's V after round 2 = λI + Σ φφᵀ over every pair labelled in rounds 1 and 2,
     each φ recomputed here from scratch under the round-2 policy (round 1's adapter), not the φ it was picked with."""
     import torch
 

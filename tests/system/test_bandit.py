@@ -1,4 +1,5 @@
-"""Seed 003's 3-armed bandit: DPO recovers π* ∝ πref·exp(s/β); IPO settles on a different, predictable policy."""
+"""The DPO-vs-IPO 3-armed bandit (docs/method.md, "Losses"): DPO recovers π* ∝ πref·exp(s/β); IPO settles on a
+different, predictable policy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""`system/` must import with Ray, vLLM and DeepSpeed unavailable (style.md, pattern 1)."""
+"""`system/` imports with Ray, vLLM and DeepSpeed unavailable; Ray and vLLM appear nowhere in it, and DeepSpeed only
+inside the functions of `system/training/engine.py` that build a DeepSpeed engine (so it is needed only when
+`train.deepspeed.enabled` trains with it)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,46 @@ def test_system_imports_without_ray_vllm_deepspeed() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == f"ok {len(modules)}"
+
+
+HEAVY = ("ray", "vllm", "deepspeed")
+DEEPSPEED_HOME = "system/training/engine.py"
+
+
+def _heavy_imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(top-level package, line, inside a function?) of every import of Ray, vLLM or DeepSpeed in a file."""
+    found: list[tuple[str, int, bool]] = []
+
+    def walk(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            names = []
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                names = [child.module]
+            found.extend((name.split(".")[0], child.lineno, in_function) for name in names
+                         if name.split(".")[0] in HEAVY)
+            walk(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    walk(ast.parse(path.read_text()), False)
+    return found
+
+
+def test_deepspeed_is_imported_only_inside_the_deepspeed_engine_and_ray_vllm_nowhere() -> None:
+    imports = {str(path.relative_to(REPO)): _heavy_imports(path) for path in sorted((REPO / "system").rglob("*.py"))}
+    outside = {path: found for path, found in imports.items() if found and path != DEEPSPEED_HOME}
+    assert outside == {}
+    in_engine = imports[DEEPSPEED_HOME]
+    assert in_engine, f"{DEEPSPEED_HOME} no longer imports deepspeed: update this test and the README's layout"
+    assert {package for package, _, _ in in_engine} == {"deepspeed"}
+    assert all(in_function for _, _, in_function in in_engine), in_engine
+
+
+def test_the_import_scan_sees_imports_at_every_depth(tmp_path: Path) -> None:
+    source = tmp_path / "sample.py"
+    source.write_text("import os\nimport ray.util\n\ndef f():\n    if True:\n        from deepspeed.ops import adam\n"
+                      "\nclass C:\n    def m(self):\n        import vllm\n")
+    assert _heavy_imports(source) == [("ray", 2, False), ("deepspeed", 6, True), ("vllm", 10, True)]
 
 
 def _system_imports(path: Path) -> set[str]:

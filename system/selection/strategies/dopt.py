@@ -1,7 +1,7 @@
 """Greedy D-optimal design strategies: ActiveDPO, ADPO, APO (unweighted) and ADPO+ (Fisher-weighted).
 
 All maximise the log-det gain log(1 + xᵀV⁻¹x) with x = φ (unweighted) or x = √w·φ, w = μ(1 − μ)
-(ADPO+, seed 000); they differ in which features φ the workers compute for them.
+(ADPO+, from the ADPO paper); they differ in which features φ the workers compute for them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from system.selection.shards import ShardedPool
 
 
 class DOptimalStrategy(Strategy):
-    """argmax xᵀV⁻¹x greedily over the shards, V updated after every pick (seed 001 Eq. 4)."""
+    """argmax xᵀV⁻¹x greedily over the shards, V updated after every pick (ActiveDPO paper, Eq. 4)."""
 
     def pick(self, pool: ShardedPool, budget: int, state: DesignState, seed: int) -> Picks:
         return greedy_pick(pool, budget, state)
@@ -24,14 +24,14 @@ class DOptimalStrategy(Strategy):
 
 @register_strategy("activedpo")
 class ActiveDpoStrategy(DOptimalStrategy):
-    """Seed 001: φ = difference of unit-normalised projected LoRA gradients of the implicit reward."""
+    """ActiveDPO paper: φ = difference of unit-normalised projected LoRA gradients of the implicit reward."""
 
     feature_kind = "gradient"
 
 
 @register_strategy("adpo")
 class AdpoStrategy(DOptimalStrategy):
-    """Seed 000 ADPO: φ = difference of last-layer embeddings (log-linear policy at the last layer)."""
+    """ADPO paper: φ = difference of last-layer embeddings (log-linear policy at the last layer)."""
 
     feature_kind = "embedding"
 
@@ -46,7 +46,7 @@ class ApoStrategy(DOptimalStrategy):
 
 @register_strategy("adpo_plus")
 class AdpoPlusStrategy(DOptimalStrategy):
-    """Seed 000 ADPO+: rows x = √w·φ, w = μ(1 − μ) at the current plug-in estimate, so the greedy scores
+    """ADPO paper, ADPO+: rows x = √w·φ, w = μ(1 − μ) at the current plug-in estimate, so the greedy scores
     w·φᵀV⁻¹φ and V = λI + Σ w_j φ_jφ_jᵀ. The workers recompute w for every term of V (labelled pairs too)
     whenever the estimate is refitted (each round), so weights are never frozen at pick time."""
 

@@ -88,7 +88,7 @@ def test_values_json_cannot_hold_or_the_store_cannot_take_get_a_json_4xx(url: st
 
 
 def test_more_pairs_than_the_schema_allows_is_422(url: str) -> None:
-    """Over the published schema's 4,096 items: 422, as for any schema violation (the README says so; schemathesis
+    """Over the published schema's 4,096 items: 422, as for any schema violation (docs/oracle.md says so; schemathesis
     expects it); the configurable, lower ``oracle.max_pairs_per_request`` is not in the schema and answers 413."""
     pairs = [json.loads(PAIR.replace('"h1"', f'"c{index}"')) for index in range(4097)]
     response = httpx.post(f"{url}/v1/label", headers={"Authorization": f"Bearer {TOKEN}"}, json={"pairs": pairs},
