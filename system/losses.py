@@ -18,16 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from system.errors import ConfigError
-
-if TYPE_CHECKING:
-    from system.config import TrainConfig
 
 
 def implicit_rewards(policy_logps: Tensor, ref_logps: Tensor, beta: float) -> Tensor:
@@ -219,7 +216,21 @@ class PairLogps:
         return self.ref_pair_prob_chosen, self.ref_sample_logps
 
 
-PairFunction = Callable[[PairLogps, "TrainConfig"], Tensor]
+class LossSettings(Protocol):
+    """What a loss reads from the ``train`` config section (:class:`system.config.TrainConfig` has it); a protocol,
+    so this module imports no config (the config asks the losses for their specs)."""
+
+    @property
+    def beta(self) -> float: ...
+
+    @property
+    def label_smoothing(self) -> float: ...
+
+    @property
+    def tau(self) -> float: ...
+
+
+PairFunction = Callable[[PairLogps, "LossSettings"], Tensor]
 """``(pair log-probs, train section) → [B]``: how a registered loss computes a per-pair quantity."""
 
 Reference = Literal["logps", "samples"]
@@ -264,7 +275,7 @@ class LossSpec:
         """True when training runs no reference forward pass and needs no reference log-probs (MPO)."""
         return self.reference != "logps"
 
-    def pair_prob(self, logps: PairLogps, train: TrainConfig) -> Tensor:
+    def pair_prob(self, logps: PairLogps, train: LossSettings) -> Tensor:
         """μ = P(y1 ≻ y2 | x) ``[B]`` that the trained model implies: σ(h) for a logistic loss; for a squared loss
         (h − 1/2)², whose expected value under labels with P(y1≻y2) = μ is smallest at h = μ − 1/2, μ = 1/2 + h
         clipped to [0, 1]."""
@@ -281,24 +292,24 @@ class LossSpec:
         return torch.ones_like(margins)
 
 
-def _dpo(logps: PairLogps, train: TrainConfig) -> Tensor:
+def _dpo(logps: PairLogps, train: LossSettings) -> Tensor:
     return dpo_loss(logps.chosen, logps.rejected, *logps.reference_logps(), train.beta, train.label_smoothing)
 
 
-def _ipo(logps: PairLogps, train: TrainConfig) -> Tensor:
+def _ipo(logps: PairLogps, train: LossSettings) -> Tensor:
     return ipo_loss(logps.chosen, logps.rejected, *logps.reference_logps(), train.beta)
 
 
-def _mpo(logps: PairLogps, train: TrainConfig) -> Tensor:
+def _mpo(logps: PairLogps, train: LossSettings) -> Tensor:
     return mpo_loss(logps.chosen, logps.rejected, *logps.reference_samples(), train.beta, train.tau)
 
 
-def implicit_reward_margin(logps: PairLogps, train: TrainConfig) -> Tensor:
+def implicit_reward_margin(logps: PairLogps, train: LossSettings) -> Tensor:
     """h = r_θ(x,y_w) − r_θ(x,y_l) = β·Δ ``[B]``: the margin of DPO and IPO."""
     return train.beta * _logratio_margin(logps.chosen, logps.rejected, *logps.reference_logps())
 
 
-def pair_policy_logit(logps: PairLogps, train: TrainConfig) -> Tensor:
+def pair_policy_logit(logps: PairLogps, train: LossSettings) -> Tensor:
     """h = log πθ(y_w|x) − log πθ(y_l|x) ``[B]``: the logit of MPO's pair policy σ(h), no β, no reference."""
     del train
     return logps.chosen - logps.rejected
