@@ -64,3 +64,19 @@ def stats_of(records: Iterable[LabelRecord], round: int | None,
                     for name in sorted(by_person)],
         rounds=rounds or [],
     )
+
+
+def agreement_metrics(stats: AnnotationStats) -> dict[str, float]:
+    """One round's agreement as the loop's metrics (MLflow, ``round_*/metrics.json``): ``annotation/alpha``,
+    ``annotation/fleiss_kappa``, ``annotation/cohen_kappa_mean``, ``annotation/pairs`` (pairs with two or more
+    answers), ``annotation/answers`` and ``annotation/kappa_with_others/NAME`` per annotator; an undefined value is
+    left out, and a round nobody answered gives no metrics (a machine oracle's)."""
+    if not stats.answers:
+        return {}
+    values: dict[str, float | None] = {
+        "annotation/alpha": stats.krippendorff_alpha, "annotation/fleiss_kappa": stats.fleiss_kappa,
+        "annotation/cohen_kappa_mean": stats.mean_cohen_kappa, "annotation/pairs": float(stats.pairs),
+        "annotation/answers": float(stats.answers),
+        **{f"annotation/kappa_with_others/{person.name}": person.kappa_with_others for person in stats.annotators},
+    }
+    return {key: value for key, value in values.items() if value is not None}
