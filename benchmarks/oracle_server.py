@@ -44,11 +44,22 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 240) -> bo
     raise TimeoutError(f"{url} not healthy after {timeout}s")
 
 
-def start_healthy(config_path: Path, log: Path, url: str, token: str, attempts: int = 3) -> subprocess.Popen:
-    """Start the server, again if Ray's node start-up times out (it gives up after 30 s on an overloaded box)."""
+def start_healthy(config_path: Path, log: Path, url: str, token: str, attempts: int = 3,
+                  timeout: float = 240) -> subprocess.Popen:
+    """Start the server, again if Ray's node start-up times out (it gives up after 30 s on an overloaded box);
+    each start may take ``timeout`` seconds, after which all of it is killed and a TimeoutError (with the log's
+    tail) raised; an interrupt while waiting kills it too."""
     for _ in range(attempts):
         server = start_server(config_path, log, token)
-        if wait_healthy(url, server):
+        try:
+            healthy = wait_healthy(url, server, timeout)
+        except TimeoutError as exc:
+            kill_session(server)
+            raise TimeoutError(f"{exc}:\n{log.read_text()[-3000:]}") from None
+        except BaseException:  # interrupted while waiting: leave nothing running
+            kill_session(server)
+            raise
+        if healthy:
             return server
         kill_session(server)  # whatever the failed start left behind
     raise AssertionError(f"oracle service did not start:\n{log.read_text()[-3000:]}")

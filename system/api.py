@@ -207,25 +207,30 @@ class AnswerIn(RequestBody):
 
 
 class AnnotatorStats(Body):
-    """One annotator's answers, the share equal to the majority of the others' on the same pair (null when no
-    pair had such a majority), and their median answer time."""
+    """One annotator's answers; against the majority of the others' answers on the same pairs (over the pairs where
+    the others have a strict majority; null when there is none): the share equal to it and Cohen's κ with it (null
+    also when both used one and the same choice only); and their median answer time."""
 
     name: str
     answers: int
     agreement_with_others: float | None
+    kappa_with_others: float | None
     median_answer_ms: float | None
 
 
 class AnnotationStats(Body):
-    """Agreement over ``pairs`` pairs with two or more answers: Krippendorff's α (nominal; null when undefined)
-    and the mean pairwise Cohen's κ of the annotators who shared at least one pair (null when none did)."""
+    """Agreement over ``pairs`` pairs with two or more answers: Krippendorff's α (nominal), Fleiss' κ, and the mean
+    pairwise Cohen's κ of the annotators who shared at least one pair (each null when undefined); ``rounds``: the
+    same for each round that has answers, in round order (empty when this is one round's)."""
 
     round: int | None
     pairs: int
     answers: int
     krippendorff_alpha: float | None
+    fleiss_kappa: float | None
     mean_cohen_kappa: float | None
     annotators: list[AnnotatorStats]
+    rounds: list[AnnotationStats]
 
 
 class WhoAmI(Body):

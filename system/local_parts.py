@@ -143,6 +143,10 @@ class LocalOracle:
     def label(self, pairs: Sequence[CandidatePair], round: int) -> list[Label]:
         return self.oracle.label(pairs)
 
+    def agreement(self, round: int) -> None:
+        """None: a machine oracle has no annotators to agree."""
+        return None
+
     def rewards(self, prompts: Sequence[Text], responses: Sequence[str]) -> list[float]:
         if not isinstance(self.oracle, RewardOracle):
             raise TypeError(f"oracle {self.oracle.name!r} has no reward function")

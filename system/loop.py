@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import torch
 from tqdm import tqdm
 
+from system.api import AnnotationStats
 from system.config import Config
 from system.data import load_preferences, read_rows, write_preferences, write_rows
 from system.evaluation import evaluate_generations
 from system.evaluation.offline import logit_error_report, scored_pairs
 from system.fileio import atomic_write_text
 from system.generation import SamplingParams, candidate_pairs, evaluation_params
+from system.labels.stats import agreement_metrics
 from system.losses import get_loss
 from system.run_state import RoundState, restore_rng, round_dir, save_round_state
 from system.selection import get_strategy
@@ -91,8 +93,12 @@ class PairSelector(Protocol):
 
 
 class Labeller(Protocol):
+    """Labels pairs; ``rewards`` scores responses (machine oracles); ``agreement`` is how far the people who
+    answered a round's pairs agree (None for a machine oracle)."""
+
     def label(self, pairs: Sequence[CandidatePair], round: int) -> list[Label]: ...
     def rewards(self, prompts: Sequence[Text], responses: Sequence[str]) -> list[float]: ...
+    def agreement(self, round: int) -> AnnotationStats | None: ...
 
 
 class PreferenceTrainer(Protocol):
@@ -342,6 +348,9 @@ class ActiveLoop:
             write_rows(out / "selected_pairs.parquet", [asdict(pair) for pair in chosen])
             self.state.labelled_pair_ids.extend(selection.pair_ids)
             self._save(r, "labelled")
+        agreement = self.parts.oracle.agreement(r)
+        if agreement is not None:
+            metrics.update(agreement_metrics(agreement))
 
     def labelled_candidates(self, upto: int) -> list[CandidatePair]:
         """Every pair labelled in rounds 1…``upto`` as its candidate pair (text only), in labelling order, with the

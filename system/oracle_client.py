@@ -25,7 +25,16 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from tqdm import tqdm
 
-from system.api import LabelOut, LabelRequest, LabelResponse, LabelsPage, PairIn, RewardRequest, RewardResponse
+from system.api import (
+    AnnotationStats,
+    LabelOut,
+    LabelRequest,
+    LabelResponse,
+    LabelsPage,
+    PairIn,
+    RewardRequest,
+    RewardResponse,
+)
 from system.config import OracleConfig
 from system.errors import OracleError
 from system.types import CandidatePair, Label, Text
@@ -224,3 +233,9 @@ class OracleClient:
             answer = self.request("POST", "/v1/reward", json=body.model_dump(mode="json"))
             rewards += RewardResponse.model_validate_json(answer.content).rewards
         return rewards
+
+    def agreement(self, round: int) -> AnnotationStats:
+        """The annotators' agreement on ``round``'s pairs (``GET /v1/annotation/stats?round=R``; the run token may
+        read it)."""
+        response = self.request("GET", "/v1/annotation/stats", params={"round": round})
+        return AnnotationStats.model_validate_json(response.content)

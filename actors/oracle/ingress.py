@@ -292,9 +292,16 @@ class OracleIngress:
 
     @app.get("/v1/annotation/stats", response_model=AnnotationStats, dependencies=[Depends(require_reviewer)])
     def annotation_stats(self, round: int | None = Query(None, ge=0, le=MAX_STORED_INT)) -> AnnotationStats:
-        """Agreement of the annotators (all rounds, or one): Krippendorff's α over every pair with two or more
-        answers, and each annotator's answers, agreement with the others' majority and median answer time."""
+        """Agreement of the annotators (all rounds with each round's beside them, or one round): Krippendorff's α,
+        Fleiss' κ and the mean pairwise Cohen's κ over every pair with two or more answers, and each annotator's
+        answers, agreement and Cohen's κ with the others' majority, and median answer time."""
         return annotation_stats(self.store, round)
+
+    @app.get("/annotate/stats", include_in_schema=False)
+    def stats_page(self) -> FileResponse:
+        """The agreement page for reviewers (static; its data come from ``GET /v1/annotation/stats``, which needs a
+        reviewer's token or the run token)."""
+        return FileResponse(STATIC_DIR / "stats.html")
 
     @app.get("/", include_in_schema=False)
     @app.get("/annotate", include_in_schema=False)

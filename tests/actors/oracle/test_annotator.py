@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from system.oracle_client import OracleClient
 from system.types import CandidatePair
 from tests.actors.oracle.conftest import AUTH, TOKEN, deploy, oracle_config
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAIRS = [
     {"pair_id": "h0", "prompt": "Greet me", "response_1": "Hello, nice to meet you!", "response_2": "What."},
     {"pair_id": "h1", "prompt": "Say bye", "response_1": "bye", "response_2": "Goodbye, take care!"},
@@ -50,20 +48,6 @@ def people(config: Config) -> dict[str, dict[str, str]]:
                   (("alice", "annotator"), ("bob", "annotator"), ("rita", "reviewer"), ("gone", "annotator"))}
         registry.revoke("gone")
     return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        yield chromium
-        chromium.close()
 
 
 def test_human_label_request_is_queued_with_202(url: str) -> None:

@@ -1,5 +1,5 @@
-"""Agreement measures against independent values: Krippendorff's published worked example, scikit-learn's κ, and
-hand counts."""
+"""Agreement measures against independent values: Krippendorff's and Fleiss' published examples, scikit-learn's κ,
+closed forms and hand counts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import random
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from system.labels.agreement import agreement_with_others, cohen_kappa, krippendorff_alpha_nominal
+from system.labels.agreement import (
+    agreement_with_others,
+    cohen_kappa,
+    fleiss_kappa,
+    kappa_with_others,
+    krippendorff_alpha_nominal,
+)
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", nominal data: 4 observers, 12 units, gaps.
 OBSERVERS = {
@@ -65,3 +71,80 @@ def test_agreement_with_others_counts_answers_against_the_others_majority() -> N
     # b: unit 0 others {1,2} tie → skipped; unit 1 hit; unit 2 others {1} → miss → 1/2
     # c: unit 0 others 1,1 → miss; unit 1 hit → 1/2
     assert agreement_with_others(answers) == {"a": 0.5, "b": 0.5, "c": 0.5}
+
+
+# Fleiss (1971), "Measuring nominal scale agreement among many raters", table 1: 30 patients, 6 psychiatrists each
+# (not the same six), diagnoses 1 depression, 2 personality disorder, 3 schizophrenia, 4 neurosis, 5 other.
+FLEISS_1971 = [
+    "444444", "222555", "233335", "555555", "222444", "113333", "333355", "113334", "114444", "555555",
+    "144444", "124444", "222333", "144444", "224445", "333335", "111455", "111112", "224444", "133555",
+    "555555", "244444", "224555", "114444", "144445", "222224", "111155", "224444", "133333", "555555",
+]
+
+
+def rated(rows: list[list[int]]) -> dict[int, dict[str, int]]:
+    """``{unit: {rater: category}}`` from one row of categories per unit."""
+    return {u: {f"r{j}": category for j, category in enumerate(row)} for u, row in enumerate(rows)}
+
+
+def test_fleiss_kappa_matches_fleiss_1971() -> None:
+    rows = [[int(c) for c in row] for row in FLEISS_1971]
+    assert [sum(row.count(c) for row in rows) for c in range(1, 6)] == [26, 26, 30, 55, 43]  # the table's totals
+    assert fleiss_kappa(rated(rows)) == pytest.approx(0.430, abs=5e-4)  # as published
+    assert fleiss_kappa(rated(rows)) == pytest.approx(0.4302445, abs=1e-7)  # R irr::kappam.fleiss on the table
+
+
+# The worked example of Wikipedia's "Fleiss' kappa" article: 10 subjects, 14 raters, counts per category 1…5.
+COUNTS = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+          [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+
+
+def test_fleiss_kappa_matches_the_14_rater_example() -> None:
+    rows = [[c + 1 for c, n in enumerate(counts) for _ in range(n)] for counts in COUNTS]
+    assert fleiss_kappa(rated(rows)) == pytest.approx(0.210, abs=5e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fleiss_kappa_of_two_complete_annotators_is_scotts_pi(seed: int) -> None:
+    """With two raters on every unit Fleiss' κ is Scott's π (Fleiss 1971): (p_o − Σ p_c²)/(1 − Σ p_c²) with the
+    pooled shares p_c, computed here by hand."""
+    rng = random.Random(seed)
+    a = [rng.choice([1, 2, 3]) for _ in range(60)]
+    b = [x if rng.random() < 0.6 else rng.choice([1, 2, 3]) for x in a]
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / 60
+    chance = sum(((a + b).count(c) / 120) ** 2 for c in (1, 2, 3))
+    assert fleiss_kappa(rated([[x, y] for x, y in zip(a, b, strict=True)])) == pytest.approx(
+        (observed - chance) / (1 - chance), abs=1e-12)
+
+
+def test_fleiss_kappa_skips_single_answers_and_is_nan_when_undefined() -> None:
+    answers = {0: {"a": 1, "b": 1}, 1: {"a": 2, "b": 2}, 2: {"c": 1}}
+    assert fleiss_kappa(answers) == pytest.approx(1.0)
+    assert math.isnan(fleiss_kappa({0: {"a": 1, "b": 1}}))  # one category only
+    assert math.isnan(fleiss_kappa({0: {"a": 1}, 1: {"b": 2}}))  # no unit with two answers
+
+
+def test_fleiss_kappa_with_unequal_answer_counts_uses_each_unit_s_own() -> None:
+    """Units of 3 and 2 answers: P_u = Σ n(n−1)/(m(m−1)) per unit, p_c pooled over all 5 answers (by hand)."""
+    answers = {0: {"a": 1, "b": 1, "c": 2}, 1: {"a": 2, "b": 2}}
+    within = (2 / 6 + 2 / 2) / 2  # unit 0 counts {1: 2, 2: 1}: (2·1 + 1·0)/(3·2); unit 1 {2: 2}: 2·1/(2·1)
+    chance = (2 / 5) ** 2 + (3 / 5) ** 2
+    assert fleiss_kappa(answers) == pytest.approx((within - chance) / (1 - chance), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kappa_with_others_is_scikit_learn_s_kappa_against_the_others_majority(seed: int) -> None:
+    """Each annotator against the majority of the two others on 3-answer units (two others can tie: those units
+    are left out), κ from scikit-learn on the same units."""
+    rng = random.Random(seed)
+    names = ["a", "b", "c"]
+    answers = {u: {name: rng.choice([1, 2]) for name in names} for u in range(80)}
+    kappas = kappa_with_others(answers)
+    for name in names:
+        own, majority = [], []
+        for unit in answers.values():
+            others = [value for other, value in unit.items() if other != name]
+            if others[0] == others[1]:
+                own.append(unit[name])
+                majority.append(others[0])
+        assert kappas[name] == pytest.approx(cohen_kappa_score(own, majority), abs=1e-12)
