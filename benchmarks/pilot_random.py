@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.paired_stats import bootstrap_mean_ci  # noqa: E402
 from benchmarks.strategies import NEGATIVE_OFFSET, Job, run_job  # noqa: E402
-from benchmarks.strategy_task import PRIMARY, SCORES, Task, judge_temperature, task_config  # noqa: E402
+from benchmarks.strategy_task import PRIMARY, SCORES, Task, better_drop, judge_temperature, task_config  # noqa: E402
 from system.fileio import atomic_write_text  # noqa: E402
 
 
@@ -59,11 +59,6 @@ def run_seed(task: Task, workdir: Path, seed: int) -> dict:
     result = {"seed": seed, "temperature": temperature, "task": asdict(task), "runs": runs}
     atomic_write_text(path, json.dumps(result))
     return result
-
-
-def better_drop(first: float, last: float, higher_is_better: bool) -> float:
-    """How much better ``last`` is than ``first`` (positive = improved) for a score of the given direction."""
-    return last - first if higher_is_better else first - last
 
 
 def summarise(results: list[dict], config: dict) -> dict:

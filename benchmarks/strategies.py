@@ -53,6 +53,7 @@ from benchmarks.strategy_task import (  # noqa: E402
     SCORES,
     HeldOut,
     Task,
+    better_drop,
     calibrate_rewards,
     heldout_pairs,
     judge_temperature,
@@ -279,8 +280,7 @@ def summarise(results: list[dict]) -> dict:
         interval = labels_saved(budgets, primary_matrix("random+0"), primary_matrix(run), higher, resamples)
         saved[name] = {"ratio": interval.value, "ci95": [interval.low, interval.high]}
     random_curves = curves_of("random+0")
-    gains = [curve[PRIMARY][rounds] - curve[PRIMARY][1] if higher else curve[PRIMARY][1] - curve[PRIMARY][rounds]
-             for curve in random_curves]
+    gains = [better_drop(curve[PRIMARY][1], curve[PRIMARY][rounds], higher) for curve in random_curves]
     noise = [a[PRIMARY][rounds] - b[PRIMARY][rounds]
              for a, b in zip(random_curves, curves_of(f"random+{NEGATIVE_OFFSET}"), strict=True)]
     wall = [run["wall_time_s"] for result in results for run in result["runs"].values()]

@@ -80,6 +80,11 @@ SCORE_MEANINGS = {
 """What each score of :data:`SCORES` measures."""
 
 
+def better_drop(first: float, last: float, higher_is_better: bool) -> float:
+    """How much better ``last`` is than ``first`` (positive = improved) for a score of the given direction."""
+    return last - first if higher_is_better else first - last
+
+
 @dataclass(frozen=True)
 class Task:
     """Sizes of the benchmark task (defaults: the task random learns on, ``benchmarks/results/pilot_random.md``)."""
