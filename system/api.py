@@ -286,6 +286,8 @@ class ConsumeIn(RequestBody):
     """The pairs whose labels training takes from a round (``POST /v1/rounds/{round}/consume``)."""
 
     pair_ids: list[Annotated[str, Field(pattern=PAIR_ID_PATTERN)]] = Field(max_length=MAX_PAIRS_PER_REQUEST)
+    allow_missing: bool = Field(False, description="take the round even when some of pair_ids have no label (a "
+                                                   "deadline passed); else such a call is a 409 and takes nothing")
 
 
 class AnnotatorStats(Body):

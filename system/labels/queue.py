@@ -466,13 +466,25 @@ class HumanQueue:
             self._settle(connection, task)
         return self.store.find([(task.pair_id, HUMAN_ORACLE, "")])[0]
 
-    def consume(self, round: int, pair_ids: Sequence[str]) -> list[LabelRecord]:
+    def consume(self, round: int, pair_ids: Sequence[str], allow_missing: bool = False) -> list[LabelRecord]:
         """Training takes round ``round``'s labels: the round is marked consumed (its answers become final, its
         unanswered tasks are handed out no more) and the aggregates of ``pair_ids`` returned as they now stand.
         The first call re-aggregates the round's closed pairs (Dawid–Skene then sees every answer given so far);
-        a repeated call returns the same labels."""
+        a repeated call returns the same labels.
+
+        Raises:
+            AnswerClosedError: one of ``pair_ids`` has no label (say, an answer was just taken back) and not
+                ``allow_missing``; nothing is marked.
+        """
         with self._write("consume") as connection:
             marked = connection.execute(select(rounds_table.c.round).where(rounds_table.c.round == round)).first()
+            if marked is None and not allow_missing:
+                labelled = {row.pair_id for row in connection.execute(
+                    select(labels_table.c.pair_id).where(HUMAN_ROWS & (labels_table.c.annotator == "")
+                                                         & labels_table.c.pair_id.in_(pair_ids)))}
+                if missing := [pair_id for pair_id in pair_ids if pair_id not in labelled]:
+                    raise AnswerClosedError(f"round {round}: pair {missing[0]!r} has no label now ({len(missing)} "
+                                            "of the pairs asked for): consume once they are labelled")
             if marked is None:
                 connection.execute(insert(rounds_table).values(round=round, consumed_at=datetime.now(timezone.utc)))
                 if self.aggregation == "dawid_skene":

@@ -54,7 +54,10 @@ def test_an_answer_changes_until_the_round_is_consumed(store: LabelStore) -> Non
     with pytest.raises(NoAnswerError, match=f"task_id {first}: no answer of 'bob' to change"):
         queue.revise(first, 1, "bob")
     answer_for(queue, first, "ann", 2)
-    (label,) = queue.consume(3, ["r0", "r1"])  # r1 has no answer: nothing to return for it
+    with pytest.raises(AnswerClosedError, match="round 3: pair 'r1' has no label now"):
+        queue.consume(3, ["r0", "r1"])  # nothing taken, nothing marked
+    assert queue.consumed_at(3) is None
+    (label,) = queue.consume(3, ["r0", "r1"], allow_missing=True)  # a deadline passed: r1 is left out
     assert (label.pair_id, label.decision) == ("r0", "2")
     for change in (lambda: queue.revise(first, 1, "ann"), lambda: queue.withdraw(first, "ann"),
                    lambda: queue.answer(second, 1, "bob")):
