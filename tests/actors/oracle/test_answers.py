@@ -18,7 +18,7 @@ from system.labels.annotators import AnnotatorRegistry
 from system.oracle_client import OracleClient
 from system.types import CandidatePair
 from tests.actors.oracle.conftest import AUTH, TOKEN, deploy, oracle_config
-from tests.actors.oracle.test_annotator import browser, key_for  # noqa: F401  (the Chromium fixture)
+from tests.actors.oracle.test_annotator import browser  # noqa: F401  (the Chromium fixture)
 
 GOLD = [{"prompt": "Is water wet?", "response_1": "Yes, it wets things.", "response_2": "Purple.", "answer": 1}]
 
@@ -144,3 +144,62 @@ def test_gold_accuracy_per_annotator_in_the_stats(url: str, people) -> None:
     assert stats["adjudicated"] == 1 and stats["outcomes"] == {"1": 1, "2": 1}
     labels = httpx.get(f"{url}/v1/labels", headers=AUTH, timeout=30).json()["labels"]
     assert not [row for row in labels if row["pair_id"].startswith("gold-")]
+
+
+def press_for(page, text: str) -> None:  # noqa: ANN001
+    """Press the key (1 or 2) of the response whose text starts with ``text``, wherever it is shown."""
+    shown = [(page.text_content(f"#response-{side}") or "").strip() for side in (1, 2)]
+    page.keyboard.press("1" if shown[0].startswith(text) else "2")
+
+
+def test_three_people_and_a_reviewer_label_a_round_keyboard_only(url: str, config: Config, browser,  # noqa: F811
+                                                                  people) -> None:
+    """Under the page's CSP, keys only: ann gives a rationale (r … Esc) and an answer, answers tie, takes it back (u)
+    and says both bad; bob and cy answer; the split pair goes to rita's review view (v) and her key decides it. The
+    loop's client gets the aggregate of the first pair and rita's decision for the second."""
+    from playwright.sync_api import expect
+
+    worker, out = labelling(url, pairs("e", 2), round=3)
+    pages = {}
+    for who in ("ann", "bob", "cy", "rita"):
+        pages[who] = browser.new_page()
+        token = people[who]["Authorization"].removeprefix("Bearer ")
+        pages[who].goto(f"{url}/annotate#token={token}")
+        expect(pages[who].locator("#whoami")).to_have_text(f"answering as {who}")
+    ann = pages["ann"]
+    expect(ann.locator("#prompt")).to_have_text("Question e0?")
+    ann.keyboard.press("r")
+    ann.keyboard.type("It answers the question.")
+    ann.keyboard.press("Escape")
+    press_for(ann, "Good")
+    expect(ann.locator("#prompt")).to_have_text("Question e1?")
+    ann.keyboard.press("t")
+    expect(ann.locator("body")).to_have_attribute("data-answers", "2")
+    ann.keyboard.press("u")  # undo: e1 comes back, hers to answer again
+    expect(ann.locator("#status")).to_have_text("Answer taken back: answer this pair again.")
+    expect(ann.locator("#prompt")).to_have_text("Question e1?")
+    ann.keyboard.press("b")
+    expect(ann.locator("#empty")).to_be_visible()
+    for who, first, second in (("bob", "Good", "Good"), ("cy", "Bad", "t")):
+        page = pages[who]
+        expect(page.locator("#prompt")).to_have_text("Question e0?")
+        press_for(page, first)
+        expect(page.locator("#prompt")).to_have_text("Question e1?")
+        press_for(page, second) if second != "t" else page.keyboard.press("t")
+        expect(page.locator("#empty")).to_be_visible()
+    rita = pages["rita"]
+    rita.keyboard.press("v")  # e1's answers (both bad, 1, tie) agree 1/3 < 0.5: it waits for her
+    expect(rita.locator("#prompt")).to_have_text("Question e1?")
+    expect(rita.locator("#answers li")).to_have_count(3)
+    rita.keyboard.press("2")  # the pair's own order in the review view: response 2 wins, for good
+    expect(rita.locator("#progress")).to_have_text("0 waiting for review")
+    worker.join(timeout=60)
+    assert [(label.pair_id, label.decision) for label in out["labels"]] == [("e0", "1"), ("e1", "2")]
+    with LabelStore(config.oracle.label_store_url) as store:
+        stored = {(r.pair_id, r.annotator): (r.decision, r.rationale, r.adjudicated_by) for r in store.labels()
+                  if r.pair_id in ("e0", "e1")}
+    assert stored[("e0", "ann")] == ("1", "It answers the question.", "")
+    assert stored[("e1", "ann")][0] == "both_bad"  # her tie was taken back
+    assert stored[("e1", "")] == ("2", "", "rita")
+    for page in pages.values():
+        page.close()
