@@ -27,7 +27,9 @@ def test_offline_pool_hides_labels_and_holds_out_every_fifth() -> None:
 def test_labelled_pairs_put_the_preferred_response_first() -> None:
     pair = CandidatePair("a", "p", "x", "one", "two")
     chosen = labelled_pairs([pair], [Label("a", 2, 0.2, "judge")])
-    assert chosen == [PreferencePair("x", "two", "one", score_chosen=1 - 0.2, score_rejected=1 - (1 - 0.2), pair_id="a")]
+    # scored P(chosen ≻ rejected) = 1 − prob_1, and its complement
+    assert chosen == [PreferencePair("x", "two", "one", score_chosen=1 - 0.2, score_rejected=1 - (1 - 0.2),
+                                     pair_id="a")]
 
 
 def test_people_s_labels_train_as_export_writes_them() -> None:
