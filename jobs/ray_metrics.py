@@ -20,6 +20,9 @@ GAUGES: dict[str, tuple[str, str]] = {
     "selection/pairs_available": ("activealign_loop_candidate_pairs", "Candidate pairs the round selected from"),
     "selection/score_mean": ("activealign_loop_pick_score_mean", "Mean selection score of the round's picks"),
     "selection/score_max": ("activealign_loop_pick_score_max", "Highest selection score of the round's picks"),
+    "labels/both_bad": ("activealign_loop_labels_both_bad",
+                        "Human-labelled pairs of the round found both bad (kept out of preference training)"),
+    "labels/ties": ("activealign_loop_labels_ties", "Human-labelled pairs of the round aggregated to a tie"),
 }
 """Loop metric key → (Ray gauge name, description)."""
 

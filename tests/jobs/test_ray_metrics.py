@@ -9,6 +9,7 @@ from tests.jobs.ray_metrics_export import bucket_counts, wait_for_ray_metrics
 ROUND_METRICS = {
     "labels": 8.0, "selection/pairs_available": 12.0, "selection/score_mean": 0.5, "selection/score_max": 0.875,
     "time/generation_s": 2.0, "time/selection_s": 0.25, "oracle/latency_s": 0.75, "eval/reward": 0.2,
+    "labels/both_bad": 2.0,
 }
 
 
@@ -17,7 +18,8 @@ def test_a_rounds_metrics_are_exported_with_their_values(ray_cluster) -> None:
     families = wait_for_ray_metrics(
         {"ray_activealign_loop_phase_seconds", "ray_activealign_loop_oracle_latency_seconds"},
         {"ray_activealign_loop_round": 3.0, "ray_activealign_loop_labels": 8.0, "ray_activealign_loop_candidate_pairs":
-         12.0, "ray_activealign_loop_pick_score_mean": 0.5, "ray_activealign_loop_pick_score_max": 0.875},
+         12.0, "ray_activealign_loop_pick_score_mean": 0.5, "ray_activealign_loop_pick_score_max": 0.875,
+         "ray_activealign_loop_labels_both_bad": 2.0},
     )
     # one observation per histogram, counted from the first bucket bound it does not exceed (the buckets, not
     # _sum: Ray exports a histogram's sum from bucket midpoints, 2.0 s in (1, 5] as 3.0)

@@ -92,7 +92,7 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
     expect(page.locator("body")).to_have_attribute("data-answers", "2")
     assert (page.text_content("#prompt") or "").strip() == "Say bye"
     page.keyboard.press("?")
-    expect(page.locator("#guidelines strong")).to_have_text("kinder")  # the guidelines panel, rendered
+    expect(page.locator("#guidelines-text strong")).to_have_text("kinder")  # the help panel's guidelines, rendered
     shown = [(page.text_content(f"#response-{side}") or "").strip() for side in (1, 2)]
     page.keyboard.press(key_for(shown, "Goodbye, take care!"))  # the pair's response 2
     expect(page.locator("#progress")).to_have_text("2 / 2 labelled")
