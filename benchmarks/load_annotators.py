@@ -4,8 +4,9 @@
 Starts `activealign serve` in its own session (its own local Ray, 127.0.0.1, a free port, a fresh SQLite store,
 ``oracle.human.annotations_per_pair`` = k), adds ``--annotators`` people to the store, each with their own token,
 queues ``--answers`` / k pairs with the run token, then lets every person fetch (``GET /v1/tasks/next``) and answer
-(``POST /v1/tasks/{id}/answer``, a seeded random choice) concurrently until nothing is left for them. A 409 (the
-pair got its k answers between fetch and answer) is counted and the person fetches again; a 503 is counted and
+(``POST /v1/tasks/{id}/answer``, a seeded random choice) concurrently until nothing is left for them. A handed-out
+task holds one of its k places for its person (``oracle.human.reservation_s``), so a 409 (the pair got its k answers
+between fetch and answer) should not happen; it is counted and the person fetches again. A 503 is counted and
 retried after its Retry-After. Afterwards the store is read back: every acknowledged answer stored once (0 lost,
 0 duplicated), no pair handed twice to one person, exactly k answers and one majority label per pair.
 

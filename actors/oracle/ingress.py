@@ -198,7 +198,7 @@ class OracleIngress:
         self.store = LabelStore(store_url)
         human = oracle_cfg.human
         self.queue = HumanQueue(self.store, human.annotations_per_pair, human.aggregation, human.adjudicate_below,
-                                human.gold_rate)
+                                human.gold_rate, human.reservation_s)
         self.queue.enqueue_gold(gold)
         app.state.annotators = AnnotatorRegistry(self.store)
         self.guidelines = guidelines

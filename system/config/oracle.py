@@ -53,6 +53,13 @@ class HumanOracleConfig(Section):
         description="The share of each annotator's tasks that are gold pairs (every 1/gold_rate-th task).",
     )
 
+    reservation_s: float = Field(
+        300.0, gt=0.0, le=86_400.0,
+        description="How long a task handed to a person holds one of its k places for them (their answer, skip or "
+        "next task ends it sooner). While it holds, nobody else is handed that place, so people asking at the same "
+        "moment get different pairs; a person who walks away frees it when it expires.",
+    )
+
     @model_validator(mode="after")
     def _gold_needs_pairs(self) -> HumanOracleConfig:
         if self.gold_rate > 0 and not self.gold_path:

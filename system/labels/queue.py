@@ -4,7 +4,10 @@ Enqueueing is idempotent per pair_id; a pair id already stored with other texts 
 (:class:`~system.errors.PairTextConflictError`), so a re-queued id never hands out the old task for new texts.
 The next task for a person is never one they answered: pairs closest to their k answers first, then the least
 skipped, then the oldest, so a skip moves a task behind the others without losing it; every ``1/gold_rate``-th
-task is a gold pair when gold pairs are loaded (:meth:`HumanQueue.enqueue_gold`).
+task is a gold pair when gold pairs are loaded (:meth:`HumanQueue.enqueue_gold`). Handing a task out reserves one
+of its k places for that person for ``reservation_s`` seconds (their answer, skip or next task ends it): a task
+with k answers and live reservations of others is not handed out, so people asking at once get different pairs
+instead of all answering the last place of one, and the same person asking again (a reload) gets the same pair.
 
 An answer is ``1``, ``2`` (the response shown first or second), ``tie``, ``both_bad`` or ``skip``, with an optional
 strength and rationale. It is stored de-randomised as a label row (``oracle="human"``, ``annotator`` the person,
@@ -27,16 +30,23 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, literal, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from system.errors import AnswerClosedError, LabelStoreError, NoAnswerError, TaskAnsweredError
 from system.labels.aggregate import CHOICE_PROB_1, Aggregate, Aggregation, Choice, aggregate, agreement
 from system.labels.migrate import lock_store
-from system.labels.schema import adjudications_table, gold_answers_table, labels_table, rounds_table, tasks_table
+from system.labels.schema import (
+    adjudications_table,
+    gold_answers_table,
+    labels_table,
+    reservations_table,
+    rounds_table,
+    tasks_table,
+)
 from system.labels.store import (
     HUMAN,
     LabelRecord,
@@ -133,15 +143,17 @@ class HumanQueue:
         adjudicate_below: a closed task whose answers agree less than this (share of the most common answer)
             waits for a reviewer; 0 sends none.
         gold_rate: the share of a person's tasks that are gold pairs (when gold pairs are queued).
+        reservation_s: how long a handed-out task holds one of its k places for its person.
     """
 
     def __init__(self, store: LabelStore, annotations_per_pair: int = 1, aggregation: Aggregation = "majority",
-                 adjudicate_below: float = 0.0, gold_rate: float = 0.0) -> None:
+                 adjudicate_below: float = 0.0, gold_rate: float = 0.0, reservation_s: float = 300.0) -> None:
         self.store = store
         self.annotations_per_pair = annotations_per_pair
         self.aggregation: Aggregation = aggregation
         self.adjudicate_below = adjudicate_below
         self.gold_rate = gold_rate
+        self.reservation_s = reservation_s
 
     @contextmanager
     def _write(self, what: str) -> Iterator[Connection]:
@@ -186,25 +198,44 @@ class HumanQueue:
         return self.enqueue([pair for pair, _ in items], round=0, gold=[choice for _, choice in items])
 
     def next_task(self, annotator: str = "") -> AnnotationTask | None:
-        """The next task for ``annotator``: never one they answered, nor one of a consumed round; a gold pair when
-        their share of gold answers is below ``gold_rate``; else pairs closest to their k answers first (finish
-        pairs before starting new ones), then the least skipped, then the oldest. None when nothing is left."""
+        """The next task for ``annotator``, reserved for them (see the module docstring): never one they answered,
+        nor one of a consumed round, nor one whose k places are taken by answers and others' live reservations;
+        the task they hold a live reservation on first; a gold pair when their share of gold answers is below
+        ``gold_rate``; else pairs closest to their k answers (answers + reservations) first — finish pairs before
+        starting new ones — then the least skipped, then the oldest. None when nothing is left."""
+        now = datetime.now(timezone.utc)
         human = (labels_table.c.pair_id == tasks_table.c.pair_id) & HUMAN_ROWS
         answers = select(func.count()).select_from(labels_table).where(
             human & (labels_table.c.annotator != "")).scalar_subquery()
+        live = (reservations_table.c.task_id == tasks_table.c.task_id) & (reservations_table.c.expires_at > now)
+        held = select(func.count()).select_from(reservations_table).where(
+            live & (reservations_table.c.annotator != annotator)).scalar_subquery()
+        mine = select(reservations_table.c.task_id).where(
+            live & (reservations_table.c.annotator == annotator)).exists()
         theirs = select(labels_table.c.seq).where(human & (labels_table.c.annotator == annotator)).exists()
         consumed = select(rounds_table.c.round).where(rounds_table.c.round == tasks_table.c.round).exists()
         query = (
             select(tasks_table).where((tasks_table.c.status == "pending") & (tasks_table.c.gold == "") & ~theirs
-                                      & ~consumed)
-            .order_by(answers.desc(), tasks_table.c.skips, tasks_table.c.task_id).limit(1)
+                                      & ~consumed & (answers + held < literal(self.annotations_per_pair)))
+            .order_by(mine.desc(), (answers + held).desc(), tasks_table.c.skips, tasks_table.c.task_id).limit(1)
         )
-        with self.store.engine.connect() as connection:
+        with self._write("next task") as connection:
             row = connection.execute(query).first()
             if row is not None and self._gold_due(connection, annotator):
                 gold = self._next_gold(connection, annotator)
                 row = gold if gold is not None else row
+            connection.execute(delete(reservations_table).where(
+                (reservations_table.c.annotator == annotator) | (reservations_table.c.expires_at <= now)))
+            if row is not None and not row.gold and annotator:
+                connection.execute(insert(reservations_table).values(
+                    task_id=row.task_id, annotator=annotator, expires_at=now + timedelta(seconds=self.reservation_s)))
         return None if row is None else _task(row)
+
+    @staticmethod
+    def _release(connection: Connection, task_id: int, annotator: str) -> None:
+        """End ``annotator``'s reservation of a task (they answered or skipped it)."""
+        connection.execute(delete(reservations_table).where(
+            (reservations_table.c.task_id == task_id) & (reservations_table.c.annotator == annotator)))
 
     def _gold_due(self, connection: Connection, annotator: str) -> bool:
         """Whether ``annotator``'s next task should be gold: g + 1 ≤ rate·(n + 1) for g gold answers of n in all, so
@@ -277,6 +308,7 @@ class HumanQueue:
                 raise TaskAnsweredError(task_id, task.pair_id)
             if annotator in self._answers(connection, task.pair_id):
                 raise TaskAnsweredError(task_id, task.pair_id, by=annotator)
+            self._release(connection, task_id, annotator)
             if choice == "skip":
                 connection.execute(update(tasks_table).where(tasks_table.c.task_id == task_id)
                                    .values(skips=tasks_table.c.skips + 1))

@@ -27,7 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 """The alembic revision this code reads and writes; a store at any other head is refused."""
 
 metadata = MetaData()
@@ -118,3 +118,13 @@ rounds_table = Table(
     Column("consumed_at", DateTime(timezone=True), nullable=False),
 )
 """Rounds whose labels the loop took for training (``POST /v1/rounds/{round}/consume``): their answers are final."""
+
+reservations_table = Table(
+    "reservations",
+    metadata,
+    Column("task_id", Integer, primary_key=True, autoincrement=False),
+    Column("annotator", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+"""A task handed to a person and not answered yet: it holds one of the task's k places until ``expires_at``, so
+people asking at the same moment are not all handed the one place left. A person holds at most one."""
