@@ -1,8 +1,7 @@
-"""Helpers for the oracle-service tests: a config on a free loopback port, its label store, headless Chromium."""
+"""Helpers for the oracle-service tests: a config on a free loopback port, its label store, one Ray cluster."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from tests.conftest import REPO_ROOT, free_port
 TOKEN = "test-token-0123456789"
 PORT = free_port()  # one Serve HTTP proxy serves every module's app in turn (Serve keeps its first http_options)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def oracle_config(store: Path | str, **oracle: Any) -> Config:
@@ -53,18 +51,3 @@ def ray_cluster():
                        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
     yield context
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, headless, driven by Playwright (no browser download)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        yield chromium
-        chromium.close()

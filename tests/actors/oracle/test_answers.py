@@ -131,7 +131,8 @@ def test_a_reviewer_decides_a_disagreement_over_http(url: str, people) -> None:
     worker.join(timeout=60)
     (label,) = out["labels"]
     assert (label.decision, label.prob_1) == ("2", 0.0)  # the reviewer's decision is the label training takes
-    again = httpx.post(f"{url}/v1/review/{review['task']['task_id']}/decision", headers=people["rita"], json={"choice": 1})
+    again = httpx.post(f"{url}/v1/review/{review['task']['task_id']}/decision", headers=people["rita"],
+                       json={"choice": 1})
     assert again.status_code == 409
 
 
@@ -151,7 +152,7 @@ def press_for(page, text: str) -> None:  # noqa: ANN001
     page.keyboard.press("1" if shown[0].startswith(text) else "2")
 
 
-def test_three_people_and_a_reviewer_label_a_round_keyboard_only(url: str, config: Config, browser,  # noqa: F811
+def test_three_people_and_a_reviewer_label_a_round_keyboard_only(url: str, config: Config, browser,
                                                                   people) -> None:
     """Under the page's CSP, keys only: ann gives a rationale (r … Esc) and an answer, answers tie, takes it back (u)
     and says both bad; bob and cy answer; the split pair goes to rita's review view (v) and her key decides it. The
@@ -160,11 +161,15 @@ def test_three_people_and_a_reviewer_label_a_round_keyboard_only(url: str, confi
 
     worker, out = labelling(url, pairs("e", 2), round=3)
     pages = {}
-    for who in ("ann", "bob", "cy", "rita"):
+
+    def sign_in(who: str) -> None:
         pages[who] = browser.new_page()
         token = people[who]["Authorization"].removeprefix("Bearer ")
         pages[who].goto(f"{url}/annotate#token={token}")
         expect(pages[who].locator("#whoami")).to_have_text(f"answering as {who}")
+
+    for who in ("ann", "bob", "cy"):  # rita signs in to review: her page would hold a place of a pair (reservations)
+        sign_in(who)
     ann = pages["ann"]
     expect(ann.locator("#prompt")).to_have_text("Question e0?")
     ann.keyboard.press("r")
@@ -186,6 +191,7 @@ def test_three_people_and_a_reviewer_label_a_round_keyboard_only(url: str, confi
         expect(page.locator("#prompt")).to_have_text("Question e1?")
         press_for(page, second) if second != "t" else page.keyboard.press("t")
         expect(page.locator("#empty")).to_be_visible()
+    sign_in("rita")
     rita = pages["rita"]
     rita.keyboard.press("v")  # e1's answers (both bad, 1, tie) agree 1/3 < 0.5: it waits for her
     expect(rita.locator("#prompt")).to_have_text("Question e1?")
