@@ -168,7 +168,11 @@ def test_three_people_and_a_reviewer_label_a_live_round(tmp_path: Path, browser,
         stats = browser.new_page()
         stats.goto(f"{url}/annotate/stats#token={tokens['rita']}")
         expect(stats.locator("body")).to_have_attribute("data-loaded", "1")
-        assert (stats.text_content("#rounds tr[data-round='1'] td.alpha") or "").strip() == f"{alpha:.3f}"
+        round_row = "#rounds tr[data-round='1']"
+        assert (stats.text_content(f"{round_row} td.alpha") or "").strip() == f"{alpha:.3f}"
+        first_is_1 = labels[first_id].decision == "1"
+        assert stats.text_content(f"{round_row} td.outcomes") == f"{int(first_is_1)} / {2 - first_is_1} / 0 / 0"
+        assert stats.text_content(f"{round_row} td.adjudicated") == "1"
     finally:
         if run.poll() is None:
             run.terminate()
