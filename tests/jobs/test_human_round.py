@@ -12,13 +12,12 @@ run is stopped.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import httpx
@@ -27,6 +26,7 @@ import yaml
 
 from system.labels import LabelStore
 from tests.conftest import REPO_ROOT, free_port
+from tests.system.labels.test_agreement import pairwise_alpha
 from tests.system.models.conftest import tiny_model_dir  # noqa: F401  (shared fixture)
 
 TOKEN = "human-round-token-0123456789"
@@ -55,19 +55,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ACTIVEALIGN_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=True)
-
-
-def pairwise_alpha(units: dict[str, list[str]]) -> float:
-    """Krippendorff's α (nominal) as 1 − D_o/D_e over the ordered pairs of values: D_o averages, unit by unit,
-    the disagreeing pairs of its m_u values weighted 1/(m_u − 1); D_e the disagreeing pairs of all n values."""
-    units = {unit: values for unit, values in units.items() if len(values) >= 2}
-    values = [value for unit in units.values() for value in unit]
-    n = len(values)
-    observed = sum(sum(a != b for a, b in itertools.permutations(unit, 2)) / (len(unit) - 1)
-                   for unit in units.values()) / n
-    counts = Counter(values)
-    expected = sum(counts[a] * counts[b] for a, b in itertools.permutations(counts, 2)) / (n * (n - 1))
-    return 1.0 - observed / expected
 
 
 def press_keys(page, *keys: str) -> None:  # noqa: ANN001
