@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -42,6 +42,8 @@ from system.errors import OracleError
 from system.types import CandidatePair, Label, Text
 
 logger = logging.getLogger(__name__)
+LabelProgress = Callable[[int, int, int], None]
+"""Called with (round, pairs labelled so far, pairs waited for) while the client waits for people's labels."""
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
 
@@ -91,6 +93,8 @@ class OracleClient:
         human_timeout_s: how long :meth:`label` waits for annotators.
         poll_interval_s: seconds between polls for human labels.
         progress: show a tqdm bar while waiting for humans.
+        on_progress: called while waiting for humans with (round, pairs labelled, pairs waited for), first with 0
+            labelled and then whenever the count grows (e.g. to export it to MLflow and the Ray dashboard).
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class OracleClient:
         poll_interval_s: float = 2.0,
         token_env: str = "ACTIVEALIGN_API_TOKEN",
         progress: bool = True,
+        on_progress: LabelProgress | None = None,
     ) -> None:
         token = token if token is not None else os.environ.get(token_env, "")
         if not token:
@@ -116,6 +121,7 @@ class OracleClient:
         self.human_timeout_s = human_timeout_s
         self.poll_interval_s = poll_interval_s
         self.progress = progress
+        self.on_progress = on_progress
         self.http = httpx.Client(
             base_url=self.base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
         )
@@ -217,6 +223,7 @@ class OracleClient:
         found: dict[str, Label] = {}
         since: int | None = None
         deadline = time.monotonic() + self.human_timeout_s
+        reported = -1
         with tqdm(total=len(wanted), desc=f"human labels (round {round})", disable=not self.progress) as bar:
             while True:
                 params: dict[str, Any] = {"round": round, "limit": 1000}
@@ -228,6 +235,9 @@ class OracleClient:
                         found[row.pair_id] = bound_label(row, digests)
                         bar.update(1)
                 since = page.next_since
+                if self.on_progress is not None and len(found) != reported:
+                    reported = len(found)
+                    self.on_progress(round, reported, len(wanted))
                 if len(found) == len(wanted):
                     return found
                 if page.labels:

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from system.labels import LabelStore
 from tests.conftest import REPO_ROOT, free_port
@@ -150,6 +151,11 @@ def test_three_people_and_a_reviewer_label_a_live_round(tmp_path: Path, browser,
         assert (labels[second_id].adjudicated_by, trained[second_id]["score_chosen"]) == ("rita", 1.0)
         metrics = json.loads((round_1 / "metrics.json").read_text())
         assert metrics["annotation/answers"] == 6 and any(key.startswith("train/") for key in metrics)
+        tracking = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+        (mlflow_run,) = tracking.search_runs([tracking.get_experiment_by_name("human-round").experiment_id])
+        waiting = [m.value for m in tracking.get_metric_history(mlflow_run.info.run_id, "labelling/pending")
+                   if m.step == 1]
+        assert waiting[0] == 2 and waiting[-1] == 0  # round 1's wait for people, as it went
 
         alpha = pairwise_alpha({pair: list(votes.values()) for pair, votes in answers.items()})
         stats = browser.new_page()

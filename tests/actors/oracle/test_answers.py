@@ -66,11 +66,13 @@ def answer(url: str, who: dict[str, str], task: dict, choice: object, **extra: o
 
 
 def labelling(url: str, batch: list[CandidatePair], round: int) -> tuple[threading.Thread, dict]:
-    """The loop's client labelling ``batch`` in a thread; its labels land in the returned dict."""
-    out: dict = {}
+    """The loop's client labelling ``batch`` in a thread; its labels land in the returned dict, and its progress
+    reports (round, labelled, waited for) under ``progress``."""
+    out: dict = {"progress": []}
 
     def run() -> None:
-        with OracleClient(url, token=TOKEN, poll_interval_s=0.2, human_timeout_s=120, progress=False) as client:
+        with OracleClient(url, token=TOKEN, poll_interval_s=0.2, human_timeout_s=120, progress=False,
+                          on_progress=lambda *report: out["progress"].append(report)) as client:
             out["labels"] = client.label(batch, round=round)
 
     worker = threading.Thread(target=run)
@@ -200,6 +202,7 @@ def test_three_people_and_a_reviewer_label_a_round_keyboard_only(url: str, confi
     expect(rita.locator("#progress")).to_have_text("0 waiting for review")
     worker.join(timeout=60)
     assert [(label.pair_id, label.decision) for label in out["labels"]] == [("e0", "1"), ("e1", "2")]
+    assert out["progress"] == [(3, 0, 2), (3, 1, 2), (3, 2, 2)]  # e1 waited for rita after e0 had its label
     with LabelStore(config.oracle.label_store_url) as store:
         stored = {(r.pair_id, r.annotator): (r.decision, r.rationale, r.adjudicated_by) for r in store.labels()
                   if r.pair_id in ("e0", "e1")}
