@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,18 @@ def oracle_config(store: Path | str, **oracle: Any) -> Config:
     settings = {"label_store_url": store_url, "port": PORT, "host": "127.0.0.1",
                 "max_batch_size": 16, "batch_wait_timeout_s": 0.05, **oracle}
     return config_from_dict({"oracle": settings, "cluster": {"oracle": {"num_cpus": 0.5}}})
+
+
+def add_people(config: Config, people: Sequence[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """People (name, role) added to the config's label store as ``activealign annotators add`` does:
+    ``{name: Authorization header}``."""
+    from system.labels import LabelStore
+    from system.labels.annotators import AnnotatorRegistry
+
+    with LabelStore(config.oracle.label_store_url) as store:
+        registry = AnnotatorRegistry(store)
+        tokens = {name: registry.add(name, role)[1] for name, role in people}
+    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
 
 
 def deploy(config: Config) -> Iterator[str]:

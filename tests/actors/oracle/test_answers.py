@@ -14,10 +14,9 @@ import pytest
 
 from system.config import Config
 from system.labels import LabelStore
-from system.labels.annotators import AnnotatorRegistry
 from system.oracle_client import OracleClient
 from system.types import CandidatePair
-from tests.actors.oracle.conftest import AUTH, TOKEN, deploy, oracle_config
+from tests.actors.oracle.conftest import AUTH, TOKEN, add_people, deploy, oracle_config
 
 GOLD = [{"prompt": "Is water wet?", "response_1": "Yes, it wets things.", "response_2": "Purple.", "answer": 1}]
 
@@ -38,11 +37,7 @@ def url(ray_cluster, token_env: str, config: Config) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def people(config: Config) -> dict[str, dict[str, str]]:
-    with LabelStore(config.oracle.label_store_url) as store:
-        registry = AnnotatorRegistry(store)
-        tokens = {name: registry.add(name, role)[1] for name, role in
-                  (("ann", "annotator"), ("bob", "annotator"), ("cy", "annotator"), ("rita", "reviewer"))}
-    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+    return add_people(config, (("ann", "annotator"), ("bob", "annotator"), ("cy", "annotator"), ("rita", "reviewer")))
 
 
 def pairs(prefix: str, n: int) -> list[CandidatePair]:
