@@ -4,8 +4,9 @@
 Starts `activealign serve` in its own session (its own local Ray, 127.0.0.1, a free port, a fresh SQLite store,
 ``oracle.human.annotations_per_pair`` = k), adds ``--annotators`` people to the store, each with their own token,
 queues ``--answers`` / k pairs with the run token, then lets every person fetch (``GET /v1/tasks/next``) and answer
-(``POST /v1/tasks/{id}/answer``, a seeded random choice) concurrently until nothing is left for them. A 409 (the
-pair got its k answers between fetch and answer) is counted and the person fetches again; a 503 is counted and
+(``POST /v1/tasks/{id}/answer``, a seeded random choice) concurrently until nothing is left for them. A handed-out
+task holds one of its k places for its person (``oracle.human.reservation_s``), so a 409 (the pair got its k answers
+between fetch and answer) should not happen; it is counted and the person fetches again. A 503 is counted and
 retried after its Retry-After. Afterwards the store is read back: every acknowledged answer stored once (0 lost,
 0 duplicated), no pair handed twice to one person, exactly k answers and one majority label per pair.
 
@@ -69,9 +70,11 @@ async def call(client: httpx.AsyncClient, observed: Observed, latencies: list[fl
         await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
 
-async def annotator(url: str, name: str, token: str, seed: int, observed: Observed) -> None:
-    """Fetch and answer until the service has nothing left for ``name``."""
-    choose = random.Random(seed).choice
+async def annotator(url: str, name: str, token: str, seed: int, observed: Observed,
+                    think_s: float = 0.0) -> None:
+    """Fetch and answer until the service has nothing left for ``name``, reading each pair for a time drawn
+    uniformly from [0, 2·``think_s``] seconds between fetch and answer."""
+    rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
         while True:
             fetched = await call(client, observed, observed.next_s, "GET", "/v1/tasks/next")
@@ -80,8 +83,10 @@ async def annotator(url: str, name: str, token: str, seed: int, observed: Observ
             if task is None:
                 return
             observed.offered[name, task["pair_id"]] += 1
+            if think_s:
+                await asyncio.sleep(rng.uniform(0.0, 2.0 * think_s))
             answered = await call(client, observed, observed.answer_s, "POST", f"/v1/tasks/{task['task_id']}/answer",
-                                  json={"choice": choose([1, 2]), "answer_ms": 1000})
+                                  json={"choice": rng.choice([1, 2]), "answer_ms": 1000})
             if answered.status_code == 200:
                 observed.acknowledged.append((name, task["pair_id"]))
             elif answered.status_code != 409:
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--answers", type=int, default=2000, help="answers in all (a multiple of --k)")
     parser.add_argument("--k", type=int, default=5, help="oracle.human.annotations_per_pair (odd)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--think-s", type=float, default=0.0,
+                        help="mean seconds a person reads a pair before answering (0: answer at once, saturating)")
     parser.add_argument("--start-timeout", type=float, default=600, help="seconds the service may take to start")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
             started = time.perf_counter()
 
             async def everyone() -> None:
-                await asyncio.gather(*(annotator(url, name, token, args.seed * 100_003 + i, observed)
+                await asyncio.gather(*(annotator(url, name, token, args.seed * 100_003 + i, observed,
+                                                 args.think_s)
                                        for i, (name, token) in enumerate(tokens.items())))
 
             asyncio.run(everyone())
@@ -155,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows, per_pair, majority, task_statuses = stored(store)
     acknowledged = Counter(observed.acknowledged)
     report = {
-        "annotators": args.annotators, "k": args.k, "pairs": pairs, "answers_expected": args.answers,
+        "annotators": args.annotators, "k": args.k, "think_s": args.think_s, "pairs": pairs,
+        "answers_expected": args.answers,
         "wall_s": round(wall_s, 2), "answers_per_s": round(len(observed.acknowledged) / wall_s, 1),
         "next_task": percentiles_ms(observed.next_s), "answer": percentiles_ms(observed.answer_s),
         "statuses": dict(sorted(observed.statuses.items())),
@@ -171,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         "loadavg_1m_after": round(load_after[0], 2),
         "port_freed_after_stop": port_is_free(port),
     }
-    print(f"{args.annotators} annotators, k={args.k}, {pairs} pairs, loopback, one ingress replica, SQLite store; "
+    print(f"{args.annotators} annotators, k={args.k}, {pairs} pairs, {args.think_s} s mean reading time, loopback, "
+          "one ingress replica, SQLite store; "
           f"{os.cpu_count()} CPUs, load average (1 min) {report['loadavg_1m_before']} before, "
           f"{report['loadavg_1m_after']} after")
     print(f"{'call':<10} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8}")

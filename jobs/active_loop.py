@@ -14,7 +14,7 @@ from jobs.loop_setup import (
     open_run_dir,
     write_run_dir,
 )
-from jobs.ray_metrics import RayMetricsSink
+from jobs.ray_metrics import LabellingProgress, RayMetricsSink
 from jobs.ray_session import check_oracle_port, ray_session
 from system.config import Config
 from system.loop import ActiveLoop
@@ -48,7 +48,7 @@ def main(config: Config, resume: Path | None = None, overwrite: bool = False, ne
     status = "FAILED"
     try:
         with ray_session(config) as dashboard_url:
-            parts = RayParts(config, run_dir)
+            parts = RayParts(config, run_dir, on_label_progress=LabellingProgress(tracker))
             try:
                 loop = ActiveLoop(config, run_dir, parts.start(state), tracker, state, prompts, eval_prompts, pool,
                                   sinks=[RayMetricsSink()])

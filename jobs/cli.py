@@ -134,11 +134,13 @@ def export(
     ctx: typer.Context,
     out: Path = typer.Option(..., help="Output file (labels) or directory (adapter)."),
     config: Path = CONFIG_OPTION,
-    what: str = typer.Option("labels", help="labels | adapter"),
+    what: str = typer.Option("labels", help="labels (what training uses: machine verdicts, each human pair's "
+                                            "aggregate) | answers (every person's answer, with its annotator) | "
+                                            "adapter"),
     fmt: str = typer.Option("trl-jsonl", "--format", help="trl-jsonl | trl-parquet | label-studio | argilla"),
     run_dir: Path | None = typer.Option(None, help="Run directory to export from (default: loop.run_dir)."),
 ) -> None:
-    """Export collected labels (TRL, Label Studio, Argilla) or the latest trained adapter."""
+    """Export collected labels or people's answers (TRL, Label Studio, Argilla) or the latest trained adapter."""
     _dispatch("export", config=_config(config, ctx), out=out, what=what, fmt=fmt, run_dir=run_dir)
 
 

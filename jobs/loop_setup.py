@@ -13,7 +13,7 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from system.config import Config, dump_config, load_config
 from system.data import is_dataset, load_preferences, read_prompts
@@ -23,6 +23,9 @@ from system.labels.render import load_guidelines
 from system.loop import LoopParts, OfflinePool, offline_pool
 from system.run_state import FEATURES_DIR, STATE_FILE, RoundState, check_resume_config, load_round_state
 from system.types import PromptRecord
+
+if TYPE_CHECKING:
+    from system.oracle_client import LabelProgress
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +117,10 @@ class RayParts:
     started. Each actor group runs in a placement group laid out by ``cluster.placement``
     (:mod:`actors.placement`); one the cluster cannot hold stops the start with one line naming its key."""
 
-    def __init__(self, config: Config, run_dir: Path) -> None:
+    def __init__(self, config: Config, run_dir: Path, on_label_progress: LabelProgress | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
+        self.on_label_progress = on_label_progress
         self._started: list[Any] = []
 
     def start(self, state: RoundState) -> LoopParts:
@@ -143,7 +147,7 @@ class RayParts:
         with ThreadPoolExecutor(max_workers=3) as pool:  # actor start-ups overlap; each blocks until ready
             for future in [pool.submit(fleet.setup), pool.submit(selection.setup), pool.submit(trainer.start)]:
                 future.result()
-        oracle = OracleClient.from_config(config.oracle, base_url=url)
+        oracle = OracleClient.from_config(config.oracle, base_url=url, on_progress=self.on_label_progress)
         self._started.append(oracle.close)
 
         def sync(adapter_dir: Path, version: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from system.types import CandidatePair, Label
 
@@ -125,10 +125,16 @@ class LabelOut(Body):
     created_at: str
     answer_ms: int | None = None
     guidelines_digest: str = ""
+    choice: str = Field("", description="1, 2, tie or both_bad (a person's answer or a pair's aggregate; for a "
+                                        "machine verdict the preferred response)")
+    strength: str = ""
+    rationale: str = ""
+    adjudicated_by: str = Field("", description="the reviewer whose final decision this aggregate is")
 
     def to_label(self) -> Label:
         return Label(pair_id=self.pair_id, preferred=self.preferred, prob_1=self.prob_1, oracle=self.oracle,
-                     model_version=self.model_version, annotator=self.annotator)
+                     model_version=self.model_version, annotator=self.annotator,
+                     choice=self.choice if self.choice in ("tie", "both_bad") else "")
 
 
 class LabelResponse(Body):
@@ -165,8 +171,11 @@ class RewardResponse(Body):
 
 
 class Progress(Body):
+    """Tasks with their label (``done``) of all tasks (gold pairs left out); ``review``: waiting for a reviewer."""
+
     done: int
     total: int
+    review: int = 0
 
 
 class TaskOut(Body):
@@ -198,12 +207,87 @@ class NextTask(Body):
     progress: Progress
 
 
-class AnswerIn(RequestBody):
-    """An annotator's answer. Who answers is the bearer token's annotator: a body cannot name anyone.
-    ``answer_ms``: how long the task was shown before the answer (the page measures it)."""
+MAX_RATIONALE_CHARS = 2000
+Rationale = Annotated[str, Field(max_length=MAX_RATIONALE_CHARS), AfterValidator(_encodable)]
 
-    choice: Annotated[Literal[1, 2, "skip"], BeforeValidator(_integral)]
+
+class Verdict(RequestBody):
+    """What a person says about a pair: ``choice`` 1 or 2 (the response shown first or second), ``tie`` (equally
+    good) or ``both_bad`` (neither acceptable); ``strength`` (how much better: only with 1 or 2) and ``rationale``
+    (at most :data:`MAX_RATIONALE_CHARS` characters) are optional."""
+
+    choice: Annotated[Literal[1, 2, "tie", "both_bad"], BeforeValidator(_integral)]
+    strength: Literal["slightly", "clearly"] | None = None
+    rationale: Rationale | None = None
+
+    @model_validator(mode="after")
+    def _strength_needs_a_winner(self) -> Verdict:
+        if self.strength is not None and self.choice not in (1, 2):
+            raise ValueError(f"strength: only an answer of 1 or 2 has a strength (got choice {self.choice!r})")
+        return self
+
+
+class AnswerIn(Verdict):
+    """An annotator's answer (:class:`Verdict`), or ``skip``. Who answers is the bearer token's annotator: a body
+    cannot name anyone. ``answer_ms``: how long the task was shown before the answer (the page measures it)."""
+
+    choice: Annotated[Literal[1, 2, "tie", "both_bad", "skip"], BeforeValidator(_integral)]  # type: ignore[assignment]
     answer_ms: Integer | None = Field(None, ge=0, le=MAX_STORED_INT)
+
+    @model_validator(mode="after")
+    def _skip_is_bare(self) -> AnswerIn:
+        if self.choice == "skip" and (self.strength is not None or self.rationale is not None):
+            raise ValueError("skip: a skip carries no strength or rationale")
+        return self
+
+
+class RevisionIn(Verdict):
+    """A changed answer (``PUT /v1/tasks/{id}/answer``); ``answer_ms`` as in :class:`AnswerIn`."""
+
+    answer_ms: Integer | None = Field(None, ge=0, le=MAX_STORED_INT)
+
+
+class DecisionIn(RequestBody):
+    """A reviewer's final decision on a pair, about the pair's own response order (``response_1`` is 1)."""
+
+    choice: Annotated[Literal[1, 2, "tie", "both_bad"], BeforeValidator(_integral)]
+    rationale: Rationale | None = None
+
+
+class ReviewAnswer(Body):
+    """One person's answer, as a reviewer sees it (about the pair's own order)."""
+
+    annotator: str
+    choice: str
+    strength: str
+    rationale: str
+
+
+class ReviewTask(Body):
+    """A pair whose answers disagreed, in its own order, with every answer and their ``agreement`` (the share of
+    the most common answer)."""
+
+    task_id: int
+    pair_id: str
+    round: int
+    prompt_html: str
+    response_1_html: str
+    response_2_html: str
+    answers: list[ReviewAnswer]
+    agreement: float
+
+
+class ReviewNext(Body):
+    task: ReviewTask | None
+    waiting: int
+
+
+class ConsumeIn(RequestBody):
+    """The pairs whose labels training takes from a round (``POST /v1/rounds/{round}/consume``)."""
+
+    pair_ids: list[Annotated[str, Field(pattern=PAIR_ID_PATTERN)]] = Field(max_length=MAX_PAIRS_PER_REQUEST)
+    allow_missing: bool = Field(False, description="take the round even when some of pair_ids have no label (a "
+                                                   "deadline passed); else such a call is a 409 and takes nothing")
 
 
 class AnnotatorStats(Body):
@@ -216,6 +300,8 @@ class AnnotatorStats(Body):
     agreement_with_others: float | None
     kappa_with_others: float | None
     median_answer_ms: float | None
+    gold_answers: int = 0
+    gold_accuracy: float | None = None
 
 
 class AnnotationStats(Body):
@@ -231,6 +317,9 @@ class AnnotationStats(Body):
     mean_cohen_kappa: float | None
     annotators: list[AnnotatorStats]
     rounds: list[AnnotationStats]
+    outcomes: dict[str, int] = Field(default_factory=dict, description="pairs per aggregate choice (1, 2, tie, "
+                                     "both_bad): both-bad pairs train on nothing and are counted here")
+    adjudicated: int = 0
 
 
 class WhoAmI(Body):

@@ -68,6 +68,22 @@ class TaskAnsweredError(LabelStoreError):
         super().__init__(f"task_id {task_id}: pair {pair_id!r} is answered already{whom}")
 
 
+class AnswerClosedError(LabelStoreError):
+    """An answer (or decision) that can no longer be given or changed: its round's labels were consumed by
+    training, a reviewer decided the pair, or the task is not waiting for what was sent."""
+
+    exit_code = 2
+
+
+class NoAnswerError(LabelStoreError):
+    """A change to an answer that the annotator never gave."""
+
+    exit_code = 2
+
+    def __init__(self, task_id: int, annotator: str) -> None:
+        super().__init__(f"task_id {task_id}: no answer of {annotator!r} to change")
+
+
 class StaleVersionError(ActiveAlignError):
     """Work was requested for a policy version the worker does not hold."""
 

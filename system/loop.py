@@ -33,6 +33,7 @@ from system.evaluation import evaluate_generations
 from system.evaluation.offline import logit_error_report, scored_pairs
 from system.fileio import atomic_write_text
 from system.generation import SamplingParams, candidate_pairs, evaluation_params
+from system.labels.aggregate import TiePolicy, pair_rows
 from system.labels.stats import agreement_metrics
 from system.losses import get_loss
 from system.run_state import RoundState, restore_rng, round_dir, save_round_state
@@ -177,17 +178,20 @@ def regenerates(config: Config) -> bool:
     return not config.loop.fixed_pool and get_strategy(config.selection.strategy).regenerates
 
 
-def labelled_pairs(pairs: Sequence[CandidatePair], labels: Sequence[Label]) -> list[PreferencePair]:
-    """Turn labels into TRL preference pairs (``chosen`` = the preferred response)."""
+def labelled_pairs(pairs: Sequence[CandidatePair], labels: Sequence[Label],
+                   tie_policy: TiePolicy = "half") -> list[PreferencePair]:
+    """Turn labels into TRL preference pairs (``chosen`` = the preferred response, scored P(chosen ≻ rejected)) by
+    :func:`~system.labels.aggregate.pair_rows`, as ``activealign export`` does: a both-bad pair gives none, a
+    tie none or both orientations (``tie_policy``)."""
     by_id = {pair.pair_id: pair for pair in pairs}
-    result = []
-    for label in labels:
-        pair = by_id[label.pair_id]
-        chosen, rejected = pair.response_1, pair.response_2
-        if label.preferred == 2:
-            chosen, rejected = rejected, chosen
-        result.append(PreferencePair(prompt=pair.prompt, chosen=chosen, rejected=rejected, pair_id=pair.pair_id))
-    return result
+    return [row for label in labels
+            for row in pair_rows(by_id[label.pair_id], label.decision, label.prob_1, tie_policy)]
+
+
+def label_counts(labels: Sequence[Label]) -> dict[str, float]:
+    """A round's labels by outcome: ``labels/both_bad`` (kept out of preference training) and ``labels/ties``."""
+    decisions = [label.decision for label in labels]
+    return {"labels/both_bad": float(decisions.count("both_bad")), "labels/ties": float(decisions.count("tie"))}
 
 
 class ActiveLoop:
@@ -344,13 +348,18 @@ class ActiveLoop:
             start = time.perf_counter()
             labels = self.parts.oracle.label(chosen, r)
             metrics["oracle/latency_s"] = time.perf_counter() - start
-            write_preferences(path, labelled_pairs(chosen, labels))
+            if self.config.oracle.kind == "human":
+                atomic_write_text(out / "label_counts.json", json.dumps(label_counts(labels)))
+            write_preferences(path, labelled_pairs(chosen, labels, self.config.oracle.human.tie_policy))
             write_rows(out / "selected_pairs.parquet", [asdict(pair) for pair in chosen])
             self.state.labelled_pair_ids.extend(selection.pair_ids)
             self._save(r, "labelled")
         agreement = self.parts.oracle.agreement(r)
         if agreement is not None:
             metrics.update(agreement_metrics(agreement))
+        counts = out / "label_counts.json"
+        if counts.exists():  # people's labels only (machine oracles always prefer one response)
+            metrics.update(json.loads(counts.read_text()))
 
     def labelled_candidates(self, upto: int) -> list[CandidatePair]:
         """Every pair labelled in rounds 1…``upto`` as its candidate pair (text only), in labelling order, with the
@@ -360,7 +369,8 @@ class ActiveLoop:
         chosen = {pair.pair_id: pair.chosen for pair in self.all_labels(upto)}
         pairs = [CandidatePair(**row) for path in paths for row in read_rows(path)]
         return [pair if chosen[pair.pair_id] == pair.response_1
-                else replace(pair, response_1=pair.response_2, response_2=pair.response_1) for pair in pairs]
+                else replace(pair, response_1=pair.response_2, response_2=pair.response_1)
+                for pair in pairs if pair.pair_id in chosen]  # a both-bad pair has no preference to learn from
 
     def all_labels(self, upto: int) -> list[PreferencePair]:
         """Every labelled pair of rounds 1…``upto``, in labelling order."""

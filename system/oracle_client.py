@@ -10,7 +10,8 @@ stored once and answered with the stored verdicts: the pair id is the idempotenc
 among them. Every label received is checked against the digest of the texts it was asked for
 (:func:`~system.types.pair_text_digest`): a verdict on other texts is an error, never a label. For the human
 oracle the pairs are queued (HTTP 202) and the client polls ``GET /v1/labels`` until every pair has a label or
-``human_timeout_s`` passes.
+``human_timeout_s`` passes, then takes the round's labels with ``POST /v1/rounds/{round}/consume``: the labels
+training uses are the aggregates as they stand at that moment, and from then on the round's answers are final.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from system.api import (
     AnnotationStats,
+    ConsumeIn,
     LabelOut,
     LabelRequest,
     LabelResponse,
@@ -40,6 +42,8 @@ from system.errors import OracleError
 from system.types import CandidatePair, Label, Text
 
 logger = logging.getLogger(__name__)
+LabelProgress = Callable[[int, int, int], None]
+"""Called with (round, pairs labelled so far, pairs waited for) while the client waits for people's labels."""
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
 
@@ -89,6 +93,8 @@ class OracleClient:
         human_timeout_s: how long :meth:`label` waits for annotators.
         poll_interval_s: seconds between polls for human labels.
         progress: show a tqdm bar while waiting for humans.
+        on_progress: called while waiting for humans with (round, pairs labelled, pairs waited for), first with 0
+            labelled and then whenever the count grows (e.g. to export it to MLflow and the Ray dashboard).
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class OracleClient:
         poll_interval_s: float = 2.0,
         token_env: str = "ACTIVEALIGN_API_TOKEN",
         progress: bool = True,
+        on_progress: LabelProgress | None = None,
     ) -> None:
         token = token if token is not None else os.environ.get(token_env, "")
         if not token:
@@ -114,6 +121,7 @@ class OracleClient:
         self.human_timeout_s = human_timeout_s
         self.poll_interval_s = poll_interval_s
         self.progress = progress
+        self.on_progress = on_progress
         self.http = httpx.Client(
             base_url=self.base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
         )
@@ -138,8 +146,10 @@ class OracleClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One API call with retries; returns a 2xx response or raises OracleError."""
+    def request(self, method: str, path: str, passed_statuses: set[int] | None = None,
+                **kwargs: Any) -> httpx.Response:
+        """One API call with retries; returns a 2xx response (or one of ``passed_statuses``) or raises
+        OracleError."""
         retrying = Retrying(
             retry=retry_if_exception(_retryable), wait=wait_exponential(multiplier=0.2, max=5.0),
             stop=stop_after_delay(self.retry_deadline_s) | stop_after_attempt(self.retry_max_attempts), reraise=True,
@@ -152,7 +162,7 @@ class OracleClient:
                         raise RetryableStatus(response)
         except (httpx.TransportError, RetryableStatus) as exc:
             raise OracleError(f"oracle {self.base_url}{path}: unavailable after retries ({exc!r})") from None
-        if response.is_error:
+        if response.is_error and response.status_code not in (passed_statuses or set()):
             try:
                 detail = response.json().get("detail", response.text)
             except ValueError:
@@ -184,9 +194,26 @@ class OracleClient:
             else:
                 found.update((row.pair_id, bound_label(row, digests))
                              for row in LabelResponse.model_validate_json(response.content).labels)
-        if queued:
-            found.update(self.wait_for_labels({pair_id: digests[pair_id] for pair_id in queued}, round, allow_partial))
+        taken: dict[str, Label] | None = None
+        while queued and taken is None:  # None: an answer changed after the poll saw the pair labelled; wait again
+            ready = self.wait_for_labels({pair_id: digests[pair_id] for pair_id in queued}, round, allow_partial)
+            taken = self.consume(round, {pair_id: digests[pair_id] for pair_id in ready}, allow_partial)
+        found.update(taken or {})
         return [found[pair.pair_id] for pair in pairs if pair.pair_id in found]
+
+    def consume(self, round: int, digests: dict[str, str], allow_missing: bool = False) -> dict[str, Label] | None:
+        """Take round ``round``'s labels of the pair ids of ``digests`` for training (``POST
+        /v1/rounds/{round}/consume``): their aggregates now, after which the round's answers cannot change. None
+        (nothing taken) when one of them has no label any more (a person took an answer back) and not
+        ``allow_missing``."""
+        body = ConsumeIn(pair_ids=list(digests), allow_missing=allow_missing)
+        response = self.request("POST", f"/v1/rounds/{round}/consume", json=body.model_dump(mode="json"),
+                                passed_statuses={409})
+        if response.status_code == 409:
+            logger.info("oracle: round %d: %s; waiting again", round, response.json().get("detail"))
+            return None
+        rows = LabelResponse.model_validate_json(response.content).labels
+        return {row.pair_id: bound_label(row, digests) for row in rows if row.pair_id in digests}
 
     def wait_for_labels(self, digests: dict[str, str], round: int, allow_partial: bool = False) -> dict[str, Label]:
         """Poll ``GET /v1/labels`` for ``round`` until every pair id of ``digests`` (``{pair_id: text digest}``)
@@ -196,6 +223,7 @@ class OracleClient:
         found: dict[str, Label] = {}
         since: int | None = None
         deadline = time.monotonic() + self.human_timeout_s
+        reported = -1
         with tqdm(total=len(wanted), desc=f"human labels (round {round})", disable=not self.progress) as bar:
             while True:
                 params: dict[str, Any] = {"round": round, "limit": 1000}
@@ -207,6 +235,9 @@ class OracleClient:
                         found[row.pair_id] = bound_label(row, digests)
                         bar.update(1)
                 since = page.next_since
+                if self.on_progress is not None and len(found) != reported:
+                    reported = len(found)
+                    self.on_progress(round, reported, len(wanted))
                 if len(found) == len(wanted):
                     return found
                 if page.labels:

@@ -75,7 +75,11 @@ class CandidatePair:
 
 @dataclass(frozen=True)
 class Label:
-    """An oracle's verdict on a pair: ``prob_1`` = P(y1 ≻ y2), ``preferred`` the winner (1 or 2)."""
+    """An oracle's verdict on a pair: ``prob_1`` = P(y1 ≻ y2), ``preferred`` the winner (1 or 2).
+
+    People may also find no winner: ``choice`` is then ``"tie"`` (``prob_1`` = ½) or ``"both_bad"``
+    (neither response acceptable: no preference to train on); "" (or ``"1"``/``"2"``) is a preference.
+    """
 
     pair_id: str
     preferred: Literal[1, 2]
@@ -83,6 +87,12 @@ class Label:
     oracle: str
     model_version: str = ""
     annotator: str = ""
+    choice: str = ""
+
+    @property
+    def decision(self) -> str:
+        """``"1"``, ``"2"``, ``"tie"`` or ``"both_bad"``."""
+        return self.choice or str(self.preferred)
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,23 @@ such as ``"LabelRequest"`` no longer resolves and the JSON body silently becomes
 import asyncio
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParameter
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from actors.oracle.metrics import OracleMetrics
 from actors.oracle.security import (
@@ -36,6 +41,7 @@ from actors.oracle.security import (
     authenticate,
     require_admin,
     require_annotator,
+    require_person_reviewer,
     require_reviewer,
 )
 from system.api import (
@@ -43,6 +49,8 @@ from system.api import (
     AnnotationStats,
     AnswerIn,
     AnswerOut,
+    ConsumeIn,
+    DecisionIn,
     ErrorOut,
     Guidelines,
     LabelOut,
@@ -52,15 +60,28 @@ from system.api import (
     NextTask,
     Progress,
     QueuedResponse,
+    ReviewAnswer,
+    ReviewNext,
+    ReviewTask,
+    RevisionIn,
     RewardRequest,
     RewardResponse,
     TaskOut,
     WhoAmI,
 )
 from system.config import OracleConfig
-from system.errors import LabelStoreError, OracleError, PairTextConflictError, TaskAnsweredError
-from system.labels import HumanQueue, LabelRecord, LabelStore
+from system.errors import (
+    AnswerClosedError,
+    LabelStoreError,
+    NoAnswerError,
+    OracleError,
+    PairTextConflictError,
+    TaskAnsweredError,
+)
+from system.labels import AnnotationTask, HumanQueue, LabelRecord, LabelStore
+from system.labels.aggregate import Choice, agreement
 from system.labels.annotators import AnnotatorRegistry
+from system.labels.gold import GoldPair
 from system.labels.render import render_text
 from system.labels.stats import annotation_stats
 from system.oracles import UnknownPairError
@@ -77,7 +98,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
               "token fetches and answers tasks)"),
         (404, "unknown pair or task"),
         (409, "schema-valid but not possible here: duplicate pair ids, a pair id stored with other texts, another "
-              "oracle, no reward function, a task answered already"),
+              "oracle, no reward function, a task answered already, an answer of a round whose labels training "
+              "consumed or of a pair a reviewer decided"),
         (413, "request body too large, or more items than oracle.max_pairs_per_request"),
         (422, "invalid request: `detail` names the first bad field"),
     ]
@@ -134,8 +156,32 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors}, 422)
 
 
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's error answer, except that a 405's ``Allow`` lists the methods of every route on the path (one
+    path may have several routes, e.g. ``POST|PUT|DELETE /v1/tasks/{task_id}/answer``; Starlette names only the
+    first route's)."""
+    if exc.status_code == 405:
+        allowed = {method for route in app.router.routes if route.matches(request.scope)[0] != Match.NONE
+                   for method in getattr(route, "methods", None) or ()}
+        exc = StarletteHTTPException(405, exc.detail, {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))})
+    return await http_exception_handler(request, exc)
+
+
 def label_out(record: LabelRecord) -> LabelOut:
     return LabelOut.model_validate(record.to_json())
+
+
+@contextmanager
+def answer_errors() -> Iterator[None]:
+    """The queue's refusals as HTTP errors: 409 for an answer that cannot be given or changed any more, 404 for an
+    unknown task or an answer never given."""
+    try:
+        yield
+    except (TaskAnsweredError, AnswerClosedError) as exc:
+        raise HTTPException(409, f"task_id: {exc}") from None
+    except (NoAnswerError, LabelStoreError) as exc:
+        raise HTTPException(404, f"task_id: {exc}") from None
 
 
 @serve.deployment(name="OracleIngress")
@@ -144,13 +190,16 @@ class OracleIngress:
     """Routes of the oracle API. One replica: it is the single writer of the (SQLite) label store."""
 
     def __init__(self, oracle_cfg: OracleConfig, store_url: str, token: str, judge: DeploymentHandle | None,
-                 guidelines: Guidelines) -> None:
+                 guidelines: Guidelines, gold: list[GoldPair]) -> None:
         app.state.settings = Settings(token=token, max_request_bytes=oracle_cfg.max_request_bytes,
                                       max_pairs_per_request=oracle_cfg.max_pairs_per_request)
         self.kind = oracle_cfg.kind
         self.max_batch_size = oracle_cfg.max_batch_size
         self.store = LabelStore(store_url)
-        self.queue = HumanQueue(self.store, oracle_cfg.human.annotations_per_pair)
+        human = oracle_cfg.human
+        self.queue = HumanQueue(self.store, human.annotations_per_pair, human.aggregation, human.adjudicate_below,
+                                human.gold_rate, human.reservation_s)
+        self.queue.enqueue_gold(gold)
         app.state.annotators = AnnotatorRegistry(self.store)
         self.guidelines = guidelines
         self.judge = judge
@@ -254,7 +303,15 @@ class OracleIngress:
 
     def _progress(self) -> Progress:
         done, total = self.queue.progress()
-        return Progress(done=done, total=total)
+        return Progress(done=done, total=total, review=self.queue.waiting_for_review())
+
+    @staticmethod
+    def _task_out(task: AnnotationTask, name: str) -> TaskOut:
+        """``task`` in the order ``name`` sees it: their answer's 1 means the first shown."""
+        first, second = task.shown_to(name)
+        return TaskOut(task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt=task.prompt,
+                       response_1=first, response_2=second, prompt_html=render_text(task.prompt),
+                       response_1_html=render_text(first), response_2_html=render_text(second))
 
     @app.get("/v1/whoami", response_model=WhoAmI)
     def whoami(self, principal: Principal = Depends(authenticate)) -> WhoAmI:
@@ -265,25 +322,75 @@ class OracleIngress:
     def next_task(self, principal: Principal = Depends(require_annotator)) -> NextTask:
         """The token holder's next pair (``task`` is null when nothing is left for them): never one they answered."""
         task = self.queue.next_task(principal.name)
-        task_out = None
-        if task is not None:  # in the order this person sees it: their answer's 1 means the first shown
-            first, second = task.shown_to(principal.name)
-            task_out = TaskOut(task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt=task.prompt,
-                               response_1=first, response_2=second, prompt_html=render_text(task.prompt),
-                               response_1_html=render_text(first), response_2_html=render_text(second))
+        task_out = None if task is None else self._task_out(task, principal.name)
         return NextTask(task=task_out, progress=self._progress())
 
     @app.post("/v1/tasks/{task_id}/answer", response_model=AnswerOut)
     def answer(self, body: AnswerIn, task_id: int = PathParameter(ge=0, le=MAX_STORED_INT),
                principal: Principal = Depends(require_annotator)) -> AnswerOut:
-        """Record the token's annotator's choice: 1, 2 or "skip"; a task answered already is a 409."""
-        try:
-            record = self.queue.answer(task_id, body.choice, principal.name, body.answer_ms, self.guidelines.digest)
-        except TaskAnsweredError as exc:
-            raise HTTPException(409, f"task_id: {exc}") from None
-        except LabelStoreError as exc:
-            raise HTTPException(404, f"task_id: {exc}") from None
+        """Record the token's annotator's answer: 1 or 2 (the response shown first or second), "tie", "both_bad"
+        or "skip", with an optional strength and rationale; a task answered already is a 409."""
+        with answer_errors():
+            record = self.queue.answer(task_id, body.choice, principal.name, body.answer_ms, self.guidelines.digest,
+                                       body.strength or "", body.rationale or "")
         return AnswerOut(label=None if record is None else label_out(record), progress=self._progress())
+
+    @app.put("/v1/tasks/{task_id}/answer", response_model=AnswerOut)
+    def revise(self, body: RevisionIn, task_id: int = PathParameter(ge=0, le=MAX_STORED_INT),
+               principal: Principal = Depends(require_annotator)) -> AnswerOut:
+        """Change the token's annotator's answer to a task; 409 once the round's labels were consumed by training
+        (``POST /v1/rounds/{round}/consume``) or a reviewer decided the pair, 404 when they never answered it."""
+        with answer_errors():
+            record = self.queue.revise(task_id, body.choice, principal.name, body.answer_ms, self.guidelines.digest,
+                                       body.strength or "", body.rationale or "")
+        return AnswerOut(label=None if record is None else label_out(record), progress=self._progress())
+
+    @app.delete("/v1/tasks/{task_id}/answer", response_model=NextTask)
+    def withdraw(self, task_id: int = PathParameter(ge=0, le=MAX_STORED_INT),
+                 principal: Principal = Depends(require_annotator)) -> NextTask:
+        """Take back (undo) the token's annotator's answer; returns the task, theirs to answer again. 409 and 404
+        as for a change."""
+        with answer_errors():
+            task = self.queue.withdraw(task_id, principal.name)
+        return NextTask(task=self._task_out(task, principal.name), progress=self._progress())
+
+    @app.get("/v1/review/next", response_model=ReviewNext)
+    def review_next(self, principal: Principal = Depends(require_person_reviewer)) -> ReviewNext:
+        """The oldest pair whose answers agree less than ``oracle.human.adjudicate_below``, with every answer (in
+        the pair's own order); ``task`` is null when none waits."""
+        found = self.queue.review_next()
+        review = None
+        if found is not None:
+            task, answers = found
+            review = ReviewTask(
+                task_id=task.task_id, pair_id=task.pair_id, round=task.round, prompt_html=render_text(task.prompt),
+                response_1_html=render_text(task.response_1), response_2_html=render_text(task.response_2),
+                answers=[ReviewAnswer(annotator=r.annotator, choice=r.decision, strength=r.strength,
+                                      rationale=r.rationale) for r in answers],
+                agreement=agreement([r.decision for r in answers]),
+            )
+        return ReviewNext(task=review, waiting=self.queue.waiting_for_review())
+
+    @app.post("/v1/review/{task_id}/decision", response_model=LabelOut)
+    def decide(self, body: DecisionIn, task_id: int = PathParameter(ge=0, le=MAX_STORED_INT),
+               principal: Principal = Depends(require_person_reviewer)) -> LabelOut:
+        """A reviewer's final decision on a pair waiting for review: it becomes the pair's label, recorded with the
+        reviewer's name (``adjudicated_by``); 409 when the pair is not waiting for review."""
+        with answer_errors():
+            record = self.queue.adjudicate(task_id, cast(Choice, str(body.choice)), principal.name,
+                                           body.rationale or "")
+        return label_out(record)
+
+    @app.post("/v1/rounds/{round}/consume", response_model=LabelResponse, dependencies=[Depends(require_admin)])
+    def consume(self, body: ConsumeIn, round: int = PathParameter(ge=0, le=MAX_STORED_INT)) -> LabelResponse:
+        """Training takes the round's labels: the aggregates of ``pair_ids`` as they stand now. From here on the
+        round's answers are final (changes get 409) and its unanswered tasks are no longer handed out. 409 (and
+        nothing taken) when one of ``pair_ids`` has no label, unless ``allow_missing``."""
+        try:
+            records = self.queue.consume(round, body.pair_ids, body.allow_missing)
+        except AnswerClosedError as exc:
+            raise HTTPException(409, f"body.pair_ids: {exc}") from None
+        return LabelResponse(labels=[label_out(record) for record in records])
 
     @app.get("/v1/guidelines", response_model=Guidelines, dependencies=[Depends(authenticate)])
     def guidelines(self) -> Guidelines:

@@ -115,6 +115,14 @@ def require_reviewer(principal: Principal = Depends(authenticate)) -> Principal:
     return principal
 
 
+def require_person_reviewer(principal: Principal = Depends(authenticate)) -> Principal:
+    """A reviewer's own token: a decision on a disagreement is final and recorded under the reviewer's name."""
+    if principal.role != "reviewer":
+        raise HTTPException(403, "this route needs a reviewer's own token (activealign annotators add NAME --role "
+                                 "reviewer)")
+    return principal
+
+
 def require_annotator(principal: Principal = Depends(authenticate)) -> Principal:
     """An annotator's own token: every answer is attributed to the token's holder."""
     if principal.role == "admin":

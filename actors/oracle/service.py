@@ -24,6 +24,7 @@ from actors.oracle.ingress import OracleIngress
 from actors.oracle.judge import OracleJudge
 from actors.oracle.security import resolve_token
 from system.config import Config, load_config
+from system.labels.gold import load_gold
 from system.labels.migrate import absolute_store_url
 from system.labels.render import load_guidelines
 
@@ -61,7 +62,8 @@ def build_app(config: Config, token: str) -> Application:
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=oracle.retry_after_s),
     )
     guidelines = load_guidelines(oracle.human.guidelines_path)  # read here: a replica's working directory differs
-    return ingress.bind(oracle, absolute_store_url(oracle.label_store_url), token, judge, guidelines)
+    gold = load_gold(oracle.human.gold_path) if oracle.kind == "human" else []
+    return ingress.bind(oracle, absolute_store_url(oracle.label_store_url), token, judge, guidelines, gold)
 
 
 def base_url(host: str, port: int) -> str:

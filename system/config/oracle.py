@@ -24,6 +24,48 @@ class HumanOracleConfig(Section):
         "stored with every answer, so answers can be told apart by the guidelines they were given under.",
     )
 
+    aggregation: Literal["majority", "dawid_skene"] = Field(
+        "majority",
+        description="How a pair's answers become its label (system/labels/aggregate.py), for the loop's training "
+        "and for export alike: 'majority' (both-bad when most say so, else prob_1 = the mean of the answers, a tie "
+        "counting ½) or 'dawid_skene' (Dawid & Skene 1979: EM over every answer, weighing each annotator by their "
+        "estimated confusion matrix).",
+    )
+    tie_policy: Literal["half", "drop"] = Field(
+        "half",
+        description="What a pair aggregated to a tie (prob_1 = ½) trains as: 'half' keeps it as both orientations "
+        "scored ½ (the policy learns the two responses are equally good), 'drop' leaves it out. Both-bad pairs "
+        "never train; they are counted.",
+    )
+    adjudicate_below: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="A pair whose k answers agree less than this (the share of its most common answer) waits for "
+        "a reviewer's decision instead of taking its aggregate; the decision is final. 0 sends none to review.",
+    )
+    gold_path: str | None = Field(
+        None,
+        description="JSONL of gold pairs (prompt, response_1, response_2, answer: 1, 2, tie or both_bad), mixed "
+        "into each annotator's tasks at gold_rate. Their answers never reach training or an export of labels; "
+        "they give each annotator's gold accuracy in GET /v1/annotation/stats.",
+    )
+    gold_rate: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="The share of each annotator's tasks that are gold pairs (every 1/gold_rate-th task).",
+    )
+
+    reservation_s: float = Field(
+        300.0, gt=0.0, le=86_400.0,
+        description="How long a task handed to a person holds one of its k places for them (their answer, skip or "
+        "next task ends it sooner). While it holds, nobody else is handed that place, so people asking at the same "
+        "moment get different pairs; a person who walks away frees it when it expires.",
+    )
+
+    @model_validator(mode="after")
+    def _gold_needs_pairs(self) -> HumanOracleConfig:
+        if self.gold_rate > 0 and not self.gold_path:
+            raise ValueError("gold_rate > 0 needs oracle.human.gold_path (the gold pairs to mix in)")
+        return self
+
     @field_validator("annotations_per_pair")
     @classmethod
     def _odd(cls, k: int) -> int:

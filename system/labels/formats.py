@@ -1,14 +1,20 @@
-"""Export stored labels to TRL, Label Studio and Argilla formats, and import them back.
+"""Export stored labels or people's answers to TRL, Label Studio and Argilla formats, and import them back.
+
+``what`` picks the rows: ``labels`` — what training uses: machine verdicts and each human-labelled pair's
+aggregate (:mod:`system.labels.aggregate`; for TRL, :meth:`LabelStore.preference_pairs`, whose rows are the loop's
+training rows) — or ``answers``: every person's own answer, with its annotator, choice, strength and rationale.
 
 - ``trl-jsonl`` / ``trl-parquet``: one row per labelled pair (prompt/chosen/rejected/pair_id, scores =
-  P(chosen ≻ rejected) and its complement), via :mod:`system.data`. Imported rows become labels with
-  response_1 = chosen, prob_1 = 1 (a TRL row only says which response won).
+  P(chosen ≻ rejected) and its complement), via :mod:`system.data`; both-bad pairs give none, ties none or two
+  (``oracle.human.tie_policy``). Answers give one row per answer, ``pair_id`` = ``<pair_id>@<annotator>``.
+  Imported rows become labels with response_1 = chosen, prob_1 = 1 (a TRL row only says which response won).
 - ``label-studio``: a JSON list of tasks, one per pair (``data`` = pair text); machine labels are
   ``predictions`` and human labels ``annotations``, each a ``choices`` result on the ``preferred``
-  control (:data:`LABEL_STUDIO_CONFIG`) plus an ``activealign`` block with the label's metadata.
+  control (:data:`LABEL_STUDIO_CONFIG`: response_1, response_2, tie, both_bad) plus an ``activealign`` block with
+  the label's metadata (strength and rationale included).
 - ``argilla``: JSONL of Argilla v2 records, one per label (``id`` = pair_id:oracle:annotator), fields
-  prompt/response_1/response_2, a ``preferred`` label question answered as a suggestion (machine) or
-  a response (human), the label's metadata in ``metadata``.
+  prompt/response_1/response_2, a ``preferred`` label question ("1", "2", "tie", "both_bad") answered as a
+  suggestion (machine) or a response (human), the label's metadata in ``metadata``.
 
 Imports are idempotent like every store write: importing the same file twice adds nothing.
 """
@@ -25,12 +31,14 @@ from typing import Any, Literal
 from system.data import parse_field, read_numbered_rows, read_preferences, write_preferences
 from system.errors import DataError
 from system.fileio import atomic_write_text
+from system.labels.aggregate import CHOICE_PROB_1, CHOICES, Choice, TiePolicy, preference_rows
 from system.labels.store import LabelRecord, LabelStore
 from system.oracles.base import response_text, text_of
-from system.types import CandidatePair, Label
+from system.types import CandidatePair, Label, PreferencePair
 
 Format = Literal["trl-jsonl", "trl-parquet", "label-studio", "argilla"]
 FORMATS: tuple[str, ...] = ("trl-jsonl", "trl-parquet", "label-studio", "argilla")
+WHAT: tuple[str, ...] = ("labels", "answers")
 HUMAN = "human"
 LABEL_STUDIO_CONFIG = """<View>
   <Text name="prompt" value="$prompt_text"/>
@@ -39,8 +47,12 @@ LABEL_STUDIO_CONFIG = """<View>
   <Choices name="preferred" toName="prompt" choice="single" showInline="true">
     <Choice value="response_1"/>
     <Choice value="response_2"/>
+    <Choice value="tie"/>
+    <Choice value="both_bad"/>
   </Choices>
 </View>"""
+LABEL_STUDIO_CHOICES = {"1": "response_1", "2": "response_2", "tie": "tie", "both_bad": "both_bad"}
+"""A stored choice as the Label Studio choice value, and back."""
 """Label Studio labelling config matching the exported tasks."""
 
 Imported = tuple[Label, CandidatePair, int]
@@ -60,7 +72,9 @@ def content_pair_id(prompt: object, chosen: object, rejected: object) -> str:
 
 def _label_meta(record: LabelRecord) -> dict[str, Any]:
     return {"oracle": record.oracle, "annotator": record.annotator, "prob_1": record.prob_1,
-            "model_version": record.model_version, "round": record.round, "pair_id": record.pair_id}
+            "model_version": record.model_version, "round": record.round, "pair_id": record.pair_id,
+            "choice": record.decision, "strength": record.strength, "rationale": record.rationale,
+            "adjudicated_by": record.adjudicated_by}
 
 
 def to_label_studio(records: Sequence[LabelRecord]) -> list[dict[str, Any]]:
@@ -78,7 +92,7 @@ def to_label_studio(records: Sequence[LabelRecord]) -> list[dict[str, Any]]:
         }
         for record in pair_records:
             result = [{"from_name": "preferred", "to_name": "prompt", "type": "choices",
-                       "value": {"choices": [f"response_{record.preferred}"]}}]
+                       "value": {"choices": [LABEL_STUDIO_CHOICES[record.decision]]}}]
             entry = {"result": result, "activealign": _label_meta(record)}
             if record.oracle == HUMAN:
                 task["annotations"].append(entry)
@@ -111,7 +125,7 @@ def _pair(source: str, number: int, pair_fields: dict[str, Any], pair_id: object
                          response_2=responses[1])
 
 
-def _imported(source: str, number: int, pair: CandidatePair, preferred: Literal[1, 2], meta: dict[str, Any],
+def _imported(source: str, number: int, pair: CandidatePair, choice: Choice, meta: dict[str, Any],
               defaults: dict[str, Any]) -> Imported:
     """(label, pair, round) of record ``number`` of ``source``: ``meta`` (the exported label's prob_1, oracle,
     model_version, annotator, round) over ``defaults``, every value checked."""
@@ -126,21 +140,23 @@ def _imported(source: str, number: int, pair: CandidatePair, preferred: Literal[
     for field in ("oracle", "model_version", "annotator"):
         if not isinstance(values[field], str):
             raise DataError(f"{where}: field {field!r}: expected a string, got {type(values[field]).__name__}")
-    label = Label(pair_id=pair.pair_id, preferred=preferred, prob_1=prob_1, oracle=values["oracle"],
-                  model_version=values["model_version"], annotator=values["annotator"])
+    label = Label(pair_id=pair.pair_id, preferred=2 if choice == "2" else 1, prob_1=prob_1, oracle=values["oracle"],
+                  model_version=values["model_version"], annotator=values["annotator"],
+                  choice=choice if choice in ("tie", "both_bad") else "")
     return label, pair, label_round
 
 
-def _choice(entry: dict[str, Any], where: str) -> Literal[1, 2]:
+def _choice(entry: dict[str, Any], where: str) -> Choice:
     results = entry.get("result")
+    from_label_studio = {value: choice for choice, value in LABEL_STUDIO_CHOICES.items()}
     for item in results if isinstance(results, list) else []:
         if isinstance(item, dict) and item.get("from_name") == "preferred":
             value = item.get("value")
             choices = (value.get("choices") if isinstance(value, dict) else None) or [None]
             choice = choices[0] if isinstance(choices, list) else choices
-            if choice in ("response_1", "response_2"):
-                return 1 if choice == "response_1" else 2
-            raise DataError(f"{where}: choice {choice!r} is not response_1 or response_2")
+            if choice in from_label_studio:
+                return from_label_studio[choice]  # type: ignore[return-value]
+            raise DataError(f"{where}: choice {choice!r} is not one of {', '.join(from_label_studio)}")
     raise DataError(f"{where}: no 'preferred' choice in result")
 
 
@@ -160,13 +176,13 @@ def from_label_studio(tasks: Sequence[Any], source: str = "<label-studio>") -> l
             for index, entry in enumerate(entries):
                 entry_where = f"{where}: field '{kind}[{index}]'"
                 entry = _object(entry, entry_where, "entry")
-                preferred = _choice(entry, entry_where)
+                choice = _choice(entry, entry_where)
                 meta = _object(entry.get("activealign") or {}, entry_where, "field 'activealign'")
-                defaults = {"prob_1": 1.0 if preferred == 1 else 0.0,
+                defaults = {"prob_1": CHOICE_PROB_1.get(choice, 0.5),
                             "oracle": HUMAN if kind == "annotations" else "label-studio",
                             "model_version": entry.get("model_version") or "",
                             "annotator": str(entry.get("completed_by") or ""), "round": data.get("round") or 0}
-                imported.append(_imported(source, number, pair, preferred, meta, defaults))
+                imported.append(_imported(source, number, pair, choice, meta, defaults))
     return imported
 
 
@@ -182,9 +198,9 @@ def to_argilla(records: Sequence[LabelRecord]) -> list[dict[str, Any]]:
             "suggestions": {}, "responses": {},
         }
         if record.oracle == HUMAN:
-            row["responses"]["preferred"] = [{"value": str(record.preferred), "user_id": record.annotator}]
+            row["responses"]["preferred"] = [{"value": record.decision, "user_id": record.annotator}]
         else:
-            row["suggestions"]["preferred"] = {"value": str(record.preferred),
+            row["suggestions"]["preferred"] = {"value": record.decision,
                                                "score": max(record.prob_1, 1 - record.prob_1),
                                                "agent": record.model_version}
         rows.append(row)
@@ -202,16 +218,16 @@ def from_argilla(rows: Iterable[tuple[int, dict[str, Any]]], source: str = "<arg
         responses = _object(row.get("responses") or {}, where, "field 'responses'").get("preferred") or []
         suggestion = _object(row.get("suggestions") or {}, where, "field 'suggestions'").get("preferred")
         answer = responses[0] if isinstance(responses, list) and responses else suggestion
-        if not isinstance(answer, dict) or str(answer.get("value")) not in ("1", "2"):
-            raise DataError(f"{where}: no 'preferred' answer of '1' or '2'")
-        preferred: Literal[1, 2] = 1 if str(answer["value"]) == "1" else 2
+        if not isinstance(answer, dict) or str(answer.get("value")) not in CHOICES:
+            raise DataError(f"{where}: no 'preferred' answer of '1', '2', 'tie' or 'both_bad'")
+        choice: Choice = str(answer["value"])  # type: ignore[assignment]
         human = bool(responses)
-        defaults = {"prob_1": 1.0 if preferred == 1 else 0.0, "oracle": HUMAN if human else "argilla",
+        defaults = {"prob_1": CHOICE_PROB_1.get(choice, 0.5), "oracle": HUMAN if human else "argilla",
                     "model_version": "" if human else answer.get("agent") or "",
                     "annotator": (answer.get("user_id") or "") if human else "", "round": 0}
         pair_fields = {**fields, "prompt": meta.get("prompt", fields.get("prompt"))}
         pair = _pair(source, number, pair_fields, meta.get("pair_id"))
-        imported.append(_imported(source, number, pair, preferred, meta, defaults))
+        imported.append(_imported(source, number, pair, choice, meta, defaults))
     return imported
 
 
@@ -222,26 +238,39 @@ def conversational_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.conversational{out.suffix}")
 
 
-def export_labels(store: LabelStore, out: str | Path, fmt: str, max_round: int | None = None) -> dict[Path, int]:
-    """Write the store's labels (rounds ≤ ``max_round``) to ``out`` in ``fmt``; returns the rows written per file.
+def answer_rows(records: Sequence[LabelRecord], tie_policy: TiePolicy) -> list[PreferencePair]:
+    """TRL rows of people's answers, one (none, or two for a tie) per answer, by the rule the aggregates train by
+    (:func:`~system.labels.aggregate.preference_rows`); ``pair_id`` = ``<pair_id>@<annotator>``."""
+    return [row for record in records for row in preference_rows(
+        f"{record.pair_id}@{record.annotator}", record.prompt, record.response_1, record.response_2,
+        record.decision, record.prob_1, tie_policy)]
+
+
+def export_labels(store: LabelStore, out: str | Path, fmt: str, max_round: int | None = None, what: str = "labels",
+                  tie_policy: TiePolicy = "half") -> dict[Path, int]:
+    """Write the store's labels or people's answers (``what``; rounds ≤ ``max_round``) to ``out`` in ``fmt``;
+    returns the rows written per file.
 
     A TRL file holds one text form (TRL, like a Parquet column, takes a dataset as all plain or all
     conversational): when the store holds both, the plain pairs go to ``out`` and the conversational ones to
     :func:`conversational_path`; a store of one form writes ``out`` only.
     """
     _check_format(fmt)
+    if what not in WHAT:
+        raise DataError(f"--what {what!r}: expected one of {', '.join(WHAT)}")
+    records = [record for record in store.labels(max_round=max_round) if record.is_answer == (what == "answers")]
     if fmt in ("trl-jsonl", "trl-parquet"):
         suffix = ".jsonl" if fmt == "trl-jsonl" else ".parquet"
         if Path(out).suffix != suffix:
             raise DataError(f"{out}: --format {fmt} writes a {suffix} file")
-        pairs = store.preference_pairs(max_round=max_round)
+        pairs = (answer_rows(records, tie_policy) if what == "answers"
+                 else store.preference_pairs(max_round=max_round, tie_policy=tie_policy))
         plain = [pair for pair in pairs if isinstance(pair.prompt, str)]
         if len(plain) in (0, len(pairs)):
             return {Path(out): write_preferences(out, pairs)}
         conversational = [pair for pair in pairs if not isinstance(pair.prompt, str)]
         return {Path(out): write_preferences(out, plain),
                 conversational_path(out): write_preferences(conversational_path(out), conversational)}
-    records = store.labels(max_round=max_round)
     if fmt == "label-studio":
         tasks = to_label_studio(records)
         atomic_write_text(out, json.dumps(tasks, ensure_ascii=False, indent=1))

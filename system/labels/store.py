@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from system.errors import LabelStoreError, PairTextConflictError
+from system.labels.aggregate import TiePolicy, preference_rows
 from system.labels.migrate import create_store_engine, lock_store, upgrade_schema
 from system.labels.schema import labels_table, tasks_table
 from system.types import CandidatePair, Label, PreferencePair, Text
@@ -62,6 +63,10 @@ class LabelRecord:
     created_at: datetime
     answer_ms: int | None = None
     guidelines_digest: str = ""
+    choice: str = ""
+    strength: str = ""
+    rationale: str = ""
+    adjudicated_by: str = ""
 
     @property
     def label(self) -> Label:
@@ -72,7 +77,18 @@ class LabelRecord:
             oracle=self.oracle,
             model_version=self.model_version,
             annotator=self.annotator,
+            choice=self.choice if self.choice in ("tie", "both_bad") else "",
         )
+
+    @property
+    def decision(self) -> str:
+        """``"1"``, ``"2"``, ``"tie"`` or ``"both_bad"``."""
+        return self.choice or str(self.preferred)
+
+    @property
+    def is_answer(self) -> bool:
+        """A person's own answer (not the pair's aggregate, nor a machine verdict)."""
+        return self.oracle == HUMAN and bool(self.annotator)
 
     @property
     def pair(self) -> CandidatePair:
@@ -95,7 +111,8 @@ def _record(row: Any) -> LabelRecord:
         response_1=row.response_1, response_2=row.response_2, text_digest=row.text_digest,
         preferred=row.preferred, prob_1=row.prob_1,
         oracle=row.oracle, model_version=row.model_version, annotator=row.annotator, created_at=created_at,
-        answer_ms=row.answer_ms, guidelines_digest=row.guidelines_digest,
+        answer_ms=row.answer_ms, guidelines_digest=row.guidelines_digest, choice=row.choice, strength=row.strength,
+        rationale=row.rationale, adjudicated_by=row.adjudicated_by,
     )
 
 
@@ -203,10 +220,14 @@ class LabelStore:
         round: int,
         answer_ms: int | None = None,
         guidelines_digest: str = "",
+        strength: str = "",
+        rationale: str = "",
+        adjudicated_by: str = "",
     ) -> int:
         """:meth:`put` inside the caller's transaction, which holds the store's write lock
-        (:func:`~system.labels.migrate.lock_store`); ``answer_ms`` is how long a person took to answer and
-        ``guidelines_digest`` the guidelines they answered under."""
+        (:func:`~system.labels.migrate.lock_store`); ``answer_ms`` is how long a person took to answer,
+        ``guidelines_digest`` the guidelines they answered under, ``strength`` and ``rationale`` what they added,
+        ``adjudicated_by`` the reviewer behind an aggregate."""
         by_id = pairs if isinstance(pairs, Mapping) else {pair.pair_id: pair for pair in pairs}
         now = datetime.now(timezone.utc)
         rows = []
@@ -222,7 +243,8 @@ class LabelStore:
                 "preferred": label.preferred,
                 "prob_1": float(label.prob_1), "oracle": label.oracle, "model_version": label.model_version,
                 "annotator": label.annotator, "created_at": now, "answer_ms": answer_ms,
-                "guidelines_digest": guidelines_digest,
+                "guidelines_digest": guidelines_digest, "choice": label.decision, "strength": strength,
+                "rationale": rationale, "adjudicated_by": adjudicated_by,
             })
         if not rows:
             return 0
@@ -276,20 +298,31 @@ class LabelStore:
         with self.engine.connect() as connection:
             return {oracle: int(count) for oracle, count in connection.execute(query)}
 
-    def preference_pairs(self, max_round: int | None = None, oracle: str | None = None) -> list[PreferencePair]:
-        """TRL preference pairs for training, one per labelled pair_id (rounds ≤ ``max_round``), in first-label order.
+    def preference_pairs(self, max_round: int | None = None, oracle: str | None = None,
+                         tie_policy: TiePolicy = "half") -> list[PreferencePair]:
+        """TRL preference pairs for training, per labelled pair_id (rounds ≤ ``max_round``), in first-label order.
 
-        Once the human queue has written a pair's majority label (``oracle="human"``, no annotator), that label
-        stands for the pair's human answers, which are then left out; everything else — other oracles' verdicts,
-        people's answers without a majority label (say, imported from Label Studio) — is pooled. Several labels of
-        one pair are aggregated by majority of ``preferred``; a tie goes to the mean of ``prob_1`` (≥ 0.5 →
-        response 1). ``score_chosen`` is the mean P(chosen ≻ rejected) and ``score_rejected`` its complement. A
-        conversational prompt gets its responses as single assistant messages (TRL's conversational form).
+        Once the human queue has written a pair's aggregate label (``oracle="human"``, no annotator), that label
+        stands for the pair's human answers and becomes rows by :func:`~system.labels.aggregate.preference_rows`,
+        as the loop's training labels do: none for a ``both_bad`` pair, none or two for a tie (``tie_policy``).
+        Everything else — other oracles' verdicts, people's preferences without an aggregate (say, imported from
+        Label Studio) — is pooled: several labels of one pair are aggregated by majority of ``preferred``; a tie
+        goes to the mean of ``prob_1`` (≥ 0.5 → response 1). ``score_chosen`` is the mean P(chosen ≻ rejected)
+        and ``score_rejected`` its complement.
         """
         by_pair: dict[str, list[LabelRecord]] = defaultdict(list)
         for record in self.labels(max_round=max_round, oracle=oracle):
             by_pair[record.pair_id].append(record)
-        return [aggregate_preference(_human_majority_for_answers(records)) for records in by_pair.values()]
+        rows: list[PreferencePair] = []
+        for records in by_pair.values():
+            aggregates = [record for record in records if record.oracle == HUMAN and not record.annotator]
+            if aggregates:
+                first = aggregates[0]
+                rows += preference_rows(first.pair_id, first.prompt, first.response_1, first.response_2,
+                                        first.decision, first.prob_1, tie_policy)
+            elif preferences := [record for record in records if record.decision in ("1", "2")]:
+                rows.append(aggregate_preference(preferences))
+        return rows
 
     def _fetch(self, query: Any) -> list[LabelRecord]:
         try:
@@ -299,28 +332,12 @@ class LabelStore:
             raise LabelStoreError(f"label store {self.url}: read failed ({exc.__class__.__name__})") from exc
 
 
-def _human_majority_for_answers(records: list[LabelRecord]) -> list[LabelRecord]:
-    """``records`` with people's answers dropped where the pair's human majority label is among them."""
-    if not any(record.oracle == HUMAN and not record.annotator for record in records):
-        return records
-    return [record for record in records if record.oracle != HUMAN or not record.annotator]
-
-
 def aggregate_preference(records: Sequence[LabelRecord]) -> PreferencePair:
     """One preference pair from every label of the same pair (majority vote, ties by mean ``prob_1``)."""
     first = records[0]
     votes_1 = sum(record.preferred == 1 for record in records)
     mean_prob_1 = sum(record.prob_1 for record in records) / len(records)
     one_wins = votes_1 * 2 > len(records) or (votes_1 * 2 == len(records) and mean_prob_1 >= 0.5)
-    chosen, rejected = (first.response_1, first.response_2) if one_wins else (first.response_2, first.response_1)
-    prob_chosen = mean_prob_1 if one_wins else 1.0 - mean_prob_1
-    if not isinstance(first.prompt, str):  # TRL's conversational form: responses are assistant turns
-        return PreferencePair(
-            prompt=first.prompt, chosen=[{"role": "assistant", "content": chosen}],
-            rejected=[{"role": "assistant", "content": rejected}], score_chosen=prob_chosen,
-            score_rejected=1.0 - prob_chosen, pair_id=first.pair_id,
-        )
-    return PreferencePair(
-        prompt=first.prompt, chosen=chosen, rejected=rejected, score_chosen=prob_chosen,
-        score_rejected=1.0 - prob_chosen, pair_id=first.pair_id,
-    )
+    (row,) = preference_rows(first.pair_id, first.prompt, first.response_1, first.response_2,
+                             "1" if one_wins else "2", mean_prob_1, "half")
+    return row

@@ -3,6 +3,7 @@ of the adapter, and ``activealign import`` of labels."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_import_then_export_through_the_cli_keeps_every_annotator_s_answer(tmp_p
     with LabelStore(f"sqlite:///{source}") as store:
         store.put([Label("ls-1", 2, 0.0, "human", annotator="alice"), Label("ls-1", 1, 1.0, "human", annotator="bob")],
                   [pair], round=3)
-        export_labels(store, tmp_path / "tasks.json", "label-studio")
+        export_labels(store, tmp_path / "tasks.json", "label-studio", what="answers")
     run = ["--config", "configs/tiny.yaml", "--loop.run_dir", str(tmp_path / "run")]
     for expected in ("imported 2 new labels", "imported 0 new labels"):
         done = subprocess.run([sys.executable, "-m", "jobs.cli", "import", str(tmp_path / "tasks.json"),
@@ -89,3 +90,10 @@ def test_import_then_export_through_the_cli_keeps_every_annotator_s_answer(tmp_p
     with LabelStore(f"sqlite:///{tmp_path / 'run' / 'labels.db'}") as store:
         assert sorted((r.pair_id, r.annotator, r.preferred, r.round) for r in store.labels()) == [
             ("ls-1", "alice", 2, 3), ("ls-1", "bob", 1, 3)]
+    done = subprocess.run([sys.executable, "-m", "jobs.cli", "export", "--what", "answers", "--format", "argilla",
+                           "--out", str(tmp_path / "answers.jsonl"), *run], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "exported 2 answers (argilla)" in done.stdout, done.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert sorted((r["metadata"]["annotator"], r["responses"]["preferred"][0]["value"]) for r in records) == [
+        ("alice", "2"), ("bob", "1")]

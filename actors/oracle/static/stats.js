@@ -1,6 +1,6 @@
 // Agreement page: GET /v1/annotation/stats (a reviewer's token or the run token) shown as two tables — by round
-// (α, Fleiss' κ, mean Cohen's κ) and by annotator (agreement and κ with the others' majority, overall and per
-// round). Every value is set as text, never as HTML.
+// (α, Fleiss' κ, mean Cohen's κ; the pairs' labels by outcome, adjudicated ones) and by annotator (agreement and κ
+// with the others' majority, overall and per round; gold accuracy). Every value is set as text, never as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -21,9 +21,19 @@ function row(cells, className) {
   return tr;
 }
 
+function outcomes(stats) {
+  const count = (choice) => String(stats.outcomes[choice] || 0);
+  return `${count("1")} / ${count("2")} / ${count("tie")} / ${count("both_bad")}`;
+}
+
 function agreementCells(stats) {
   return [[String(stats.pairs)], [String(stats.answers)], [number(stats.krippendorff_alpha), "alpha"],
-          [number(stats.fleiss_kappa), "fleiss"], [number(stats.mean_cohen_kappa), "cohen"]];
+          [number(stats.fleiss_kappa), "fleiss"], [number(stats.mean_cohen_kappa), "cohen"],
+          [outcomes(stats), "outcomes"], [String(stats.adjudicated), "adjudicated"]];
+}
+
+function gold(person) {
+  return person.gold_answers ? `${number(person.gold_accuracy, 2)} of ${person.gold_answers}` : "—";
 }
 
 function render(stats) {
@@ -45,7 +55,7 @@ function render(stats) {
   $("annotators").tBodies[0].replaceChildren(...stats.annotators.map((a) => {
     const tr = row([
       [a.name], [String(a.answers)], [number(a.agreement_with_others)], [number(a.kappa_with_others), "kappa"],
-      [a.median_answer_ms === null ? "—" : `${(a.median_answer_ms / 1000).toFixed(1)} s`],
+      [a.median_answer_ms === null ? "—" : `${(a.median_answer_ms / 1000).toFixed(1)} s`], [gold(a), "gold"],
       ...perRound.map((people) => [number(people.get(a.name)?.kappa_with_others), "kappa-round"]),
     ]);
     tr.dataset.annotator = a.name;

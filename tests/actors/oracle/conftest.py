@@ -1,9 +1,8 @@
-"""Helpers for the oracle-service tests: a config on a free loopback port, its label store, headless Chromium."""
+"""Helpers for the oracle-service tests: a config on a free loopback port, its label store, one Ray cluster."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from tests.conftest import REPO_ROOT, free_port
 TOKEN = "test-token-0123456789"
 PORT = free_port()  # one Serve HTTP proxy serves every module's app in turn (Serve keeps its first http_options)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def oracle_config(store: Path | str, **oracle: Any) -> Config:
@@ -25,6 +23,18 @@ def oracle_config(store: Path | str, **oracle: Any) -> Config:
     settings = {"label_store_url": store_url, "port": PORT, "host": "127.0.0.1",
                 "max_batch_size": 16, "batch_wait_timeout_s": 0.05, **oracle}
     return config_from_dict({"oracle": settings, "cluster": {"oracle": {"num_cpus": 0.5}}})
+
+
+def add_people(config: Config, people: Sequence[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """People (name, role) added to the config's label store as ``activealign annotators add`` does:
+    ``{name: Authorization header}``."""
+    from system.labels import LabelStore
+    from system.labels.annotators import AnnotatorRegistry
+
+    with LabelStore(config.oracle.label_store_url) as store:
+        registry = AnnotatorRegistry(store)
+        tokens = {name: registry.add(name, role)[1] for name, role in people}
+    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
 
 
 def deploy(config: Config) -> Iterator[str]:
@@ -53,18 +63,3 @@ def ray_cluster():
                        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
     yield context
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, headless, driven by Playwright (no browser download)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        yield chromium
-        chromium.close()

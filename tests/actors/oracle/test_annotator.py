@@ -16,7 +16,7 @@ from system.labels import LabelStore
 from system.labels.annotators import AnnotatorRegistry
 from system.oracle_client import OracleClient
 from system.types import CandidatePair
-from tests.actors.oracle.conftest import AUTH, TOKEN, deploy, oracle_config
+from tests.actors.oracle.conftest import AUTH, TOKEN, add_people, deploy, oracle_config
 
 PAIRS = [
     {"pair_id": "h0", "prompt": "Greet me", "response_1": "Hello, nice to meet you!", "response_2": "What."},
@@ -41,13 +41,13 @@ def url(ray_cluster, token_env: str, config: Config) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def people(config: Config) -> dict[str, dict[str, str]]:
-    """Annotators added as ``activealign annotators add`` does: ``{name: Authorization header}``."""
+    """Annotators added as ``activealign annotators add`` does: ``{name: Authorization header}``; gone's token is
+    revoked."""
+    headers = add_people(config, (("alice", "annotator"), ("bob", "annotator"), ("rita", "reviewer"),
+                                  ("gone", "annotator")))
     with LabelStore(config.oracle.label_store_url) as store:
-        registry = AnnotatorRegistry(store)
-        tokens = {name: registry.add(name, role)[1] for name, role in
-                  (("alice", "annotator"), ("bob", "annotator"), ("rita", "reviewer"), ("gone", "annotator"))}
-        registry.revoke("gone")
-    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+        AnnotatorRegistry(store).revoke("gone")
+    return headers
 
 
 def test_human_label_request_is_queued_with_202(url: str) -> None:
@@ -92,7 +92,7 @@ def test_page_keyboard_labels_land_in_the_store(url: str, config: Config, browse
     expect(page.locator("body")).to_have_attribute("data-answers", "2")
     assert (page.text_content("#prompt") or "").strip() == "Say bye"
     page.keyboard.press("?")
-    expect(page.locator("#guidelines strong")).to_have_text("kinder")  # the guidelines panel, rendered
+    expect(page.locator("#guidelines-text strong")).to_have_text("kinder")  # the help panel's guidelines, rendered
     shown = [(page.text_content(f"#response-{side}") or "").strip() for side in (1, 2)]
     page.keyboard.press(key_for(shown, "Goodbye, take care!"))  # the pair's response 2
     expect(page.locator("#progress")).to_have_text("2 / 2 labelled")

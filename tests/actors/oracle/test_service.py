@@ -226,6 +226,9 @@ VALID_BODIES = {
     ("post", "/v1/label"): {"pairs": [pair("body-route")]},
     ("post", "/v1/reward"): {"items": [{"prompt": "How do I bake bread?", "response": POLITE}]},
     ("post", "/v1/tasks/{task_id}/answer"): {"choice": 1, "answer_ms": 900},
+    ("put", "/v1/tasks/{task_id}/answer"): {"choice": "tie", "rationale": "same"},
+    ("post", "/v1/review/{task_id}/decision"): {"choice": 2},
+    ("post", "/v1/rounds/{round}/consume"): {"pair_ids": []},
 }
 
 
@@ -237,11 +240,13 @@ def test_every_body_taking_route_reads_its_json_body(url: str, config: Config) -
                    for method, operation in item.items() if "requestBody" in operation}
     assert body_routes == set(VALID_BODIES)
     with LabelStore(config.oracle.label_store_url) as store:
-        _, annotator_token = AnnotatorRegistry(store).add("body-check")
+        registry = AnnotatorRegistry(store)
+        tokens = {"/v1/tasks": registry.add("body-check")[1], "/v1/review": registry.add("body-review", "reviewer")[1]}
     for (method, path), body in VALID_BODIES.items():
-        headers = {"Authorization": f"Bearer {annotator_token}"} if path.startswith("/v1/tasks") else AUTH
-        response = httpx.request(method, f"{url}{path.format(task_id=1)}", headers=headers, json=body, timeout=60)
+        token = next((token for prefix, token in tokens.items() if path.startswith(prefix)), TOKEN)
+        response = httpx.request(method, f"{url}{path.format(task_id=1, round=1)}", timeout=60, json=body,
+                                 headers={"Authorization": f"Bearer {token}"})
         assert "query" not in response.text, (path, response.text)
-        # The machine oracle judges the first two; the third has no queued task 1 here and says so.
-        expected = 404 if path.endswith("/answer") else 200
+        # The machine oracle judges the first two and hands over no labels of round 1; there is no task 1 here
+        expected = 404 if "{task_id}" in path else 200
         assert response.status_code == expected, (path, response.text)

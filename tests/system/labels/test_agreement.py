@@ -3,8 +3,10 @@ closed forms and hand counts."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+from collections import Counter
 
 import pytest
 from sklearn.metrics import cohen_kappa_score
@@ -52,6 +54,36 @@ def test_alpha_of_two_complete_annotators_is_near_scotts_pi() -> None:
     pooled = [(a + b).count(c) / 80 for c in (1, 2)]
     pi = (observed - sum(p * p for p in pooled)) / (1 - sum(p * p for p in pooled))
     assert krippendorff_alpha_nominal(answers) == pytest.approx(pi + (1 - pi) / 80, abs=1e-12)
+
+
+def pairwise_alpha(answers: dict[object, list[object]]) -> float:
+    """Krippendorff's α (nominal) by its pairable-values definition, α = 1 − D_o/D_e, without a coincidence matrix:
+    D_o averages over units the disagreeing ordered pairs of the unit's m_u values weighted 1/(m_u − 1), divided by
+    the n pairable values; D_e is the share of disagreeing ordered pairs among all n values. Units with fewer than
+    two values are not pairable."""
+    units = [values for values in answers.values() if len(values) >= 2]
+    values = [value for unit in units for value in unit]
+    n = len(values)
+    observed = sum(sum(a != b for a, b in itertools.permutations(unit, 2)) / (len(unit) - 1) for unit in units) / n
+    counts = Counter(values)
+    expected = sum(counts[a] * counts[b] for a, b in itertools.permutations(counts, 2)) / (n * (n - 1))
+    return 1.0 - observed / expected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_alpha_equals_the_pairwise_definition_on_random_answers_with_gaps(seed: int) -> None:
+    """Random answer matrices (4 to 30 pairs, 2 to 6 people, the four answer kinds, each cell missing with
+    probability 0.4, agreement drawn per matrix): the coincidence-matrix α equals the pairwise definition."""
+    rng = random.Random(seed)
+    people = [f"p{i}" for i in range(rng.randint(2, 6))]
+    agree = rng.random()
+    answers: dict[int, dict[str, str]] = {}
+    for unit in range(rng.randint(4, 30)):
+        truth = rng.choice(["1", "2", "tie", "both_bad"])
+        answers[unit] = {person: truth if rng.random() < agree else rng.choice(["1", "2", "tie", "both_bad"])
+                         for person in people if rng.random() > 0.4}
+    reference = pairwise_alpha({unit: list(votes.values()) for unit, votes in answers.items()})
+    assert krippendorff_alpha_nominal(answers) == pytest.approx(reference, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -34,20 +34,59 @@ def filled_store(url: str) -> LabelStore:
 
 def comparable(store: LabelStore) -> list[tuple]:
     return sorted((r.pair_id, r.round, json.dumps(r.prompt), r.response_1, r.response_2, r.preferred,
-                   round(r.prob_1, 12), r.oracle, r.model_version, r.annotator) for r in store.labels())
+                   round(r.prob_1, 12), r.oracle, r.model_version, r.annotator, r.decision) for r in store.labels())
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("label-studio", "tasks.json"), ("argilla", "records.jsonl")])
 def test_full_fidelity_round_trip(tmp_path: Path, new_store_url: Callable[[], str], fmt: str, name: str) -> None:
     source = filled_store(new_store_url())
-    out = tmp_path / name
-    # 4 labels: two machine verdicts, alice's answer and the majority label the queue wrote for it
-    assert export_labels(source, out, fmt) == {out: 2 if fmt == "label-studio" else 4}
+    labels, answers = tmp_path / f"labels-{name}", tmp_path / f"answers-{name}"
+    # labels: two machine verdicts and the majority label the queue wrote for alice's answer; answers: hers
+    assert export_labels(source, labels, fmt) == {labels: 2 if fmt == "label-studio" else 3}
+    assert export_labels(source, answers, fmt, what="answers") == {answers: 1}
     with LabelStore(new_store_url()) as target:
-        assert import_labels(target, out, fmt) == 4
-        assert import_labels(target, out, fmt) == 0  # idempotent
+        assert import_labels(target, labels, fmt) == 3
+        assert import_labels(target, answers, fmt) == 1
+        assert import_labels(target, labels, fmt) == 0  # idempotent
         assert comparable(target) == comparable(source)
         assert target.preference_pairs() == source.preference_pairs()
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("label-studio", "tasks.json"), ("argilla", "records.jsonl")])
+def test_ties_and_both_bad_answers_round_trip_with_their_annotators(tmp_path: Path, new_store_url: Callable[[], str],
+                                                                    fmt: str, name: str) -> None:
+    source = LabelStore(new_store_url())
+    queue = HumanQueue(source, annotations_per_pair=3)
+    (task_id,) = queue.enqueue(PAIRS[:1], round=2)
+    queue.answer(task_id, "tie", "ann", rationale="both greet")
+    queue.answer(task_id, "both_bad", "bob")
+    answer_for(queue, task_id, "cy", 1, strength="slightly")
+    out = tmp_path / name
+    assert export_labels(source, out, fmt, what="answers") == {out: 1 if fmt == "label-studio" else 3}
+    text = out.read_text()
+    assert "both greet" in text and "slightly" in text  # rationale and strength travel in the metadata
+    with LabelStore(new_store_url()) as target:
+        assert import_labels(target, out, fmt) == 3
+        assert {r.annotator: r.decision for r in target.labels()} == {"ann": "tie", "bob": "both_bad", "cy": "1"}
+
+
+def test_trl_export_of_answers_and_of_labels(tmp_path: Path, store_url: str) -> None:
+    """Labels are the training rows (a tie as both orientations under tie_policy half, none under drop); answers
+    one row per answer that prefers or ties, named pair@annotator."""
+    with LabelStore(store_url) as store:
+        queue = HumanQueue(store, annotations_per_pair=3)
+        (task_id,) = queue.enqueue(PAIRS[:1], round=1)
+        queue.answer(task_id, "tie", "ann")
+        answer_for(queue, task_id, "bob", 1)
+        answer_for(queue, task_id, "cy", 2)  # (½ + 1 + 0) / 3 = ½: a tie
+        assert export_labels(store, tmp_path / "drop.jsonl", "trl-jsonl", tie_policy="drop") == {
+            tmp_path / "drop.jsonl": 0}
+        export_labels(store, tmp_path / "half.jsonl", "trl-jsonl")
+        export_labels(store, tmp_path / "answers.jsonl", "trl-jsonl", what="answers", tie_policy="drop")
+    assert [(r.chosen, r.score_chosen, r.pair_id) for r in load_preferences(tmp_path / "half.jsonl")] == [
+        ("hi!", 0.5, "p0"), ("no.", 0.5, None)]
+    assert [(r.pair_id, r.chosen) for r in load_preferences(tmp_path / "answers.jsonl")] == [
+        ("p0@bob", "hi!"), ("p0@cy", "no.")]
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("trl-jsonl", "prefs.jsonl"), ("trl-parquet", "prefs.parquet")])

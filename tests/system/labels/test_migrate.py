@@ -55,6 +55,9 @@ def test_labels_written_at_the_oldest_revision_survive_the_upgrade_to_head(store
         assert [(r.pair_id, r.round, r.prompt, r.response_1, r.response_2, r.preferred, r.prob_1, r.oracle,
                  r.annotator) for r in records] == OLD_LABELS
         assert all(r.model_version == "m0" and r.created_at == WRITTEN_AT for r in records)
+        # every old verdict's choice filled in from its preferred response; no strength, rationale or reviewer
+        assert [r.choice for r in records] == [str(preferred) for *_, preferred, _, _, _ in OLD_LABELS]
+        assert all((r.strength, r.rationale, r.adjudicated_by) == ("", "", "") for r in records)
         # the upgrade bound every old row to its texts: digests computed here from the texts written above
         canonical = [json.dumps([prompt, r1, r2], ensure_ascii=False, separators=(",", ":"), sort_keys=True)
                      for _, _, prompt, r1, r2, *_ in OLD_LABELS]

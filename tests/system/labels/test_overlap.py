@@ -3,6 +3,8 @@ label per pair — the row the loop and the exports train on (SQLite and Postgre
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from system.config import load_config
@@ -74,3 +76,31 @@ def test_a_person_who_always_takes_the_first_shown_response_splits_evenly_betwee
 def test_an_even_number_of_annotators_per_pair_is_refused() -> None:
     with pytest.raises(ConfigError, match="oracle.human.annotations_per_pair: .*must be odd"):
         load_config(None, ["oracle.human.annotations_per_pair=2"])
+
+
+def test_a_handed_out_task_holds_a_place_so_people_asking_at_once_get_different_pairs(store: LabelStore) -> None:
+    """k = 3: three people asking before anyone answers share the first pair and fill its places; the fourth gets
+    the second pair instead of a place that three others hold. A reload hands the same pair back; a skip, an answer
+    or another pair frees the place."""
+    queue = HumanQueue(store, annotations_per_pair=3)
+    first, second = queue.enqueue(pairs(2), round=1)
+    assert [queue.next_task(name).task_id for name in ("ann", "bob", "cy", "dee")] == [first, first, first, second]
+    assert queue.next_task("ann").task_id == first  # her reservation, not a new pair
+    queue.answer(first, "skip", "bob")  # bob's place is free again ...
+    assert queue.next_task("eve").task_id == first  # ... and goes to eve
+    answer_for(queue, first, "ann", 1)
+    answer_for(queue, first, "cy", 2)
+    answer_for(queue, first, "eve", 1)
+    assert queue.progress() == (1, 2)
+    assert queue.next_task("bob").task_id == second  # the second pair's places: dee's and now bob's
+
+
+def test_a_reservation_expires(store: LabelStore) -> None:
+    """A person who walks away holds the place only ``reservation_s``: then it is handed to someone else."""
+    queue = HumanQueue(store, annotations_per_pair=1, reservation_s=0.2)
+    first, second = queue.enqueue(pairs(2), round=1)
+    assert queue.next_task("ann").task_id == first
+    assert queue.next_task("bob").task_id == second
+    assert queue.next_task("cy") is None  # both places held
+    time.sleep(0.3)
+    assert queue.next_task("cy").task_id == first
