@@ -23,8 +23,9 @@ from system.errors import DataError, SelectionError
 from system.losses import logistic_curvature
 from system.selection.design import DesignState
 from system.selection.logistic_fit import fit_linear_dpo
+from system.selection.refit import RefitPool
 from system.selection.registry import PoolInputs, Strategy, get_strategy
-from system.selection.select import pick_validated, validate_pool
+from system.selection.select import check_budget, validate_pool
 from system.types import CandidatePair
 
 logger = logging.getLogger(__name__)
@@ -149,8 +150,11 @@ def select_offline(
     if (strategy.needs_weights or strategy.learns_from_labels) and pool.sealed_labels is None:
         raise DataError(f"{pool.path}: strategy {strategy.name} learns from labels, but the pool has no 'label' column")
     uniform = get_strategy("random")
+    features = phi.to(state.dtype)
+    candidates = RefitPool(features)
     taken = torch.zeros(phi.shape[0], dtype=torch.bool)
     order = torch.empty(budget, dtype=torch.long)
+    picked = torch.empty(budget, phi.shape[1], dtype=phi.dtype)  # φ of the picks in order (no gather per refit)
     prefer_first = torch.empty(budget, dtype=torch.bool)
     theta = torch.zeros(phi.shape[1], dtype=torch.float64)
     selected: list[dict[str, Any]] = []
@@ -161,13 +165,15 @@ def select_offline(
         rule = uniform if in_warm_start else strategy
         weights = None
         if rule.needs_weights:
-            theta = fit_linear_dpo(phi[order[:count]], prefer_first[:count], plugin_l2, init=theta)
+            theta = fit_linear_dpo(picked[:count], prefer_first[:count], plugin_l2, init=theta)
             weights = logistic_curvature(phi @ theta)
-            state.rebuild(rule.design_rows(phi[order[:count]], weights[order[:count]]))
+            state.rebuild(rule.design_rows(picked[:count], weights[order[:count]]))
         if rule.learns_from_labels:
-            rule.learn(rule.design_rows(phi[order[:count]], None), prefer_first[:count], seed)
+            rule.learn(rule.design_rows(picked[:count], None), prefer_first[:count], seed)
         take = min(batch_size, (min(warm_start, budget) if in_warm_start else budget) - count)
-        picks, _ = pick_validated(PoolInputs(phi, weights), take, state, rule, seed + batch, exclude=taken)
+        skipped = candidates.next_batch(rule, weights, taken)
+        check_budget(take, phi.shape[0] - count, skipped)
+        picks = rule.pick(candidates, take, state, seed + batch)
         for index, score in zip(picks.indices, picks.scores, strict=True):
             row = dict(pool.rows[index], pair_id=pool.pair_ids[index], rank=len(selected), score=score)
             row["reveal_batch"] = batch
@@ -176,6 +182,7 @@ def select_offline(
                 prefer_first[len(selected)] = label
                 row["label"] = 1 if label else 2
             order[len(selected)] = index
+            picked[len(selected)] = phi[index]
             selected.append(row)
         taken[picks.indices] = True
         logger.info("batch %d: %d picked, %d labels revealed, log det V = %.3f", batch, len(selected),
