@@ -11,7 +11,7 @@ after the last greedy batch's picks) and B = V_new⁻¹, ρ = max_x xᵀBx / x�
 
 s_i the last batch's cached bound of a_old,i²·φ_iᵀV_old⁻¹φ_i. These bounds start the lazy greedy of
 :class:`~system.selection.shards.Shard`, which scores exactly only the rows whose bound reaches the best exact score
-so far (a few hundred of 2^17 once the estimate settles).
+so far.
 
 Every carried bound is inflated by the relative ``SLACK`` so that rounding cannot push it below the exact score. The
 exact scores are computed by the same expressions as a full pass (only grouped in other GEMMs), so the picks are
