@@ -58,25 +58,26 @@ def fit_linear_dpo(
         return anchor.clone()
     theta = (anchor if init is None else init.to(torch.float64)).clone()
 
-    def objective(candidate: Tensor) -> float:
-        return float(-logsigmoid(signs * (features @ candidate)).sum() + 0.5 * l2 * (candidate - anchor).square().sum())
+    def evaluate(candidate: Tensor) -> tuple[float, Tensor]:
+        """(objective, margins Φθ [n]) at θ = ``candidate``: the margins of an accepted step start the next one."""
+        margins = features @ candidate
+        return float(-logsigmoid(signs * margins).sum() + 0.5 * l2 * (candidate - anchor).square().sum()), margins
 
-    current = objective(theta)
+    current, margins = evaluate(theta)
     for _ in range(max_iter):
-        margins = features @ theta
         prob_wrong = torch.sigmoid(-signs * margins)
         gradient = -(features.T @ (signs * prob_wrong)) + l2 * (theta - anchor)
         step = newton_direction(features, logistic_curvature(margins), gradient, l2)
         size = 1.0
         trial = theta - step
-        value = objective(trial)
+        value, trial_margins = evaluate(trial)
         while value > current and size > 1e-6:
             size *= 0.5
             trial = theta - size * step
-            value = objective(trial)
+            value, trial_margins = evaluate(trial)
         if value > current:
             break
-        theta, decrease, current = trial, current - value, value
+        theta, margins, decrease, current = trial, trial_margins, current - value, value
         if decrease <= tol * max(1.0, abs(current)):
             break
     return theta

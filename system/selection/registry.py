@@ -80,6 +80,13 @@ class Strategy(ABC):
         """Worker side: the design rows x_i [N, k] of features φ [N, k] (weights [N] when ``needs_weights``)."""
         return phi
 
+    def row_scales(self, weights: Tensor | None) -> Tensor | float | None:
+        """Scales a ([N] or one for all rows) with :meth:`design_rows` x_i = a_i·φ_i, or None when the rows are not a
+        per-row scaling of φ. Offline selection carries score bounds across refits through them (x_iᵀV⁻¹x_i =
+        a_i²·φ_iᵀV⁻¹φ_i); None makes it score every row after each refit. 1 for the base rows φ."""
+        del weights
+        return 1.0 if type(self).design_rows is Strategy.design_rows else None
+
     def learn(self, rows: Tensor, prefer_first: Tensor, seed: int) -> None:
         """Pick side, before :meth:`pick`: the design rows [L, k] of every labelled pair and its label [L] (True:
         y1 preferred); ``seed`` is ``selection.seed`` (the same every round). Nothing by default."""

@@ -23,7 +23,7 @@ greedy is the same procedure with W = 1 and both return the same pick order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import torch
@@ -38,6 +38,9 @@ Proposal = tuple[int, float, Tensor]
 
 Ranked = tuple[int, tuple[float, ...]]
 """A row ranked by a :class:`RowScorer`: (global index, its keys)."""
+
+RowMap = Callable[[Tensor, Tensor], Tensor]
+"""(stored rows [B, k], their local indices [B]) → their design rows x [B, k], row by row."""
 
 
 class RowScorer(Protocol):
@@ -175,30 +178,66 @@ class Shard:
     """
 
     refresh_rows = 64
-    """Rows B brought up to date when the largest bound is stale: the B largest bounds, then (if the largest is
-    still stale) every row, in one GEMM per chunk of rows."""
+    """Rows B first brought up to date when the largest bound is stale (see :meth:`proposal`), in one GEMM per chunk
+    of rows."""
 
     def __init__(self, rows: Tensor, offset: int = 0, device: torch.device | str | None = None) -> None:
         self.rows = rows if device is None else rows.to(device)
         self.offset = offset
+        self.design: RowMap | None = None
+        """Design rows of stored rows (``None``: the stored rows are the design rows): set by a pool that keeps
+        φ and re-weights it between batches (:class:`~system.selection.refit.RefitPool`)."""
         self.scores = torch.zeros(0, device=self.rows.device)
         self.taken = torch.zeros(0, dtype=torch.bool, device=self.rows.device)
         self.fresh = torch.zeros(0, dtype=torch.long, device=self.rows.device)
         self._z = torch.zeros(0, 0, device=self.rows.device)  # [capacity, k]: the round's z, first ``updates`` rows
         self._c = torch.zeros(0, device=self.rows.device)
+        self._v_inv = torch.zeros(0, 0, device=self.rows.device)  # V⁻¹ of the round (set by ``begin``)
+        self._unscored = 0  # rows still holding a bound from ``begin`` (``fresh`` −1)
         self.updates = 0
 
-    def begin(self, v_inv: Tensor, blocked: Tensor | None = None) -> Proposal | None:
-        """Score every row under V⁻¹; block zero rows (and ``blocked``); propose the best row (None if empty)."""
+    def begin(self, v_inv: Tensor, blocked: Tensor | None = None, bounds: Tensor | None = None) -> Proposal | None:
+        """Score every row under V⁻¹; block zero rows (and ``blocked``); propose the best row (None if empty).
+
+        With ``bounds`` [N_w] (upper bounds of the rows' scores under V⁻¹) no row is scored up front: every row starts
+        stale (``fresh`` −1) and :meth:`proposal` scores only the rows whose bound contends for the argmax.
+        """
         device = self.rows.device
         self.taken = blocked_rows(self.rows) if blocked is None else blocked.to(device, copy=True)
         self.updates = 0
         if self.rows.shape[0]:
-            self.scores = score_shard(self.rows, v_inv.to(device)).masked_fill_(self.taken, float("-inf"))
-            self.fresh = torch.zeros(self.rows.shape[0], dtype=torch.long, device=device)
+            self._v_inv = v_inv.to(device)
+            if bounds is None:
+                self.scores = self._score(slice(None))
+                self.fresh = torch.zeros(self.rows.shape[0], dtype=torch.long, device=device)
+            else:
+                self.scores = bounds.to(device=device, dtype=self._v_inv.dtype, copy=True)
+                self.fresh = torch.full((self.rows.shape[0],), -1, dtype=torch.long, device=device)
+            self._unscored = 0 if bounds is None else self.rows.shape[0]
+            self.scores.masked_fill_(self.taken, float("-inf"))
             self._z = torch.empty(64, self.rows.shape[1], dtype=self.scores.dtype, device=device)
             self._c = torch.empty(64, dtype=self.scores.dtype, device=device)
         return self.proposal()
+
+    def design_rows(self, index: Tensor | slice) -> Tensor:
+        """The design rows x [B, k] of local rows ``index`` (the stored rows mapped by :attr:`design`, if set)."""
+        if self.design is None:
+            return self.rows[index]
+        return self.design(self.rows[index], self._indices(index))
+
+    def _indices(self, index: Tensor | slice) -> Tensor:
+        """Local rows ``index`` as an index tensor."""
+        if isinstance(index, Tensor):
+            return index
+        return torch.arange(*index.indices(self.rows.shape[0]), device=self.rows.device)
+
+    def _score(self, index: Tensor | slice) -> Tensor:
+        """x_iᵀV⁻¹x_i of local rows ``index`` under the V⁻¹ of :meth:`begin`, mapped in chunks of ``SCORE_CHUNK_ROWS``
+        rows (the chunks :func:`score_shard` scores, so the floats are those of one full pass)."""
+        if self.design is None:
+            return score_shard(self.rows[index], self._v_inv)
+        return torch.cat([score_shard(self.design_rows(chunk), self._v_inv)
+                          for chunk in self._indices(index).split(SCORE_CHUNK_ROWS)])
 
     def update(self, z: Tensor, c: float, taken: int | None) -> Proposal | None:
         """Record the Sherman–Morrison step (z, c); ``taken`` is a global index (ignored when another shard holds
@@ -214,12 +253,24 @@ class Shard:
             self.updates += 1
         return self.proposal()
 
+    def final_v_inv(self) -> Tensor:
+        """V⁻¹ after the round's updates [k, k]: V⁻¹ − Σ_t z_t z_tᵀ / c_t over the Sherman–Morrison steps since
+        :meth:`begin`."""
+        z = self._z[: self.updates]
+        return self._v_inv - (z.T / self._c[: self.updates]) @ z
+
     def _refresh(self, indices: Tensor) -> None:
         """Bring the scores of rows ``indices`` up to date: s_i ← s_i − Σ_t (x_iᵀz_t)²/c_t over the updates t each
-        missed (columns before a row's ``fresh`` count are masked out), clamped at 0."""
+        missed (columns before a row's ``fresh`` count are masked out), clamped at 0. Rows still holding a bound
+        (``fresh`` −1) are first scored under the V⁻¹ of :meth:`begin`."""
+        unscored = indices[self.fresh[indices] < 0]
+        if unscored.numel():
+            self.scores[unscored] = self._score(unscored)
+            self.fresh[unscored] = 0
+            self._unscored -= unscored.numel()
         since = int(self.fresh[indices].min())
         z, c = self._z[since : self.updates], self._c[since : self.updates]
-        projections = self.rows[indices].to(z.dtype) @ z.T  # [B, t]
+        projections = self.design_rows(indices).to(z.dtype) @ z.T  # [B, t]
         missed = torch.arange(since, self.updates, device=z.device) >= self.fresh[indices].unsqueeze(-1)
         decrease = (projections.square() / c).masked_fill_(~missed, 0.0).sum(dim=-1)
         self.scores[indices] = (self.scores[indices] - decrease).clamp_min(0.0)
@@ -230,26 +281,30 @@ class Shard:
         if not self.rows.shape[0]:
             return []
         excluded = blocked_rows(self.rows) if blocked is None else blocked.to(self.rows.device)
-        keys = scorer.keys(self.rows)
+        keys = scorer.keys(self.design_rows(slice(None)))
         best = rank_rows(keys, excluded, budget)
         return [(self.offset + index, tuple(key)) for index, key in zip(best.tolist(), keys[best].tolist(),
                                                                           strict=True)]
 
     def proposal(self) -> Proposal | None:
-        """The untaken row with the largest exact score (first index on ties), or None."""
+        """The untaken row with the largest exact score (first index on ties), or None.
+
+        While the largest bound is stale, the B largest bounds are brought up to date, B = ``refresh_rows``, then
+        every row; while rows still hold a bound from :meth:`begin`, 8·B, 64·B, … rows before every row instead
+        (those bounds are loose after a refit, and the rows that contend are still few)."""
         if not self.rows.shape[0] or bool(self.taken.all()):
             return None
-        num_rows = self.scores.shape[0]
-        for everything in (num_rows <= self.refresh_rows, True):  # the B largest bounds, then every row
+        num_rows, count = self.scores.shape[0], self.refresh_rows
+        while True:
             index = int(torch.argmax(self.scores))  # the first maximal bound
             if int(self.fresh[index]) == self.updates:  # exact, and ≥ every other row's bound ≥ its exact score
                 break
-            top = (torch.arange(num_rows, device=self.scores.device) if everything
-                   else torch.topk(self.scores, self.refresh_rows).indices)
+            top = (torch.arange(num_rows, device=self.scores.device) if count >= num_rows
+                   else torch.topk(self.scores, count).indices)
             for chunk in top[(self.fresh[top] < self.updates) & ~self.taken[top]].split(SCORE_CHUNK_ROWS):
                 self._refresh(chunk)
-        index = int(torch.argmax(self.scores))  # every contender is now exact if the loop did not break
-        return self.offset + index, float(self.scores[index]), self.rows[index].cpu()
+            count = count * 8 if self._unscored else num_rows
+        return self.offset + index, float(self.scores[index]), self.design_rows(slice(index, index + 1))[0].cpu()
 
 
 class LocalPool:

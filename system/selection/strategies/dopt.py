@@ -54,6 +54,9 @@ class AdpoPlusStrategy(DOptimalStrategy):
     needs_weights = True
 
     def design_rows(self, phi: Tensor, weights: Tensor | None) -> Tensor:
+        return phi * self.row_scales(None if weights is None else weights.to(phi.dtype)).unsqueeze(-1)
+
+    def row_scales(self, weights: Tensor | None) -> Tensor:
         if weights is None:
             raise SelectionError("strategy adpo_plus needs plug-in weights μ(1-μ) (none given)")
-        return phi * weights.to(phi.dtype).sqrt().unsqueeze(-1)
+        return weights.sqrt()
