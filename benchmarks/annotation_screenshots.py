@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import httpx
-import yaml
-from oracle_server import start_healthy, stop_server
+from oracle_server import free_port, serving
 
 from system.labels import LabelStore
 from system.labels.annotators import AnnotatorRegistry
@@ -42,56 +40,57 @@ PAIRS = [
 VOTES = {"ann": (1, 1, 2), "bob": (1, 1, 2), "cy": (1, 2, 2)}  # by pair: the response each prefers
 
 
+def answer_demo_pairs(url: str, tokens: dict[str, str]) -> None:
+    """Queue :data:`PAIRS` with the run token; each person in :data:`VOTES` answers three of them."""
+    pairs = [{"pair_id": f"demo-{i}", "prompt": prompt, "response_1": one, "response_2": two}
+             for i, (prompt, one, two) in enumerate(PAIRS)]
+    httpx.post(f"{url}/v1/label", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
+               json={"pairs": pairs, "round": 1}).raise_for_status()
+    rng = random.Random(0)
+    for name, votes in VOTES.items():
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=60) as client:
+            for preferred in votes:
+                task = client.get("/v1/tasks/next").json()["task"]
+                shown = 3 - preferred if swapped_for(name, task["task_id"]) else preferred
+                client.post(f"/v1/tasks/{task['task_id']}/answer",
+                            json={"choice": shown, "answer_ms": rng.randint(4000, 20000)}).raise_for_status()
+
+
+def capture(url: str, token: str, out: Path) -> None:
+    """``annotate.png`` (the next pair, help open) and ``stats.png`` as the holder of ``token`` sees them."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                             headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 820})
+        page.goto(f"{url}/annotate#token={token}")
+        page.wait_for_selector("#task:not([hidden])")
+        page.keyboard.press("?")
+        page.screenshot(path=str(out / "annotate.png"), full_page=True)
+        page.goto(f"{url}/annotate/stats#token={token}")
+        page.wait_for_selector("body[data-loaded='1']")
+        page.screenshot(path=str(out / "stats.png"), full_page=True)
+        browser.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     args = parser.parse_args(argv)
-    from playwright.sync_api import sync_playwright
-
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
         (workdir / "guidelines.md").write_text(GUIDELINES)
-        oracle = {"kind": "human", "port": port, "label_store_url": f"sqlite:///{workdir}/labels.db",
+        oracle = {"kind": "human", "port": free_port(), "label_store_url": f"sqlite:///{workdir}/labels.db",
                   "human": {"annotations_per_pair": 3, "guidelines_path": str(workdir / "guidelines.md")}}
-        (workdir / "serve.yaml").write_text(yaml.safe_dump({"oracle": oracle, "cluster": {"num_cpus": 4}}))
-        url = f"http://127.0.0.1:{port}"
-        server = start_healthy(workdir / "serve.yaml", workdir / "serve.log", url, TOKEN)
-        try:
+        with serving(oracle, workdir, TOKEN) as url:
             with LabelStore(oracle["label_store_url"]) as store:
                 registry = AnnotatorRegistry(store)
                 tokens = {name: registry.add(name, role)[1] for name, role in
                           (("ann", "annotator"), ("bob", "annotator"), ("cy", "annotator"), ("rita", "reviewer"))}
-            pairs = [{"pair_id": f"demo-{i}", "prompt": prompt, "response_1": one, "response_2": two}
-                     for i, (prompt, one, two) in enumerate(PAIRS)]
-            httpx.post(f"{url}/v1/label", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
-                       json={"pairs": pairs, "round": 1}).raise_for_status()
-            rng = random.Random(0)
-            for name, votes in VOTES.items():
-                with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens[name]}"},
-                                  timeout=60) as client:
-                    for preferred in votes:
-                        task = client.get("/v1/tasks/next").json()["task"]
-                        shown = 3 - preferred if swapped_for(name, task["task_id"]) else preferred
-                        client.post(f"/v1/tasks/{task['task_id']}/answer",
-                                    json={"choice": shown, "answer_ms": rng.randint(4000, 20000)}).raise_for_status()
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                                     headless=True, args=["--no-sandbox", "--disable-gpu"])
-                page = browser.new_page(viewport={"width": 1200, "height": 820})
-                page.goto(f"{url}/annotate#token={tokens['rita']}")
-                page.wait_for_selector("#task:not([hidden])")
-                page.keyboard.press("?")
-                page.screenshot(path=str(args.out / "annotate.png"), full_page=True)
-                page.goto(f"{url}/annotate/stats#token={tokens['rita']}")
-                page.wait_for_selector("body[data-loaded='1']")
-                page.screenshot(path=str(args.out / "stats.png"), full_page=True)
-                browser.close()
-        finally:
-            stop_server(server)
+            answer_demo_pairs(url, tokens)
+            capture(url, tokens["rita"], args.out)
     print(f"wrote {args.out / 'annotate.png'} and {args.out / 'stats.png'}")
 
 

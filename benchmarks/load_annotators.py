@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import sqlite3
 import statistics
 import tempfile
@@ -30,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import yaml
-from oracle_server import port_is_free, start_healthy, stop_server
+from oracle_server import free_port, port_is_free, serving
 
 from system.labels import LabelStore
 from system.labels.annotators import AnnotatorRegistry
@@ -131,17 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     pairs = args.answers // args.k
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
+        port = free_port()
         store = workdir / "labels.db"
         oracle = {"kind": "human", "port": port, "label_store_url": f"sqlite:///{store}",
                   "human": {"annotations_per_pair": args.k}}
-        config_path = workdir / "serve.yaml"
-        config_path.write_text(yaml.safe_dump({"oracle": oracle, "cluster": {"num_cpus": 4}}))
-        url = f"http://127.0.0.1:{port}"
-        server = start_healthy(config_path, workdir / "serve.log", url, TOKEN, timeout=args.start_timeout)
-        try:
+        with serving(oracle, workdir, TOKEN, timeout=args.start_timeout) as url:
             with LabelStore(f"sqlite:///{store}") as label_store:
                 registry = AnnotatorRegistry(label_store)
                 tokens = {f"person-{i:03d}": registry.add(f"person-{i:03d}")[1] for i in range(args.annotators)}
@@ -158,8 +150,6 @@ def main(argv: list[str] | None = None) -> dict:
             asyncio.run(everyone())
             wall_s = time.perf_counter() - started
             load_after = os.getloadavg()
-        finally:
-            stop_server(server)
         rows, per_pair, majority, task_statuses = stored(store)
     acknowledged = Counter(observed.acknowledged)
     report = {

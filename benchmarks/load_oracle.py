@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sqlite3
 import statistics
 import tempfile
@@ -25,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import yaml
 from bench_oracle import response_text
-from oracle_server import port_is_free, start_healthy, stop_server
+from oracle_server import free_port, port_is_free, serving
 
 TOKEN = "load-bench-token-0123456789"
 PROMPT = "How do I bake bread?"
@@ -129,23 +127,15 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
+        port = free_port()
         store = workdir / "labels.db"
         oracle = {**oracle_settings(args.oracle, workdir), "port": port, "label_store_url": f"sqlite:///{store}"}
         for key, value in (("max_ongoing_requests", args.max_ongoing), ("max_queued_requests", args.max_queued)):
             if value is not None:
                 oracle[key] = value
-        config_path = workdir / "serve.yaml"
-        config_path.write_text(yaml.safe_dump({"oracle": oracle, "cluster": {"num_cpus": 4}}))
-        url = f"http://127.0.0.1:{port}"
-        server = start_healthy(config_path, workdir / "serve.log", url, TOKEN)
-        try:
+        with serving(oracle, workdir, TOKEN) as url:
             baseline = asyncio.run(run_phase(url, "seq", 1, args.baseline_requests, args.seconds, args.pairs))
             load = asyncio.run(run_phase(url, "load", args.clients, args.requests, args.seconds, args.pairs))
-        finally:
-            stop_server(server)
         counts = stored_counts(store)
         acknowledged = baseline.acknowledged + load.acknowledged
         report = {

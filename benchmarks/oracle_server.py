@@ -1,7 +1,7 @@
 """`activealign serve` as a child process in its own session: start it until healthy, stop or kill all of it.
 
-Shared by the load benchmark and the oracle crash drill. The server runs in a new session
-(``start_new_session``), so every process it starts (its Ray node, the Serve controller, proxy and
+Shared by the load benchmarks, the annotation screenshots and the oracle crash and clean-stop drills. The server runs
+in a new session (``start_new_session``), so every process it starts (its Ray node, the Serve controller, proxy and
 replicas) carries its session id and can be found and signalled after the CLI itself is gone.
 """
 
@@ -14,9 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +101,24 @@ def stop_server(server: subprocess.Popen, grace_s: float = 60) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=grace_s)
     kill_session(server)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(oracle: dict[str, Any], workdir: Path, token: str, timeout: float = 240) -> Iterator[str]:
+    """`activealign serve` with the ``oracle`` settings (their ``port`` on 127.0.0.1) and 4 logical CPUs, its config
+    and log in ``workdir``, until healthy (:func:`start_healthy`); yields its URL and stops all of it on exit."""
+    config_path = workdir / "serve.yaml"
+    config_path.write_text(yaml.safe_dump({"oracle": oracle, "cluster": {"num_cpus": 4}}))
+    server = start_healthy(config_path, workdir / "serve.log", f"http://127.0.0.1:{oracle['port']}", token,
+                           timeout=timeout)
+    try:
+        yield f"http://127.0.0.1:{oracle['port']}"
+    finally:
+        stop_server(server)

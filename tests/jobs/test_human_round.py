@@ -20,17 +20,17 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from mlflow import MlflowClient
 
+from benchmarks.oracle_server import wait_healthy
 from system.labels import LabelStore
 from tests.conftest import REPO_ROOT, free_port
+from tests.jobs.test_clean_stop import start_command
 from tests.system.labels.test_agreement import pairwise_alpha
 from tests.system.models.conftest import tiny_model_dir  # noqa: F401  (shared fixture)
 
-TOKEN = "human-round-token-0123456789"
 PEOPLE = (("ann", "annotator"), ("bob", "annotator"), ("cy", "annotator"), ("rita", "reviewer"))
 
 
@@ -53,7 +53,7 @@ def write_config(tmp_path: Path, model_dir: Path, port: int) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ACTIVEALIGN_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=True)
 
@@ -73,21 +73,10 @@ def test_three_people_and_a_reviewer_label_a_live_round(tmp_path: Path, browser,
     for name, role in PEOPLE:
         printed = cli("annotators", "add", name, "--role", role, "--config", str(config)).stdout
         tokens[name] = printed.strip().splitlines()[-1]
-    log = tmp_path / "run.log"
-    env = {**os.environ, "ACTIVEALIGN_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
-    run = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", "--config", str(config)], cwd=REPO_ROOT,
-                           env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    run, log = start_command(["run", "--config", str(config)], tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
+        assert wait_healthy(url, run, timeout=300), log.read_text()[-3000:]
 
         def sign_in(name: str):  # noqa: ANN202
             page = browser.new_page()
